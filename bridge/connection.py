@@ -1,0 +1,257 @@
+"""One link's protocol state, composed from the sans-IO layers (sans-IO itself).
+
+Strategy. A :class:`Connection` lives as long as one link. It owns a fresh
+:class:`~bridge.segment.Segmenter` and shares the peer's long-lived
+:class:`~bridge.mux.ChannelMux`, with the record layer between them::
+
+    packets <-> Segmenter <-> records <-> RecordLayer <-> frames <-> ChannelMux <-> messages
+
+It takes packets and the time (:meth:`receive_packet`), hands back packets to send
+(:meth:`next_packet`) and events (:meth:`next_event`), and keeps three timers
+(:meth:`get_timer` / :meth:`handle_timer`): a keepalive after ``keepalive`` of silence
+from us, the peer declared dead after ``idle_timeout`` of silence from it, and the mux's
+ack delay and ack timeout. It reads no clock and does no I/O.
+
+Records are decoded as they complete while fewer than :data:`MAX_EVENTS` events wait
+for the application; beyond that they stay in the segmenter, which then withholds
+credits, so an application that falls behind stops the peer instead of growing memory.
+
+Ending: a protocol error from the peer, a timeout, a CLOSE from the peer or our own
+:meth:`close` moves the connection to CLOSING; then only a CLOSE frame (with the reason)
+is still sent, after which :attr:`done` is true and the driver closes the link.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from bridge.channels import Channel, CloseCode, ControlType, Priority
+from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError
+from bridge.frame import Frame, decode_frame, encode_frame
+from bridge.mux import Acknowledged, ChannelMux, MessageReceived
+from bridge.record import PlaintextRecords, RecordLayer
+from bridge.segment import Segmenter
+
+MAX_CLOSE_TEXT = 120
+#: Decoded events held for the application before records are left in the segmenter.
+MAX_EVENTS = 64
+
+
+@dataclass(frozen=True)
+class ConnectionClosed:
+    """The connection ended. ``by_peer``: the peer sent CLOSE; else we ended it."""
+
+    code: int
+    text: str
+    by_peer: bool
+
+    def describe(self) -> str:
+        who = "peer closed" if self.by_peer else "closed"
+        if self.code == CloseCode.NORMAL:
+            return f"{who}: {self.text or 'normal close'}"
+        try:
+            name = ErrorCode(self.code).name.lower()
+        except ValueError:
+            name = f"code {self.code}"
+        return f"{who} ({name}): {self.text}"
+
+
+Event = MessageReceived | Acknowledged | ConnectionClosed
+
+
+class _State(Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # only the CLOSE frame still goes out
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    keepalive: float = 5.0
+    idle_timeout: float = 15.0
+    window: int = 32  # segment credits
+    max_pending: int = 65536  # completed records the application has not taken, bytes
+
+
+class Connection:
+    def __init__(
+        self,
+        mux: ChannelMux,
+        payload_size: int,
+        *,
+        now: float,
+        config: ConnectionConfig | None = None,
+        records: RecordLayer | None = None,
+    ) -> None:
+        self.config = config or ConnectionConfig()
+        self.mux = mux
+        self.records = records or PlaintextRecords()
+        self.segmenter = Segmenter(
+            payload_size, window=self.config.window, max_pending=self.config.max_pending
+        )
+        self._state = _State.OPEN
+        self._events: deque[Event] = deque()
+        self._control: deque[Frame] = deque()  # KEEPALIVE / CLOSE from the connection itself
+        self._last_sent = now
+        self._last_received = now
+        self._now = now
+        self.closed: ConnectionClosed | None = None
+        mux.link_up()
+
+    # -- state ------------------------------------------------------------------------
+
+    @property
+    def open(self) -> bool:
+        return self._state is _State.OPEN
+
+    @property
+    def done(self) -> bool:
+        """True once nothing more will be sent: the driver should close the link."""
+        return self._state is _State.DONE
+
+    def close(self, text: str = "", code: int = CloseCode.NORMAL) -> None:
+        """Start an orderly close; the CLOSE frame carries ``code`` and ``text``."""
+        if self._state is not _State.OPEN:
+            return
+        self._begin_close(ConnectionClosed(code, text[:MAX_CLOSE_TEXT], by_peer=False))
+
+    def _begin_close(self, closed: ConnectionClosed) -> None:
+        self.closed = closed
+        self._state = _State.CLOSING
+        self._control.clear()
+        body: dict[int | str, object] = {0: closed.code, 1: closed.text}
+        self._control.append(Frame(Channel.CONTROL, ControlType.CLOSE, None, body))
+        self._events.append(closed)
+
+    def _fail(self, error: ProtocolError) -> None:
+        if self._state is _State.OPEN:
+            self._begin_close(ConnectionClosed(error.code, str(error.args[0]), by_peer=False))
+
+    # -- receiving --------------------------------------------------------------------
+
+    def receive_packet(self, packet: bytes, now: float) -> None:
+        """Take one packet from the link. Protocol errors end the connection (see
+        :meth:`next_event`); they are not raised."""
+        if self._state is not _State.OPEN:
+            return
+        self._now = now
+        self._last_received = now
+        try:
+            self.segmenter.receive_segment(packet)
+        except ProtocolError as e:
+            self._fail(e)
+        self._pump()
+
+    def next_event(self) -> Event | None:
+        """The next event for the application, or None if there is none yet."""
+        event = self._events.popleft() if self._events else None
+        self._pump()
+        return event
+
+    def _pump(self) -> None:
+        # Decode records while the application keeps up; when it falls behind, records
+        # stay in the segmenter, whose credits then stop the peer.
+        while len(self._events) < MAX_EVENTS and self._state is _State.OPEN:
+            record = self.segmenter.next_record()
+            if record is None:
+                return
+            try:
+                self._handle_frame(decode_frame(self.records.open(record)))
+            except ProtocolError as e:
+                self._fail(e)
+
+    def abandon(self) -> list[Event]:
+        """The link is gone: stop, and hand back the events already decoded."""
+        self._state = _State.DONE
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    def _handle_frame(self, frame: Frame) -> None:
+        if frame.channel is Channel.CONTROL and frame.seq is None:
+            if frame.type == ControlType.KEEPALIVE:
+                return
+            if frame.type == ControlType.CLOSE:
+                code, text = frame.body.get(0, 0), frame.body.get(1, "")
+                if type(code) is not int or type(text) is not str:
+                    raise ProtocolError(ErrorCode.MALFORMED, "bad CLOSE body")
+                self.closed = ConnectionClosed(code, text[:MAX_CLOSE_TEXT], by_peer=True)
+                self._state = _State.DONE
+                self._events.append(self.closed)
+                return
+        self._events.extend(self.mux.receive(frame, self._now))
+
+    # -- sending ----------------------------------------------------------------------
+
+    def next_packet(self, now: float) -> bytes | None:
+        """The next packet to send, or None (nothing to send, or waiting for credit)."""
+        if self._state is _State.DONE:
+            return None
+        self._now = now
+        packet = self.segmenter.next_segment(self._record_for)
+        if packet is not None:
+            self._last_sent = now
+        elif self._state is _State.CLOSING and not self.segmenter.has_work():
+            self._state = _State.DONE
+        return packet
+
+    def _record_for(self, lane: int) -> bytes | None:
+        if lane == Priority.URGENT and self._control:
+            return self.records.seal(encode_frame(self._control.popleft()))
+        if self._state is not _State.OPEN:
+            return None
+        frame = self.mux.next_frame(lane, self._now)
+        if frame is None:
+            return None
+        return self.records.seal(encode_frame(frame))
+
+    def wants_to_send(self) -> bool:
+        """True if :meth:`next_packet` might return a packet now."""
+        return self._state is not _State.DONE and (
+            self.segmenter.credits > 0 or self.segmenter.has_work()
+        )
+
+    # -- timers -----------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        if self._state is not _State.OPEN:
+            return None
+        times = [
+            self._last_sent + self.config.keepalive,
+            self._last_received + self.config.idle_timeout,
+        ]
+        mux_timer = self.mux.get_timer()
+        if mux_timer is not None:
+            times.append(mux_timer)
+        return min(times)
+
+    def handle_timer(self, now: float) -> None:
+        if self._state is not _State.OPEN:
+            return
+        self._now = now
+        if self.segmenter.peer_credits == 0:
+            self._last_received = now  # we are holding the peer back: its silence is ours
+        if now >= self._last_received + self.config.idle_timeout:
+            self._fail(
+                ProtocolError(
+                    ErrorCode.TIMEOUT, f"peer silent for {self.config.idle_timeout:g} s"
+                )
+            )
+            return
+        try:
+            self.mux.handle_timer(now)
+        except ProtocolError as e:
+            self._fail(e)
+            return
+        if now >= self._last_sent + self.config.keepalive:
+            if not self._control:
+                self._control.append(Frame(Channel.CONTROL, ControlType.KEEPALIVE, None, {}))
+            self._last_sent = now  # re-armed again when it actually goes out
+
+    def send_message(self, channel: Channel, type: int, body: dict[int | str, object]) -> int | None:
+        """Queue a message on the shared mux (convenience for the driver)."""
+        if channel is Channel.CONTROL and type in (ControlType.ACK, ControlType.CLOSE):
+            raise LocalProtocolError("ACK and CLOSE are sent by the connection itself")
+        return self.mux.send(channel, type, body)

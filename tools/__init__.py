@@ -1,0 +1,1 @@
+"""Developer tools: benchmarks, and later the packet-dump tool and the phone emulator."""

@@ -1,0 +1,89 @@
+"""The ``Link``: the one interface every transport implements and the session sees.
+
+A link carries packets, each exactly one ATT value (a GATT write without response in
+one direction, a notification in the other), reliably and in order while it is up; it
+says how large a packet may be, and it ends once, with a reason. Nothing above this
+module knows whether bleak, Bumble or a simulation is underneath.
+"""
+
+from __future__ import annotations
+
+import abc
+from enum import Enum
+
+#: GATT attribute values are at most 512 bytes (Core spec Vol 3 Part F 3.2.9); real stacks
+#: drop or reject longer writes and notifications even when the ATT MTU would allow them.
+MAX_ATT_VALUE = 512
+#: The smallest ATT MTU every LE device supports.
+MIN_ATT_MTU = 23
+#: The largest ATT MTU (512-byte value + 5 bytes of a prepared write header).
+MAX_ATT_MTU = 517
+
+
+def payload_size_for_mtu(att_mtu: int) -> int:
+    """Usable bytes in one packet for an ATT MTU: MTU - 3 (opcode + handle), capped at 512."""
+    if not MIN_ATT_MTU <= att_mtu <= MAX_ATT_MTU:
+        raise ValueError(f"ATT MTU {att_mtu} is outside {MIN_ATT_MTU}..{MAX_ATT_MTU}")
+    return min(att_mtu - 3, MAX_ATT_VALUE)
+
+
+class CloseReason(Enum):
+    """Why a link ended."""
+
+    LOCAL = "local close"
+    PEER = "peer closed"
+    LINK_LOSS = "link lost"
+
+
+class LinkClosed(Exception):  # noqa: N818 - it is an event more than an error
+    """Raised by :meth:`Link.send` and :meth:`Link.receive` once the link has ended."""
+
+    def __init__(self, reason: CloseReason, detail: str = "") -> None:
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.detail}" if self.detail else self.reason.value
+
+
+class Link(abc.ABC):
+    """One connection to one peer. Implementations must be safe for one sender task and
+    one receiver task running at once."""
+
+    @property
+    @abc.abstractmethod
+    def att_mtu(self) -> int:
+        """The negotiated ATT MTU."""
+
+    @property
+    def payload_size(self) -> int:
+        """Largest packet :meth:`send` accepts: ATT MTU - 3, capped at 512."""
+        return payload_size_for_mtu(self.att_mtu)
+
+    @property
+    @abc.abstractmethod
+    def peer(self) -> str:
+        """A short label for the peer (an address or emulator name), for logs."""
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> LinkClosed | None:
+        """How the link ended, or ``None`` while it is up."""
+
+    @abc.abstractmethod
+    async def send(self, packet: bytes) -> None:
+        """Queue one packet; waits while the stack's transmit buffer is full.
+
+        Raises :class:`LinkClosed` once the link has ended, and ``ValueError`` for a
+        packet that is empty or larger than :attr:`payload_size`.
+        """
+
+    @abc.abstractmethod
+    async def receive(self) -> bytes:
+        """The next packet from the peer; raises :class:`LinkClosed` once the link ends
+        (after every packet that arrived before the end was returned)."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close locally. Idempotent; pending receives raise ``LinkClosed(LOCAL)``."""
