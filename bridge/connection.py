@@ -235,9 +235,7 @@ class Connection:
             self._last_received = now  # we are holding the peer back: its silence is ours
         if now >= self._last_received + self.config.idle_timeout:
             self._fail(
-                ProtocolError(
-                    ErrorCode.TIMEOUT, f"peer silent for {self.config.idle_timeout:g} s"
-                )
+                ProtocolError(ErrorCode.TIMEOUT, f"peer silent for {self.config.idle_timeout:g} s")
             )
             return
         try:
@@ -250,7 +248,9 @@ class Connection:
                 self._control.append(Frame(Channel.CONTROL, ControlType.KEEPALIVE, None, {}))
             self._last_sent = now  # re-armed again when it actually goes out
 
-    def send_message(self, channel: Channel, type: int, body: dict[int | str, object]) -> int | None:
+    def send_message(
+        self, channel: Channel, type: int, body: dict[int | str, object]
+    ) -> int | None:
         """Queue a message on the shared mux (convenience for the driver)."""
         if channel is Channel.CONTROL and type in (ControlType.ACK, ControlType.CLOSE):
             raise LocalProtocolError("ACK and CLOSE are sent by the connection itself")

@@ -46,7 +46,7 @@ def _malformed(message: str) -> ProtocolError:
 
 
 def _channel(value: object) -> Channel:
-    if type(value) is not int:
+    if type(value) is not int or value < 0:
         raise _malformed("channel is not an unsigned integer")
     try:
         return Channel(value)

@@ -115,7 +115,9 @@ class ChannelMux:
 
     # -- application side -------------------------------------------------------------
 
-    def send(self, channel: Channel, type: int, body: Body, *, sequenced: bool = True) -> int | None:
+    def send(
+        self, channel: Channel, type: int, body: Body, *, sequenced: bool = True
+    ) -> int | None:
         """Queue a message; returns its sequence number (None if unsequenced)."""
         out = self._out[channel]
         if len(out.pending) + len(out.unacked) >= self.queue_limit:
@@ -185,8 +187,8 @@ class ChannelMux:
         channel = self._pick(lane)
         if channel is None:
             if self._ack_now and lane == self.lane_of(Channel.CONTROL):
-                acks = {int(c): s for c, s in self._take_acks().items()}
-                return Frame(Channel.CONTROL, ControlType.ACK, None, dict(acks))
+                body: Body = {int(c): s for c, s in self._take_acks().items()}
+                return Frame(Channel.CONTROL, ControlType.ACK, None, body)
             return None
         out = self._out[channel]
         item = out.pending.popleft()
@@ -276,13 +278,12 @@ class ChannelMux:
             if inc.owed_since is not None and inc.owed_since + self.ack_delay <= now:
                 self._ack_now = True
         for channel, out in self._out.items():
-            head = out.unacked[0] if out.unacked else None
-            if head is not None and head.sent_at is not None:
-                if head.sent_at + self.ack_timeout <= now:
-                    raise ProtocolError(
-                        ErrorCode.TIMEOUT,
-                        f"no acknowledgement on {channel.name.lower()} for {self.ack_timeout:g} s",
-                    )
+            sent_at = out.unacked[0].sent_at if out.unacked else None
+            if sent_at is not None and sent_at + self.ack_timeout <= now:
+                raise ProtocolError(
+                    ErrorCode.TIMEOUT,
+                    f"no acknowledgement on {channel.name.lower()} for {self.ack_timeout:g} s",
+                )
 
     def ack_due(self) -> bool:
         return self._ack_now

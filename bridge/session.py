@@ -121,7 +121,11 @@ class PeerSession:
         if self._connection is not None:
             raise RuntimeError(f"{self.name} already has a link")
         conn = Connection(
-            self.mux, link.payload_size, now=trio.current_time(), config=self.config, records=records
+            self.mux,
+            link.payload_size,
+            now=trio.current_time(),
+            config=self.config,
+            records=records,
         )
         self._connection = conn
         self._leftover.append(LinkUp(link.peer, link.payload_size, conn.records.encrypted))

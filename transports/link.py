@@ -35,7 +35,7 @@ class CloseReason(Enum):
     LINK_LOSS = "link lost"
 
 
-class LinkClosed(Exception):  # noqa: N818 - it is an event more than an error
+class LinkClosed(Exception):
     """Raised by :meth:`Link.send` and :meth:`Link.receive` once the link has ended."""
 
     def __init__(self, reason: CloseReason, detail: str = "") -> None:

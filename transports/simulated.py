@@ -65,7 +65,13 @@ class LinkProfile:
     def capacity(self) -> float:
         """Raw payload capacity in ATT value bytes per second, full-size packets, one way."""
         p = self.payload_size
-        return self.bytes_per_event * (1.0 - self.event_loss) / self.interval * p / (p + PACKET_OVERHEAD)
+        return (
+            self.bytes_per_event
+            * (1.0 - self.event_loss)
+            / self.interval
+            * p
+            / (p + PACKET_OVERHEAD)
+        )
 
     def with_mtu(self, att_mtu: int) -> LinkProfile:
         return dataclasses.replace(self, att_mtu=att_mtu)
@@ -230,12 +236,13 @@ class SimulatedLink(Link):
         while True:
             now = trio.current_time()
             head = self._rx.queue[0] if self._rx.queue else None
-            if head is not None and head.deliver_at <= min(now, self._close_deadline()):
-                # Everything that arrived before the end is still handed over.
-                if self._closed is None or self._closed.reason is not CloseReason.LOCAL:
-                    self._rx.queue.popleft()
-                    await trio.lowlevel.checkpoint()
-                    return head.data
+            # Everything that arrived before the end is still handed over.
+            arrived = head is not None and head.deliver_at <= min(now, self._close_deadline())
+            closed_here = self._closed is not None and self._closed.reason is CloseReason.LOCAL
+            if head is not None and arrived and not closed_here:
+                self._rx.queue.popleft()
+                await trio.lowlevel.checkpoint()
+                return head.data
             self._settle(now)
             if self._closed is not None:
                 raise self._closed

@@ -1,0 +1,73 @@
+"""The ``bridge`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from bridge import __version__, demo
+from transports.simulated import PROFILES
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the command ran and found a problem (a demo that lost messages)
+EXIT_USAGE = 2  # wrong arguments (argparse's convention)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bridge",
+        description="Share a phone's navigation, media and messages with a car screen over BLE.",
+    )
+    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo",
+        help="run a head unit and an emulated phone on a simulated BLE link",
+        description="Run a head unit and an emulated phone on a simulated BLE link and "
+        "print what the head unit's screen shows.",
+    )
+    demo.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="android",
+        help="link behaviour to simulate (default: android)",
+    )
+    demo.add_argument("--seed", type=int, default=1, help="seed of the simulated radio")
+    demo.add_argument("--no-drop", action="store_true", help="do not drop the link halfway")
+    demo.add_argument(
+        "--realtime", action="store_true", help="pace the demo on the wall clock (about 15 s)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command == "demo":
+        try:
+            return demo.main(
+                args.profile,
+                seed=args.seed,
+                drop=not args.no_drop,
+                realtime=args.realtime,
+                out=sys.stdout,
+            )
+        except KeyboardInterrupt:
+            print("bridge: demo interrupted", file=sys.stderr)
+            return 130
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""``bridge demo``: a head unit and an emulated phone on a simulated BLE link.
+
+The phone drives a route, plays music, receives messages and sends album art; the head
+unit prints what its screen would show and taps pause in the middle of the art transfer.
+Halfway, the radio goes silent (a supervision timeout); both sides reconnect and what was
+accepted meanwhile is delivered, once, in order. By default the demo runs on virtual
+time (instant, and the same on every run for a seed); ``realtime`` paces it on the clock.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import trio
+import trio.testing
+
+from bridge import messages as m
+from bridge.channels import Channel
+from bridge.errors import ProtocolError
+from bridge.frame import Body
+from bridge.mux import Acknowledged, MessageReceived
+from bridge.session import LinkDown, LinkUp, PeerSession
+from transports.simulated import PROFILES, LinkProfile, SimulatedLinkPair
+
+ROUTE = [
+    ("head north", 800, "Rue de Rivoli"),
+    ("turn right", 300, "Main St"),
+    ("keep left", 1200, "A6"),
+    ("take exit 12", 500, "D920"),
+    ("turn left", 150, "Elm Rd"),
+    ("arrive", 0, "Elm Rd 42"),
+]
+INBOX = [
+    (1.5, m.Notification("msg-1", "Signal", "Anna", "Running 10 minutes late")),
+    (6.2, m.Notification("msg-2", "WhatsApp", "Ben", "Parking is on level -2")),
+    (9.0, m.Notification("msg-3", "SMS", "Mum", "Call me when you arrive")),
+]
+ART_SIZE = 48 * 1024
+PAUSE_AT = 3.0
+DROP_AT = 5.0
+RECONNECT_AFTER = 1.0
+END_AT = 14.0
+
+
+@dataclass
+class DemoResult:
+    sent: dict[Channel, list[int]] = field(default_factory=lambda: defaultdict(list))
+    received: dict[Channel, list[int]] = field(default_factory=lambda: defaultdict(list))
+    links: int = 0
+    pause_latency: float | None = None
+
+    def check(self) -> tuple[int, int, bool]:
+        """Lost, duplicated, in order (over the phone's sequenced messages)."""
+        lost = dup = 0
+        ordered = True
+        for channel, sent in self.sent.items():
+            got = self.received.get(channel, [])
+            lost += len(set(sent) - set(got))
+            dup += len(got) - len(set(got))
+            ordered = ordered and got == sorted(got)
+        return lost, dup, ordered
+
+
+class _Screen:
+    def __init__(self, out: TextIO, start: float) -> None:
+        self.out = out
+        self.start = start
+
+    def show(self, area: str, text: str) -> None:
+        t = trio.current_time() - self.start
+        print(f"[{t:6.2f}s] {area:<6} {text}", file=self.out, flush=True)
+
+
+def _distance(metres: int) -> str:
+    return f"{metres / 1000:.1f} km" if metres >= 1000 else f"{metres} m"
+
+
+async def _head_unit(hu: PeerSession, screen: _Screen, result: DemoResult) -> None:
+    art: dict[int, int] = {}
+    pause_sent_at: float | None = None
+    while True:
+        event = await hu.next_event()
+        if isinstance(event, LinkUp):
+            result.links += 1
+            security = "ENCRYPTED" if event.encrypted else "UNENCRYPTED"
+            screen.show(
+                "LINK", f"connected to {event.peer} ({security}, {event.payload_size}-byte packets)"
+            )
+            continue
+        if isinstance(event, LinkDown):
+            screen.show("LINK", f"{event.reason}; reconnecting")
+            continue
+        if not isinstance(event, MessageReceived):
+            continue
+        if event.seq is not None:
+            result.received[event.channel].append(event.seq)
+        try:
+            msg = m.decode_message(event.channel, event.type, event.body)
+        except ProtocolError as e:
+            screen.show("ERROR", f"ignored a message from the phone: {e}")
+            continue
+        match msg:
+            case m.Maneuver(instruction, distance, road):
+                if instruction == "arrive":
+                    screen.show("NAV", f"arrived at {road}")
+                else:
+                    screen.show("NAV", f"in {_distance(distance)}: {instruction} onto {road}")
+            case m.NowPlaying(title, artist, playing):
+                screen.show("MUSIC", f"{'▶' if playing else '⏸'} {title} — {artist}")
+            case m.Notification(_, app, sender, text):
+                screen.show("MSG", f"{sender} ({app}): {text}")
+            case m.BulkChunk(transfer, offset, total, data):
+                art[transfer] = art.get(transfer, 0) + len(data)
+                if offset == 0:
+                    screen.show("MUSIC", f"album art arriving ({total // 1024} KB, low priority)")
+                    pause_sent_at = trio.current_time()
+                    hu.send_nowait(*_wire(m.MediaCommandRequest(m.MediaCommand.PAUSE)))
+                    screen.show("TOUCH", "driver taps ⏸ pause")
+                if art[transfer] == total:
+                    screen.show("MUSIC", f"album art shown ({total // 1024} KB)")
+            case m.MediaCommandResult(_, ok):
+                if pause_sent_at is not None and result.pause_latency is None:
+                    result.pause_latency = trio.current_time() - pause_sent_at
+                    screen.show(
+                        "MUSIC",
+                        f"phone says pause {'done' if ok else 'failed'} after "
+                        f"{result.pause_latency * 1000:.0f} ms, ahead of the art",
+                    )
+            case _:
+                pass
+
+
+def _wire(msg: m.Message) -> tuple[Channel, int, Body]:
+    return msg.channel, msg.type, msg.to_body()
+
+
+async def _phone(
+    phone: PeerSession,
+    result: DemoResult,
+    done: trio.Event,
+    start: float,
+    phone_link_capacity: float,
+) -> None:
+    async def send(msg: m.Message) -> None:
+        seq = await phone.send(*_wire(msg))
+        if seq is not None:
+            result.sent[msg.channel].append(seq)
+
+    async def answer_commands() -> None:
+        while True:
+            event = await phone.next_event()
+            if isinstance(event, MessageReceived) and event.type == m.AudioType.COMMAND:
+                cmd = m.MediaCommandRequest.from_body(event.body)
+                assert event.seq is not None
+                await send(m.MediaCommandResult(event.seq, ok=True))
+                playing = cmd.command is m.MediaCommand.PLAY
+                await send(m.NowPlaying("Midnight City", "M83", playing))
+            elif isinstance(event, Acknowledged | LinkUp | LinkDown | MessageReceived):
+                continue
+
+    async def at(t: float) -> None:
+        await trio.sleep_until(start + t)
+
+    async def route() -> None:
+        for i, (instruction, distance, road) in enumerate(ROUTE):
+            await at(0.5 + i * 2.2)
+            await send(m.Maneuver(instruction, distance, road))
+
+    async def inbox() -> None:
+        for t, note in INBOX:
+            await at(t)
+            await send(note)
+
+    async def art() -> None:
+        await at(2.5)
+        # Full-size art where the link can carry it in a couple of seconds, a thumbnail else.
+        size = ART_SIZE if phone_link_capacity > 20_000 else ART_SIZE // 6
+        image = bytes(range(256)) * (size // 256)
+        for chunk in m.chunk_object(1, image):
+            await send(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer_commands)
+        await send(m.NowPlaying("Midnight City", "M83", True))
+        async with trio.open_nursery() as script:
+            script.start_soon(route)
+            script.start_soon(inbox)
+            script.start_soon(art)
+        done.set()
+        await at(END_AT)
+        nursery.cancel_scope.cancel()
+
+
+async def run_demo(profile: LinkProfile, *, seed: int, drop: bool, out: TextIO) -> DemoResult:
+    start = trio.current_time()
+    screen = _Screen(out, start)
+    hu, phone = PeerSession("head-unit"), PeerSession("phone")
+    result = DemoResult()
+    done = trio.Event()
+    print(
+        f"bridge demo: head unit + emulated phone, '{profile.name}' link "
+        f"(ATT MTU {profile.att_mtu}, {profile.interval * 1000:g} ms interval), seed {seed}",
+        file=out,
+    )
+    print("WARNING: this demo runs UNENCRYPTED: pairing is not built yet.", file=out, flush=True)
+
+    async def radio() -> None:
+        attempt = 0
+        while True:
+            pair = SimulatedLinkPair(profile, seed=seed + attempt, name="phone")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(hu.run_link, pair.central)
+                nursery.start_soon(phone.run_link, pair.peripheral)
+                if drop and attempt == 0:
+                    await trio.sleep_until(start + DROP_AT)
+                    screen.show("RADIO", "phone's radio goes silent (tunnel)")
+                    pair.lose_link()
+            attempt += 1
+            await trio.sleep(RECONNECT_AFTER)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(radio)
+        nursery.start_soon(_head_unit, hu, screen, result)
+        await _phone(phone, result, done, start, profile.capacity())
+        with trio.move_on_after(30.0):  # let what is still queued arrive
+            while any(phone.mux.queued(c) for c in Channel):
+                await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    lost, dup, ordered = result.check()
+    total = sum(len(v) for v in result.sent.values())
+    print(
+        f"\n{total} messages sent by the phone over {result.links} link(s): "
+        f"{lost} lost, {dup} duplicated, {'in order' if ordered else 'OUT OF ORDER'}",
+        file=out,
+    )
+    return result
+
+
+def main(profile_name: str, *, seed: int, drop: bool, realtime: bool, out: TextIO) -> int:
+    profile = PROFILES[profile_name]
+    clock = None if realtime else trio.testing.MockClock(autojump_threshold=0)
+    result = trio.run(lambda: run_demo(profile, seed=seed, drop=drop, out=out), clock=clock)
+    lost, dup, ordered = result.check()
+    return 0 if (lost, dup, ordered) == (0, 0, True) else 1
