@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
@@ -228,11 +229,15 @@ def test_slow_receiver_stalls_a_fast_sender_with_bounded_memory() -> None:
     assert got == records
 
 
+def _only_lane_0(record: bytes, lane: int) -> bytes | None:
+    return record if lane == 0 else None
+
+
 def test_grants_piggyback_on_first_segments() -> None:
     a, b = Segmenter(512), Segmenter(512)
     for i in range(20):
         record = bytes([i]) * 10
-        packet = a.next_segment(lambda lane, r=record: r if lane == 0 else None)
+        packet = a.next_segment(functools.partial(_only_lane_0, record))
         assert packet is not None
         b.receive_segment(packet)
         assert b.next_record() == record
