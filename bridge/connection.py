@@ -32,11 +32,13 @@ from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError
 from bridge.frame import Frame, decode_frame, encode_frame
 from bridge.mux import Acknowledged, ChannelMux, MessageReceived
 from bridge.record import PlaintextRecords, RecordLayer
-from bridge.segment import Segmenter
+from bridge.segment import INITIAL_CREDITS, MAX_CREDITS, Segmenter
 
 MAX_CLOSE_TEXT = 120
 #: Decoded events held for the application before records are left in the segmenter.
 MAX_EVENTS = 64
+#: Bytes of segments a receiver lets its peer have in flight (bandwidth x delay).
+WINDOW_BYTES = 16384
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,11 @@ class ConnectionClosed:
 Event = MessageReceived | Acknowledged | ConnectionClosed
 
 
+def default_window(payload_size: int) -> int:
+    """Credits to keep about 16 KiB of segments in flight: small packets need many."""
+    return max(INITIAL_CREDITS, min(MAX_CREDITS, -(-WINDOW_BYTES // payload_size)))
+
+
 class _State(Enum):
     OPEN = "open"
     CLOSING = "closing"  # only the CLOSE frame still goes out
@@ -71,7 +78,7 @@ class _State(Enum):
 class ConnectionConfig:
     keepalive: float = 5.0
     idle_timeout: float = 15.0
-    window: int = 32  # segment credits
+    window: int | None = None  # segment credits; None: about 16 KiB of segments (32..255)
     max_pending: int = 65536  # completed records the application has not taken, bytes
 
 
@@ -88,9 +95,8 @@ class Connection:
         self.config = config or ConnectionConfig()
         self.mux = mux
         self.records = records or PlaintextRecords()
-        self.segmenter = Segmenter(
-            payload_size, window=self.config.window, max_pending=self.config.max_pending
-        )
+        window = self.config.window or default_window(payload_size)
+        self.segmenter = Segmenter(payload_size, window=window, max_pending=self.config.max_pending)
         self._state = _State.OPEN
         self._events: deque[Event] = deque()
         self._control: deque[Frame] = deque()  # KEEPALIVE / CLOSE from the connection itself
