@@ -28,7 +28,8 @@ Credits are granted in batches without waiting for anything: no extra round trip
 Every check is strict: the sequence, the kind, lane use (a FIRST on a busy lane, a CONT
 on an idle one), lengths (no empty segments, no overrun of the announced length, no
 segment over 512 bytes), record size, reassembly memory, credit use and credit overflow.
-Any failure raises :class:`~bridge.errors.ProtocolError` and the segmenter stays failed.
+Any failure raises :class:`~bridge.errors.ProtocolError` and the receive side stays
+failed; the send side goes on, so a CLOSE frame can still say why.
 """
 
 from __future__ import annotations
@@ -296,8 +297,10 @@ class Segmenter:
         return any(self._lanes_out) or self._grant_due() > 0
 
     def next_segment(self, source: RecordSource) -> bytes | None:
-        """The next packet to send, or None. ``source(lane)`` supplies records to idle lanes."""
-        self._check_open()
+        """The next packet to send, or None. ``source(lane)`` supplies records to idle lanes.
+
+        Sending still works after the receive side failed: the CLOSE that says why must go.
+        """
         grant = self._grant_due()
         if self._credits > 0:
             for lane in range(LANES):

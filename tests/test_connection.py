@@ -1,0 +1,86 @@
+"""The connection core's whole receive path: segments -> records -> frames -> messages."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge import messages as m
+from bridge.channels import Channel
+from bridge.connection import Connection, ConnectionClosed
+from bridge.errors import ProtocolError
+from bridge.frame import Frame, encode_frame
+from bridge.mux import ChannelMux, MessageReceived
+from tests.helpers import Seq, random_cuts, split_record
+
+FRAMES = [
+    Frame(Channel.NAVIGATION, 1, 0, m.Maneuver("turn right", 300, "Main St").to_body()),
+    Frame(Channel.AUDIO, 1, 0, m.NowPlaying("Midnight City", "M83", True).to_body()),
+    Frame(Channel.MESSAGING, 1, 0, m.Notification("a", "SMS", "Mum", "Call me " * 40).to_body()),
+    Frame(Channel.BULK, 1, 0, m.BulkChunk(1, 0, 900, bytes(900)).to_body()),
+    Frame(Channel.NAVIGATION, 1, 1, m.Maneuver("arrive", 0, "Elm Rd 42").to_body()),
+]
+
+
+def _feed(how: str) -> list[MessageReceived]:
+    conn = Connection(ChannelMux(), 512, now=0.0)
+    seq = Seq()
+    rng = random.Random(how)
+    events: list[MessageReceived] = []
+    for frame in FRAMES:
+        record = encode_frame(frame)
+        if how == "whole":
+            cuts: list[int] = list(range(500, len(record), 500))
+        elif how == "byte-at-a-time":
+            cuts = list(range(1, len(record)))
+        else:
+            cuts = random_cuts(rng, len(record), 60)
+        for packet in split_record(record, cuts, seq, lane=2):
+            conn.receive_packet(packet, 0.0)
+            while conn.next_packet(0.0) is not None:  # let it send its credit grants
+                pass
+            while (event := conn.next_event()) is not None:
+                assert isinstance(event, MessageReceived)
+                events.append(event)
+    return events
+
+
+@pytest.mark.parametrize("how", ["whole", "byte-at-a-time", "random-1", "random-2", "random-3"])
+def test_frames_arrive_whatever_the_split(how: str) -> None:
+    events = _feed(how)
+    assert [(e.channel, e.seq, e.body) for e in events] == [
+        (f.channel, f.seq, f.body) for f in FRAMES
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=30), max_size=15))
+def test_random_packets_never_raise(packets: list[bytes]) -> None:
+    conn = Connection(ChannelMux(), 20, now=0.0)
+    for p in packets:
+        conn.receive_packet(p, 0.0)
+        while (event := conn.next_event()) is not None:
+            assert isinstance(event, MessageReceived | ConnectionClosed)
+        conn.next_packet(0.0)
+
+
+body_values = (
+    st.none() | st.booleans() | st.integers(-5, 2**33) | st.text(max_size=8) | st.binary(max_size=8)
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    channel=st.sampled_from(Channel),
+    type_=st.integers(0, 5),
+    body=st.dictionaries(st.integers(0, 5) | st.text(max_size=3), body_values, max_size=6),
+)
+def test_random_bodies_give_only_protocol_errors(
+    channel: Channel, type_: int, body: dict[int | str, object]
+) -> None:
+    with contextlib.suppress(ProtocolError):
+        m.decode_message(channel, type_, body)
