@@ -115,6 +115,8 @@ class Connection:
     @property
     def done(self) -> bool:
         """True once nothing more will be sent: the driver should close the link."""
+        if self._state is _State.CLOSING and not self._control and not self.segmenter.has_work():
+            self._state = _State.DONE  # the CLOSE frame is out
         return self._state is _State.DONE
 
     def close(self, text: str = "", code: int = CloseCode.NORMAL) -> None:
@@ -199,8 +201,6 @@ class Connection:
         packet = self.segmenter.next_segment(self._record_for)
         if packet is not None:
             self._last_sent = now
-        elif self._state is _State.CLOSING and not self.segmenter.has_work():
-            self._state = _State.DONE
         return packet
 
     def _record_for(self, lane: int) -> bytes | None:
@@ -214,10 +214,14 @@ class Connection:
         return self.records.seal(encode_frame(frame))
 
     def wants_to_send(self) -> bool:
-        """True if :meth:`next_packet` might return a packet now."""
-        return self._state is not _State.DONE and (
-            self.segmenter.credits > 0 or self.segmenter.has_work()
-        )
+        """True if :meth:`next_packet` would return a packet now."""
+        if self._state is _State.DONE:
+            return False
+        if self.segmenter.has_work():
+            return True
+        if self.segmenter.credits == 0:
+            return False
+        return bool(self._control) or (self._state is _State.OPEN and self.mux.has_sendable())
 
     # -- timers -----------------------------------------------------------------------
 

@@ -156,6 +156,10 @@ class ChannelMux:
 
     # -- sending ----------------------------------------------------------------------
 
+    def has_sendable(self) -> bool:
+        """True if :meth:`next_frame` would return a frame for some lane."""
+        return self._ack_now or any(self._eligible(c) for c in Channel)
+
     def lane_of(self, channel: Channel) -> int:
         if self.scheduler is Scheduler.FIFO:
             return FIFO_LANE

@@ -171,9 +171,13 @@ class PeerSession:
                     conn.handle_timer(now)
                     self._wakeup.notify()
                     continue
-                packet = conn.next_packet(now)
-                if packet is not None:
-                    await link.send(packet)
+                if conn.wants_to_send():
+                    # Wait for room first, then take the most urgent packet: one that became
+                    # urgent while we waited goes ahead of the rest.
+                    await link.wait_send_ready()
+                    packet = conn.next_packet(trio.current_time())
+                    if packet is not None:
+                        await link.send(packet)
                     continue
                 if conn.done:
                     closed: ConnectionClosed | None = conn.closed

@@ -11,6 +11,8 @@ from __future__ import annotations
 import abc
 from enum import Enum
 
+import trio
+
 #: GATT attribute values are at most 512 bytes (Core spec Vol 3 Part F 3.2.9); real stacks
 #: drop or reject longer writes and notifications even when the ATT MTU would allow them.
 MAX_ATT_VALUE = 512
@@ -78,6 +80,17 @@ class Link(abc.ABC):
         Raises :class:`LinkClosed` once the link has ended, and ``ValueError`` for a
         packet that is empty or larger than :attr:`payload_size`.
         """
+
+    async def wait_send_ready(self) -> None:
+        """Wait until :meth:`send` would take a packet without waiting (the stack has room).
+
+        A driver calls this *before* choosing the next packet, so that a packet becoming
+        urgent meanwhile is the one sent. Raises :class:`LinkClosed` once the link ended.
+        The default suits transports without a visible transmit buffer.
+        """
+        if self.closed is not None:
+            raise self.closed
+        await trio.lowlevel.checkpoint()
 
     @abc.abstractmethod
     async def receive(self) -> bytes:

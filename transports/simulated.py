@@ -1,21 +1,32 @@
 """A simulated BLE connection: two :class:`Link` endpoints in memory with BLE timing.
 
-Strategy: no background task. Each direction is a fluid schedule computed when a packet
-is sent: connection events happen every ``interval`` from a seeded anchor, each event
-carries ``bytes_per_event`` on-air bytes in each direction (ATT value + 3 bytes of ATT
-header + 4 of L2CAP), a packet is transmitted in the event in which its last byte fits,
-and it reaches the peer's host ``latency`` later. The sender's stack has a transmit
-buffer of ``tx_buffer_bytes``; :meth:`SimulatedLink.send` waits while it is full, which
-is the back-pressure real stacks give. Everything is a function of the seed and of
-``trio.current_time()``, so under ``trio.testing.MockClock`` runs are exact.
+Strategy: no background task; the schedule of each direction is computed when a packet
+is sent, from a model of the link layer:
+
+- Connection events happen every ``interval`` from a seeded anchor.
+- A packet (ATT value + 3 bytes of ATT header + 4 of L2CAP) is cut into link-layer PDUs
+  of at most ``ll_payload`` bytes (251 with data length extension, 27 without). A PDU
+  takes its bits at ``phy_rate`` plus the inter-frame spaces and the peer's empty
+  acknowledgement PDU on the air (:func:`pdu_airtime`).
+- In one event a direction sends at most ``pdus_per_event`` PDUs, back to back, and only
+  while they end inside the interval. The event goes on while the controller has data
+  queued (the More Data bit); a packet handed over after the controller ran dry waits
+  for the next event. PDUs of one packet may span events.
+- The controller holds ``tx_buffer`` PDUs; :meth:`SimulatedLink.send` waits while that is
+  full, which is the back-pressure real stacks give. A packet reaches the peer's host
+  ``latency`` after its last PDU.
+
+Everything is a function of the seed and of ``trio.current_time()``, so under
+``trio.testing.MockClock`` runs are exact. (Simplification: the two directions do not
+share an event's airtime.)
 
 Link loss is a supervision timeout: after :meth:`SimulatedLinkPair.lose_link`, nothing
 more is transmitted, and both ends see ``LinkClosed(LINK_LOSS)`` once
 ``supervision_timeout`` of silence has passed. A local close is seen by the peer after
 the packets sent before it.
 
-Throughput is computable (:meth:`LinkProfile.capacity`), so benchmarks can report
-ratios against it.
+Throughput is computable (:meth:`LinkProfile.capacity` runs the same scheduler on a
+stream of full packets, without trio), so benchmarks can report ratios against it.
 """
 
 from __future__ import annotations
@@ -30,8 +41,18 @@ import trio
 
 from transports.link import CloseReason, Link, LinkClosed, payload_size_for_mtu
 
-#: On-air bytes each packet costs beyond its value: ATT opcode + handle (3), L2CAP header (4).
+#: Bytes each packet costs beyond its value: ATT opcode + handle (3), L2CAP header (4).
 PACKET_OVERHEAD = 7
+#: Link-layer bytes around a PDU's payload on 2M PHY: preamble 2, access address 4,
+#: header 2, CRC 3 (no encryption MIC in the simulation).
+LL_OVERHEAD = 11
+#: The inter-frame space between PDUs, seconds.
+T_IFS = 150e-6
+
+
+def pdu_airtime(payload: int, phy_rate: float) -> float:
+    """Air time of one data PDU with ``payload`` bytes, its acknowledgement, and the IFSs."""
+    return (payload + LL_OVERHEAD) * 8 / phy_rate + T_IFS + LL_OVERHEAD * 8 / phy_rate + T_IFS
 
 
 @dataclass(frozen=True)
@@ -41,16 +62,22 @@ class LinkProfile:
     name: str
     att_mtu: int
     interval: float  # connection interval, seconds
-    bytes_per_event: int  # on-air L2CAP bytes per connection event, each direction
+    pdus_per_event: int  # link-layer PDUs a direction may send in one event
+    ll_payload: int = 251  # largest PDU payload: 251 with data length extension, else 27
+    phy_rate: float = 2e6  # bits per second: 2M PHY, or 1e6
+    tx_buffer: int = 4  # controller transmit buffer, in PDUs
     latency: float = 0.002  # host processing delay at the receiver, seconds
     supervision_timeout: float = 2.0  # silence after which a lost link is declared, seconds
-    tx_buffer_bytes: int = 0  # stack transmit buffer; 0 means one event's worth
     event_loss: float = 0.0  # probability that an event carries nothing (CRC errors)
 
     def __post_init__(self) -> None:
         payload_size_for_mtu(self.att_mtu)  # validates the MTU
-        if self.interval <= 0 or self.bytes_per_event <= 0:
-            raise ValueError("interval and bytes_per_event must be positive")
+        if self.interval <= 0 or self.pdus_per_event <= 0 or self.tx_buffer <= 0:
+            raise ValueError("interval, pdus_per_event and tx_buffer must be positive")
+        if not 27 <= self.ll_payload <= 251:
+            raise ValueError("ll_payload must be in 27..251")
+        if pdu_airtime(self.ll_payload, self.phy_rate) > self.interval:
+            raise ValueError("a PDU does not fit in a connection interval")
         if not 0.0 <= self.event_loss < 1.0:
             raise ValueError("event_loss must be in [0, 1)")
 
@@ -58,20 +85,27 @@ class LinkProfile:
     def payload_size(self) -> int:
         return payload_size_for_mtu(self.att_mtu)
 
-    @property
-    def buffer_bytes(self) -> int:
-        return self.tx_buffer_bytes or self.bytes_per_event
+    def fragments(self, value_length: int) -> list[int]:
+        """The PDU payload sizes a packet with a value of this length is cut into."""
+        cost = value_length + PACKET_OVERHEAD
+        sizes = [self.ll_payload] * (cost // self.ll_payload)
+        if cost % self.ll_payload:
+            sizes.append(cost % self.ll_payload)
+        return sizes
 
     def capacity(self) -> float:
         """Raw payload capacity in ATT value bytes per second, full-size packets, one way."""
-        p = self.payload_size
-        return (
-            self.bytes_per_event
-            * (1.0 - self.event_loss)
-            / self.interval
-            * p
-            / (p + PACKET_OVERHEAD)
-        )
+        direction = _Direction(dataclasses.replace(self, event_loss=0.0), 0.0, 0, "capacity")
+        packet = bytes(self.payload_size)
+        events = 200
+        horizon = events * self.interval
+        sent = 0
+        while True:
+            done = direction.schedule(packet, 0.0).tx_done
+            if done > horizon:
+                break
+            sent += 1
+        return sent * self.payload_size / horizon * (1.0 - self.event_loss)
 
     def with_mtu(self, att_mtu: int) -> LinkProfile:
         return dataclasses.replace(self, att_mtu=att_mtu)
@@ -79,21 +113,23 @@ class LinkProfile:
 
 #: Profiles named after what phones do.
 PROFILES: dict[str, LinkProfile] = {
-    # Android negotiates MTU 517 and a 15 ms interval with data length extension;
-    # six full packets per event.
-    "android": LinkProfile("android", att_mtu=517, interval=0.015, bytes_per_event=6 * 519),
+    # Android: MTU 517, 15 ms interval, data length extension and 2M PHY, and as many
+    # PDUs per event as fit in the interval.
+    "android": LinkProfile("android", att_mtu=517, interval=0.015, pdus_per_event=32),
     # iOS: MTU 185 (182-byte values), 30 ms interval, about 5 packets per event.
-    "ios": LinkProfile("ios", att_mtu=185, interval=0.030, bytes_per_event=5 * 189),
-    # A legacy device without MTU exchange: 23-byte MTU, 4 small packets per 30 ms event.
-    "legacy": LinkProfile("legacy", att_mtu=23, interval=0.030, bytes_per_event=4 * 27),
+    "ios": LinkProfile("ios", att_mtu=185, interval=0.030, pdus_per_event=5),
+    # A legacy device: MTU 23, no data length extension, 1M PHY, 4 PDUs per 30 ms event.
+    "legacy": LinkProfile(
+        "legacy", att_mtu=23, interval=0.030, pdus_per_event=4, ll_payload=27, phy_rate=1e6
+    ),
 }
 
 
 @dataclass
 class _Packet:
     data: bytes
-    cost: int
-    tx_done: float  # when its last byte is on the air
+    pdus: int
+    tx_done: float  # when its last PDU is on the air
     deliver_at: float  # when the peer's host has it
 
 
@@ -105,8 +141,9 @@ class _Direction:
         self.anchor = anchor
         self.seed = seed
         self.name = name
-        self.cursor = -1  # event index where the next packet may start
-        self.budget_left = 0
+        self.cursor = -1  # the event the last PDU went in
+        self.pos = -math.inf  # when the last scheduled PDU ends
+        self.pdus_left = 0
         self.queue: deque[_Packet] = deque()  # sent, not yet received by the peer
         self.in_tx: deque[_Packet] = deque()  # sent, not yet fully on the air
         self.lost_at: float | None = None
@@ -116,30 +153,40 @@ class _Direction:
     def event_time(self, k: int) -> float:
         return self.anchor + k * self.profile.interval
 
-    def _budget(self, k: int) -> int:
+    def _pdus(self, k: int) -> int:
         p = self.profile.event_loss
         if p and random.Random(f"{self.seed}/{self.name}/{k}").random() < p:
             return 0
-        return self.profile.bytes_per_event
+        return self.profile.pdus_per_event
+
+    def _place(self, size: int, now: float) -> float:
+        """Schedule one PDU; returns when it ends."""
+        airtime = pdu_airtime(size, self.profile.phy_rate)
+        open_event = (
+            self.cursor >= 0
+            and now <= self.pos  # the controller still had data: More Data
+            and self.pdus_left > 0
+            and self.pos + airtime <= self.event_time(self.cursor + 1)
+        )
+        if not open_event:
+            k = max(self.cursor + 1, math.ceil((now - self.anchor) / self.profile.interval - 1e-9))
+            while (pdus := self._pdus(k)) == 0:
+                k += 1
+            self.cursor, self.pos, self.pdus_left = k, self.event_time(k), pdus
+        self.pos += airtime
+        self.pdus_left -= 1
+        return self.pos
 
     def schedule(self, data: bytes, now: float) -> _Packet:
-        cost = len(data) + PACKET_OVERHEAD
+        sizes = self.profile.fragments(len(data))
         if self.lost_at is not None:
-            packet = _Packet(data, cost, math.inf, math.inf)
+            packet = _Packet(data, len(sizes), math.inf, math.inf)
             self.in_tx.append(packet)
             return packet
-        first = max(0, math.ceil((now - self.anchor) / self.profile.interval - 1e-9))
-        if first > self.cursor:
-            self.cursor = first
-            self.budget_left = self._budget(first)
-        remaining = cost
-        while remaining > self.budget_left:
-            remaining -= self.budget_left
-            self.cursor += 1
-            self.budget_left = self._budget(self.cursor)
-        self.budget_left -= remaining
-        tx_done = self.event_time(self.cursor)
-        packet = _Packet(data, cost, tx_done, tx_done + self.profile.latency)
+        done = now
+        for size in sizes:
+            done = self._place(size, done if done > now else now)
+        packet = _Packet(data, len(sizes), done, done + self.profile.latency)
         self.queue.append(packet)
         self.in_tx.append(packet)
         self.packets += 1
@@ -147,9 +194,10 @@ class _Direction:
         return packet
 
     def buffered(self, now: float) -> int:
+        """PDUs in the controller's transmit buffer."""
         while self.in_tx and self.in_tx[0].tx_done <= now:
             self.in_tx.popleft()
-        return sum(p.cost for p in self.in_tx)
+        return sum(p.pdus for p in self.in_tx)
 
     def lose(self, now: float) -> None:
         self.lost_at = now
@@ -214,20 +262,34 @@ class SimulatedLink(Link):
     async def send(self, packet: bytes) -> None:
         if not packet or len(packet) > self.payload_size:
             raise ValueError(f"packet of {len(packet)} bytes; payload size is {self.payload_size}")
-        limit = self._pair.profile.buffer_bytes
+        profile = self._pair.profile
+        pdus = len(profile.fragments(len(packet)))
         while True:
             now = trio.current_time()
             self._settle(now)
             if self._closed is not None:
                 raise self._closed
             buffered = self._tx.buffered(now)
-            if buffered == 0 or buffered + len(packet) + PACKET_OVERHEAD <= limit:
+            if buffered == 0 or buffered + pdus <= profile.tx_buffer:
                 break
             deadline = min(self._tx.in_tx[0].tx_done, self._close_deadline())
             await self._pair.notifier.wait_until(deadline)
         self._tx.schedule(packet, now)
         self._pair.notifier.notify()
         await trio.lowlevel.checkpoint()
+
+    async def wait_send_ready(self) -> None:
+        profile = self._pair.profile
+        while True:
+            now = trio.current_time()
+            self._settle(now)
+            if self._closed is not None:
+                raise self._closed
+            if self._tx.buffered(now) < profile.tx_buffer:
+                await trio.lowlevel.checkpoint()
+                return
+            deadline = min(self._tx.in_tx[0].tx_done, self._close_deadline())
+            await self._pair.notifier.wait_until(deadline)
 
     def _close_deadline(self) -> float:
         return self._pending_close[0] if self._pending_close else math.inf
