@@ -22,6 +22,7 @@ class ErrorCode(IntEnum):
     UNSUPPORTED = 6  # a reserved kind, channel or type
     TIMEOUT = 7  # the peer stopped acknowledging or went silent
     INVALID_MESSAGE = 8  # a well-formed frame whose body is wrong for its type
+    AUTHENTICATION = 9  # a handshake or record that failed authentication
 
 
 class ProtocolError(Exception):
