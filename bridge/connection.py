@@ -33,6 +33,8 @@ from bridge.frame import Frame, decode_frame, encode_frame
 from bridge.mux import Acknowledged, ChannelMux, MessageReceived
 from bridge.record import PlaintextRecords, RecordLayer
 from bridge.segment import INITIAL_CREDITS, MAX_CREDITS, Segmenter
+from pairing.handshake import Authenticated, Handshake, HandshakeEvent, PairingFailed
+from pairing.records import EncryptedRecords
 
 MAX_CLOSE_TEXT = 120
 #: Decoded events held for the application before records are left in the segmenter.
@@ -60,7 +62,7 @@ class ConnectionClosed:
         return f"{who} ({name}): {self.text}"
 
 
-Event = MessageReceived | Acknowledged | ConnectionClosed
+Event = MessageReceived | Acknowledged | ConnectionClosed | HandshakeEvent
 
 
 def default_window(payload_size: int) -> int:
@@ -91,20 +93,29 @@ class Connection:
         now: float,
         config: ConnectionConfig | None = None,
         records: RecordLayer | None = None,
+        handshake: Handshake | None = None,
     ) -> None:
         self.config = config or ConnectionConfig()
         self.mux = mux
-        self.records = records or PlaintextRecords()
+        self._plain = PlaintextRecords()
+        self.records = records or self._plain
+        self.handshake = handshake
         window = self.config.window or default_window(payload_size)
         self.segmenter = Segmenter(payload_size, window=window, max_pending=self.config.max_pending)
         self._state = _State.OPEN
         self._events: deque[Event] = deque()
-        self._control: deque[Frame] = deque()  # KEEPALIVE / CLOSE from the connection itself
+        # Frames of the connection itself (handshake, KEEPALIVE, CLOSE), each with whether it
+        # goes in the clear (only handshake messages, and anything before Noise is done).
+        self._control: deque[tuple[Frame, bool]] = deque()
         self._last_sent = now
         self._last_received = now
         self._now = now
         self.closed: ConnectionClosed | None = None
-        mux.link_up()
+        self.authenticated = handshake is None
+        if handshake is None:
+            mux.link_up()
+        else:
+            self._drain_handshake()
 
     # -- state ------------------------------------------------------------------------
 
@@ -127,11 +138,15 @@ class Connection:
 
     def _begin_close(self, closed: ConnectionClosed) -> None:
         self.closed = closed
-        self._state = _State.CLOSING
-        self._control.clear()
+        self._state = _State.CLOSING  # frames already queued (a pairing answer) still go first
         body: dict[int | str, object] = {0: closed.code, 1: closed.text}
-        self._control.append(Frame(Channel.CONTROL, ControlType.CLOSE, None, body))
+        self._queue_control(Frame(Channel.CONTROL, ControlType.CLOSE, None, body))
         self._events.append(closed)
+
+    def _queue_control(self, frame: Frame, *, clear: bool | None = None) -> None:
+        if clear is None:
+            clear = self.handshake is not None and not self.handshake.noise_done
+        self._control.append((frame, clear))
 
     def _fail(self, error: ProtocolError) -> None:
         if self._state is _State.OPEN:
@@ -166,7 +181,9 @@ class Connection:
             if record is None:
                 return
             try:
-                self._handle_frame(decode_frame(self.records.open(record)))
+                plaintext = self.records.open(record)
+                if plaintext is not None:  # None: rejected and counted by the record layer
+                    self._handle_frame(decode_frame(plaintext))
             except ProtocolError as e:
                 self._fail(e)
 
@@ -187,9 +204,52 @@ class Connection:
                     raise ProtocolError(ErrorCode.MALFORMED, "bad CLOSE body")
                 self.closed = ConnectionClosed(code, text[:MAX_CLOSE_TEXT], by_peer=True)
                 self._state = _State.DONE
+                if self.handshake is not None and not self.handshake.done:
+                    self.handshake.abort(self.closed.text, by_peer=True)
+                    self._events.extend(iter(self.handshake.next_event, None))
                 self._events.append(self.closed)
                 return
+        if self.handshake is not None and self._handshake_frame(self.handshake, frame):
+            return
         self._events.extend(self.mux.receive(frame, self._now))
+
+    def _handshake_frame(self, handshake: Handshake, frame: Frame) -> bool:
+        """Handle a frame while (or in case) the handshake runs; True if it was taken."""
+        is_handshake = frame.channel is Channel.CONTROL and frame.seq is None
+        if is_handshake and frame.type == Handshake.HANDSHAKE_TYPE and not handshake.noise_done:
+            handshake.receive_handshake(frame.body)
+        elif is_handshake and frame.type == Handshake.PAIRING_TYPE and handshake.noise_done:
+            handshake.receive_pairing(frame.body, self._now)
+        elif not self.authenticated:
+            raise ProtocolError(ErrorCode.AUTHENTICATION, "application frame before authentication")
+        else:
+            return False
+        self._drain_handshake()
+        return True
+
+    def _drain_handshake(self) -> None:
+        handshake = self.handshake
+        assert handshake is not None
+        for encrypted, frame_type, body in handshake.outgoing():
+            frame = Frame(Channel.CONTROL, frame_type, None, body)
+            self._queue_control(frame, clear=not encrypted)
+        if handshake.noise_keys is not None and not self.records.encrypted:
+            send_key, receive_key = handshake.noise_keys
+            self.records = EncryptedRecords(send_key, receive_key)
+        while (event := handshake.next_event()) is not None:
+            self._events.append(event)
+            if isinstance(event, Authenticated):
+                self.authenticated = True
+                self.mux.link_up()
+            elif isinstance(event, PairingFailed):
+                self.close(event.reason)
+
+    def confirm_pairing(self, accept: bool) -> None:
+        """The local user's answer to a pairing code."""
+        if self.handshake is None:
+            raise LocalProtocolError("this connection has no pairing")
+        self.handshake.confirm(accept)
+        self._drain_handshake()
 
     # -- sending ----------------------------------------------------------------------
 
@@ -205,8 +265,9 @@ class Connection:
 
     def _record_for(self, lane: int) -> bytes | None:
         if lane == Priority.URGENT and self._control:
-            return self.records.seal(encode_frame(self._control.popleft()))
-        if self._state is not _State.OPEN:
+            control, clear = self._control.popleft()
+            return (self._plain if clear else self.records).seal(encode_frame(control))
+        if self._state is not _State.OPEN or not self.authenticated:
             return None
         frame = self.mux.next_frame(lane, self._now)
         if frame is None:
@@ -221,7 +282,8 @@ class Connection:
             return True
         if self.segmenter.credits == 0:
             return False
-        return bool(self._control) or (self._state is _State.OPEN and self.mux.has_sendable())
+        app = self._state is _State.OPEN and self.authenticated and self.mux.has_sendable()
+        return bool(self._control) or app
 
     # -- timers -----------------------------------------------------------------------
 
@@ -232,6 +294,8 @@ class Connection:
             self._last_sent + self.config.keepalive,
             self._last_received + self.config.idle_timeout,
         ]
+        if self.handshake is not None and (pairing := self.handshake.get_timer()) is not None:
+            times.append(pairing)
         mux_timer = self.mux.get_timer()
         if mux_timer is not None:
             times.append(mux_timer)
@@ -253,9 +317,14 @@ class Connection:
         except ProtocolError as e:
             self._fail(e)
             return
+        if self.handshake is not None:
+            self.handshake.handle_timer(now)
+            self._drain_handshake()
+            if self._state is not _State.OPEN:
+                return
         if now >= self._last_sent + self.config.keepalive:
             if not self._control:
-                self._control.append(Frame(Channel.CONTROL, ControlType.KEEPALIVE, None, {}))
+                self._queue_control(Frame(Channel.CONTROL, ControlType.KEEPALIVE, None, {}))
             self._last_sent = now  # re-armed again when it actually goes out
 
     def send_message(

@@ -19,8 +19,9 @@ class RecordLayer(abc.ABC):
         """Protect one encoded frame for sending."""
 
     @abc.abstractmethod
-    def open(self, record: bytes) -> bytes:
-        """Check and unprotect one received record; ProtocolError if it is not genuine."""
+    def open(self, record: bytes) -> bytes | None:
+        """Check and unprotect one received record: None if it was rejected (and counted),
+        ProtocolError once rejections are too many to keep the link."""
 
 
 class PlaintextRecords(RecordLayer):

@@ -24,9 +24,12 @@ import trio
 from bridge.channels import Channel
 from bridge.connection import Connection, ConnectionClosed, ConnectionConfig
 from bridge.connection import Event as ConnectionEvent
+from bridge.errors import LocalProtocolError
 from bridge.frame import Body
 from bridge.mux import ChannelMux
 from bridge.record import RecordLayer
+from pairing.handshake import Authenticated, Handshake
+from pairing.keylog import KeyLog
 from transports.link import Link, LinkClosed
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,7 @@ log = logging.getLogger(__name__)
 class LinkUp:
     peer: str
     payload_size: int
-    encrypted: bool
+    encrypted: bool  # a handshake runs first; application data will be encrypted
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,10 @@ class PeerSession:
         *,
         mux: ChannelMux | None = None,
         config: ConnectionConfig | None = None,
+        keylog: KeyLog | None = None,
     ) -> None:
         self.name = name
+        self.keylog = keylog
         self.mux = mux or ChannelMux()
         self.config = config or ConnectionConfig()
         self._connection: Connection | None = None
@@ -101,12 +106,22 @@ class PeerSession:
         while True:
             if self._leftover:
                 return self._leftover.popleft()
-            if self._connection is not None:
-                event = self._connection.next_event()
+            conn = self._connection
+            if conn is not None:
+                event = conn.next_event()
                 if event is not None:
                     self._wakeup.notify()  # taking a record may free credit to grant
+                    if isinstance(event, Authenticated) and self.keylog and conn.handshake:
+                        self.keylog.write(conn.handshake.role, event)
                     return event
             await self._wakeup.wait_until()
+
+    def confirm_pairing(self, accept: bool) -> None:
+        """Answer the pairing code shown (a ``CodeToConfirm`` event) for the current link."""
+        if self._connection is None:
+            raise LocalProtocolError(f"{self.name} has no link to confirm a pairing on")
+        self._connection.confirm_pairing(accept)
+        self._wakeup.notify()
 
     def close(self, text: str = "") -> None:
         """Close the current link in order (the CLOSE frame says ``text``)."""
@@ -116,8 +131,18 @@ class PeerSession:
 
     # -- driver -----------------------------------------------------------------------
 
-    async def run_link(self, link: Link, *, records: RecordLayer | None = None) -> LinkDown:
-        """Drive ``link`` until it ends; returns (and queues as an event) why it ended."""
+    async def run_link(
+        self,
+        link: Link,
+        *,
+        records: RecordLayer | None = None,
+        handshake: Handshake | None = None,
+    ) -> LinkDown:
+        """Drive ``link`` until it ends; returns (and queues as an event) why it ended.
+
+        With a ``handshake``, nothing of the application is sent or accepted until the
+        peer is authenticated, and every record after the Noise handshake is encrypted.
+        """
         if self._connection is not None:
             raise RuntimeError(f"{self.name} already has a link")
         conn = Connection(
@@ -126,9 +151,10 @@ class PeerSession:
             now=trio.current_time(),
             config=self.config,
             records=records,
+            handshake=handshake,
         )
         self._connection = conn
-        self._leftover.append(LinkUp(link.peer, link.payload_size, conn.records.encrypted))
+        self._leftover.append(LinkUp(link.peer, link.payload_size, handshake is not None))
         ended: list[str] = []
         try:
             async with trio.open_nursery() as nursery:

@@ -248,6 +248,11 @@ class HandshakeState:
     def handshake_hash(self) -> bytes:
         return self._sym.h
 
+    @property
+    def remote_static(self) -> bytes | None:
+        """The peer's static public key, once known (given, or read from a message)."""
+        return self._rs
+
     def my_turn(self) -> bool:
         return self.result is None and (self._index % 2 == 0) == self.initiator
 
