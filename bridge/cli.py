@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 from bridge import __version__, demo
+from pairing.keylog import KeyLog
+from pairing.trust import TrustStoreError
 from transports.simulated import PROFILES
 
 EXIT_OK = 0
@@ -39,6 +43,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--realtime", action="store_true", help="pace the demo on the wall clock (about 15 s)"
     )
+    demo.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="confirm the pairing code on the head unit without asking (unattended runs)",
+    )
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep the trust stores here, so a second run reconnects without pairing "
+        "(default: a temporary directory, so every run pairs first)",
+    )
+    demo.add_argument(
+        "--keylog",
+        type=Path,
+        metavar="FILE",
+        help="append session keys to FILE so captures can be decrypted (insecure: debugging)",
+    )
     return parser
 
 
@@ -54,17 +76,33 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     if args.command == "demo":
+        if not args.yes and not sys.stdin.isatty():
+            print(
+                "bridge: confirming the pairing code needs a terminal; "
+                "add --yes to confirm it automatically",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        status = EXIT_FAILED
         try:
-            return demo.main(
+            status = demo.main(
                 args.profile,
                 seed=args.seed,
                 drop=not args.no_drop,
                 realtime=args.realtime,
                 out=sys.stdout,
+                assume_yes=args.yes,
+                data_dir=args.data_dir,
+                keylog=KeyLog(args.keylog) if args.keylog else None,
             )
-        except KeyboardInterrupt:
+        except* TrustStoreError as group:
+            print(f"bridge: {group.exceptions[0]}", file=sys.stderr)
+        except* BrokenPipeError:  # e.g. piped into head: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except* KeyboardInterrupt:
             print("bridge: demo interrupted", file=sys.stderr)
-            return 130
+            status = 130
+        return status
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 

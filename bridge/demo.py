@@ -9,8 +9,13 @@ time (instant, and the same on every run for a seed); ``realtime`` paces it on t
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import TextIO
 
 import trio
@@ -22,6 +27,9 @@ from bridge.errors import ProtocolError
 from bridge.frame import Body
 from bridge.mux import Acknowledged, MessageReceived
 from bridge.session import LinkDown, LinkUp, PeerSession
+from pairing.handshake import Authenticated, CodeToConfirm, Handshake, PairingFailed, Role
+from pairing.keylog import KeyLog
+from pairing.trust import TrustStore
 from transports.simulated import PROFILES, LinkProfile, SimulatedLinkPair
 
 ROUTE = [
@@ -50,6 +58,7 @@ class DemoResult:
     received: dict[Channel, list[int]] = field(default_factory=lambda: defaultdict(list))
     links: int = 0
     pause_latency: float | None = None
+    pairing_failed: str | None = None
 
     def check(self) -> tuple[int, int, bool]:
         """Lost, duplicated, in order (over the phone's sequenced messages)."""
@@ -77,20 +86,46 @@ def _distance(metres: int) -> str:
     return f"{metres / 1000:.1f} km" if metres >= 1000 else f"{metres} m"
 
 
-async def _head_unit(hu: PeerSession, screen: _Screen, result: DemoResult) -> None:
+#: Asks the head unit's user whether the code matches; True to confirm.
+Confirm = Callable[[str], Awaitable[bool]]
+
+
+async def _head_unit(
+    hu: PeerSession, screen: _Screen, result: DemoResult, store: TrustStore, confirm: Confirm
+) -> None:
     art: dict[int, int] = {}
     pause_sent_at: float | None = None
     while True:
         event = await hu.next_event()
         if isinstance(event, LinkUp):
             result.links += 1
-            security = "ENCRYPTED" if event.encrypted else "UNENCRYPTED"
+            security = "handshake first" if event.encrypted else "UNENCRYPTED"
             screen.show(
-                "LINK", f"connected to {event.peer} ({security}, {event.payload_size}-byte packets)"
+                "LINK", f"connected to {event.peer} ({event.payload_size}-byte packets, {security})"
             )
             continue
         if isinstance(event, LinkDown):
             screen.show("LINK", f"{event.reason}; reconnecting")
+            continue
+        if isinstance(event, CodeToConfirm):
+            again = " again (this head unit knew it before)" if event.re_pairing else ""
+            screen.show("PAIR", f"pair with {event.peer.name!r}{again}? code {event.code}")
+            accepted = await confirm(event.code)
+            screen.show("TOUCH", f"driver taps {'Confirm' if accepted else 'Reject'}")
+            hu.confirm_pairing(accepted)
+            continue
+        if isinstance(event, Authenticated):
+            peer = event.peer
+            if event.paired_now:
+                store.add(peer.static_key, peer.name, peer.platform)
+                screen.show("PAIR", f"paired with {peer.name} ({peer.platform}); link encrypted")
+            else:
+                store.seen(peer.static_key)
+                screen.show("PAIR", f"recognised {peer.name}: no prompt; link encrypted")
+            continue
+        if isinstance(event, PairingFailed):
+            result.pairing_failed = event.reason
+            screen.show("PAIR", f"pairing failed: {event.reason}")
             continue
         if not isinstance(event, MessageReceived):
             continue
@@ -138,10 +173,13 @@ def _wire(msg: m.Message) -> tuple[Channel, int, Body]:
 
 async def _phone(
     phone: PeerSession,
+    *,
     result: DemoResult,
     done: trio.Event,
     start: float,
     phone_link_capacity: float,
+    store: TrustStore,
+    screen: _Screen,
 ) -> None:
     async def send(msg: m.Message) -> None:
         seq = await phone.send(*_wire(msg))
@@ -157,6 +195,14 @@ async def _phone(
                 await send(m.MediaCommandResult(event.seq, ok=True))
                 playing = cmd.command is m.MediaCommand.PLAY
                 await send(m.NowPlaying("Midnight City", "M83", playing))
+            elif isinstance(event, CodeToConfirm):
+                screen.show("PHONE", f"shows code {event.code}; its user taps Confirm")
+                phone.confirm_pairing(True)
+            elif isinstance(event, Authenticated):
+                if event.paired_now:
+                    store.add(event.peer.static_key, event.peer.name, event.peer.platform)
+                else:
+                    store.seen(event.peer.static_key)
             elif isinstance(event, Acknowledged | LinkUp | LinkDown | MessageReceived):
                 continue
 
@@ -193,10 +239,21 @@ async def _phone(
         nursery.cancel_scope.cancel()
 
 
-async def run_demo(profile: LinkProfile, *, seed: int, drop: bool, out: TextIO) -> DemoResult:
+async def run_demo(
+    profile: LinkProfile,
+    *,
+    seed: int,
+    drop: bool,
+    out: TextIO,
+    data_dir: Path,
+    confirm: Confirm,
+    keylog: KeyLog | None = None,
+) -> DemoResult:
     start = trio.current_time()
+    hu_store = TrustStore(data_dir / "head-unit")
+    phone_store = TrustStore(data_dir / "phone", role="phone")
     screen = _Screen(out, start)
-    hu, phone = PeerSession("head-unit"), PeerSession("phone")
+    hu, phone = PeerSession("head-unit", keylog=keylog), PeerSession("phone")
     result = DemoResult()
     done = trio.Event()
     print(
@@ -204,15 +261,42 @@ async def run_demo(profile: LinkProfile, *, seed: int, drop: bool, out: TextIO) 
         f"(ATT MTU {profile.att_mtu}, {profile.interval * 1000:g} ms interval), seed {seed}",
         file=out,
     )
-    print("WARNING: this demo runs UNENCRYPTED: pairing is not built yet.", file=out, flush=True)
+    known = "knows" if phone_store.public_key in hu_store.trusted_keys() else "has never met"
+    print(f"The head unit {known} this phone (data in {data_dir}).", file=out, flush=True)
+
+    def handshakes() -> tuple[Handshake, Handshake]:
+        # The head unit recognises a paired phone before connecting (advertising tokens
+        # in a real car); here it simply checks its store.
+        peer_key = (
+            phone_store.public_key if phone_store.public_key in hu_store.trusted_keys() else None
+        )
+        hu_hs = Handshake(
+            Role.HEAD_UNIT,
+            hu_store.identity,
+            name="Head unit",
+            platform="head-unit",
+            trusted=hu_store.trusted_keys(),
+            peer_key=peer_key,
+            random=os.urandom,
+        )
+        phone_hs = Handshake(
+            Role.PHONE,
+            phone_store.identity,
+            name="iPhone 16" if profile.name == "ios" else "Pixel 9",
+            platform="ios" if profile.name == "ios" else "android",
+            trusted=phone_store.trusted_keys(),
+            random=os.urandom,
+        )
+        return hu_hs, phone_hs
 
     async def radio() -> None:
         attempt = 0
         while True:
             pair = SimulatedLinkPair(profile, seed=seed + attempt, name="phone")
+            hu_hs, phone_hs = handshakes()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(hu.run_link, pair.central)
-                nursery.start_soon(phone.run_link, pair.peripheral)
+                nursery.start_soon(partial(hu.run_link, pair.central, handshake=hu_hs))
+                nursery.start_soon(partial(phone.run_link, pair.peripheral, handshake=phone_hs))
                 if drop and attempt == 0:
                     await trio.sleep_until(start + DROP_AT)
                     screen.show("RADIO", "phone's radio goes silent (tunnel)")
@@ -222,8 +306,16 @@ async def run_demo(profile: LinkProfile, *, seed: int, drop: bool, out: TextIO) 
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(radio)
-        nursery.start_soon(_head_unit, hu, screen, result)
-        await _phone(phone, result, done, start, profile.capacity())
+        nursery.start_soon(_head_unit, hu, screen, result, hu_store, confirm)
+        await _phone(
+            phone,
+            result=result,
+            done=done,
+            start=start,
+            phone_link_capacity=profile.capacity(),
+            store=phone_store,
+            screen=screen,
+        )
         with trio.move_on_after(30.0):  # let what is still queued arrive
             while any(phone.mux.queued(c) for c in Channel):
                 await trio.sleep(0.1)
@@ -238,9 +330,49 @@ async def run_demo(profile: LinkProfile, *, seed: int, drop: bool, out: TextIO) 
     return result
 
 
-def main(profile_name: str, *, seed: int, drop: bool, realtime: bool, out: TextIO) -> int:
+async def _ask(code: str) -> bool:
+    answer = await trio.to_thread.run_sync(
+        input, f"Does the phone show {code}? Confirm on the head unit [y/N] "
+    )
+    return answer.strip().lower() in ("y", "yes")
+
+
+async def _yes(code: str) -> bool:
+    return True
+
+
+def main(
+    profile_name: str,
+    *,
+    seed: int,
+    drop: bool,
+    realtime: bool,
+    out: TextIO,
+    assume_yes: bool = True,
+    data_dir: Path | None = None,
+    keylog: KeyLog | None = None,
+) -> int:
+    """Run the demo; 0 if it paired and every message arrived once and in order.
+    Interactive confirmation (``assume_yes=False``) runs on the wall clock."""
     profile = PROFILES[profile_name]
-    clock = None if realtime else trio.testing.MockClock(autojump_threshold=0)
-    result = trio.run(lambda: run_demo(profile, seed=seed, drop=drop, out=out), clock=clock)
+    clock = None if realtime or not assume_yes else trio.testing.MockClock(autojump_threshold=0)
+    confirm = _yes if assume_yes else _ask
+    with tempfile.TemporaryDirectory(prefix="bridge-demo-") as scratch:
+        directory = data_dir or Path(scratch)
+        result = trio.run(
+            partial(
+                run_demo,
+                profile,
+                seed=seed,
+                drop=drop,
+                out=out,
+                data_dir=directory,
+                confirm=confirm,
+                keylog=keylog,
+            ),
+            clock=clock,
+        )
     lost, dup, ordered = result.check()
+    if result.pairing_failed is not None:
+        return 1
     return 0 if (lost, dup, ordered) == (0, 0, True) else 1

@@ -119,7 +119,7 @@ class TrustStore:
     def devices(self) -> list[TrustedDevice]:
         return list(self._devices)
 
-    def keys(self) -> set[bytes]:
+    def trusted_keys(self) -> set[bytes]:
         return {d.key_bytes for d in self._devices}
 
     def find(self, name_or_id: str) -> TrustedDevice:

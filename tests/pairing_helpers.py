@@ -34,7 +34,7 @@ def handshake(
         store.identity,
         name="Pixel 9" if role is Role.PHONE else "Car",
         platform="android" if role is Role.PHONE else "head-unit",
-        trusted=store.keys(),
+        trusted=store.trusted_keys(),
         peer_key=peer_key,
         allow_pairing=allow_pairing,
         random=rng.randbytes,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,11 @@ def test_demo_shows_the_screen_and_loses_nothing(profile: str) -> None:
     out = io.StringIO()
     assert demo.main(profile, seed=3, drop=True, realtime=False, out=out) == 0
     text = out.getvalue()
-    assert "UNENCRYPTED" in text
+    assert "UNENCRYPTED" not in text
+    codes = re.findall(r"code (\d{3} \d{3})", text)
+    assert len(codes) == 2 and codes[0] == codes[1]  # the phone and the head unit agree
+    assert "paired with" in text and "recognised" in text  # after the drop: no prompt
+    assert text.index("paired with") < text.index("▶ Midnight City")  # pairing first
     assert "in 300 m: turn right onto Main St" in text
     assert "Anna (Signal): Running 10 minutes late" in text
     assert "phone says pause done" in text
@@ -30,9 +36,41 @@ def test_demo_is_repeatable_for_a_seed() -> None:
     for _ in range(2):
         out = io.StringIO()
         demo.main("ios", seed=5, drop=False, realtime=False, out=out)
-        runs.append(out.getvalue())
+        # keys and codes are fresh every run; everything else is the same
+        text = re.sub(r"\d{3} \d{3}", "CODE", out.getvalue())
+        runs.append(re.sub(r"data in [^)]*", "data in DIR", text))
     assert runs[0] == runs[1]
     assert "link lost" not in runs[0]
+
+
+def test_second_run_with_a_data_dir_reconnects_without_pairing(tmp_path: Path) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    assert (
+        demo.main("android", seed=1, drop=False, realtime=False, out=first, data_dir=tmp_path) == 0
+    )
+    assert (
+        demo.main("android", seed=1, drop=False, realtime=False, out=second, data_dir=tmp_path) == 0
+    )
+    assert "paired with" in first.getvalue() and "code" in first.getvalue()
+    assert "recognised Pixel 9" in second.getvalue() and "code" not in second.getvalue()
+
+
+def test_cli_needs_yes_without_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert cli.main(["demo"]) == cli.EXIT_USAGE
+    assert "add --yes" in capsys.readouterr().err
+
+
+def test_cli_damaged_store_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "head-unit").mkdir()
+    (tmp_path / "head-unit" / "trust.json").write_text("garbage")
+    assert cli.main(["demo", "--yes", "--data-dir", str(tmp_path)]) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert err.startswith("bridge: ") and "damaged" in err and "Traceback" not in err
 
 
 def test_cli_version_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
