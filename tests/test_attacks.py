@@ -267,3 +267,14 @@ def test_handshake_decoders_only_raise_protocol_errors(
         hu_hs: Handshake = handshake(Role.HEAD_UNIT, stores[0], seed=1)
         with contextlib.suppress(ProtocolError):
             hu_hs.receive_pairing({0: rng.randrange(6), 1: rng.randbytes(rng.randrange(40))}, 0.0)
+
+
+def test_an_encrypted_pause_is_one_27_byte_packet(stores: tuple[TrustStore, TrustStore]) -> None:
+    hu, phone = _paired_session(stores)
+    hu.conn.handle_timer(1.0)  # the delayed ACK of the phone's message goes now
+    exchange(hu, phone)
+    before = len(hu.sent)
+    hu.conn.send_message(Channel.AUDIO, 2, {0: 2})  # pause, with no acknowledgement riding
+    exchange(hu, phone)
+    pause_packets = [p for p in hu.sent[before:] if p[0] >> 4 == 0x5]  # FIRST on lane 1
+    assert [len(p) for p in pause_packets] == [27]
