@@ -39,6 +39,10 @@ class ControlType(IntEnum):
     ACK = 1  # unsequenced; body {channel: highest seq received in order}
     KEEPALIVE = 2  # unsequenced; empty body
     CLOSE = 3  # unsequenced; body {0: reason code, 1: text}
+    HANDSHAKE = 4  # unsequenced, in the clear: Noise messages (pairing/handshake.py)
+    PAIRING = 5  # unsequenced, encrypted: the numeric comparison
+    HELLO = 6  # unsequenced: versions and capabilities, first after authentication
+    ERROR = 7  # sequenced: a message the receiver could not use
 
 
 class CloseCode(IntEnum):

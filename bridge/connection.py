@@ -111,6 +111,7 @@ class Connection:
         self._last_received = now
         self._now = now
         self.closed: ConnectionClosed | None = None
+        self._uncommitted: tuple[Channel, int] | None = None
         self.authenticated = handshake is None
         if handshake is None:
             mux.link_up()
@@ -168,10 +169,23 @@ class Connection:
         self._pump()
 
     def next_event(self) -> Event | None:
-        """The next event for the application, or None if there is none yet."""
+        """The next event for the application, or None if there is none yet.
+
+        Asking for the next event commits the previous message: it may be acknowledged.
+        """
+        self.commit()
         event = self._events.popleft() if self._events else None
+        if isinstance(event, MessageReceived) and event.seq is not None:
+            self._uncommitted = (event.channel, event.seq)
         self._pump()
         return event
+
+    def commit(self) -> None:
+        """Mark the last message handed out as finished (acknowledgeable)."""
+        if self._uncommitted is not None:
+            channel, seq = self._uncommitted
+            self._uncommitted = None
+            self.mux.commit(channel, seq, self._now)
 
     def _pump(self) -> None:
         # Decode records while the application keeps up; when it falls behind, records
@@ -187,8 +201,15 @@ class Connection:
             except ProtocolError as e:
                 self._fail(e)
 
+    @property
+    def uncommitted(self) -> tuple[Channel, int] | None:
+        """The message handed out last, which the application may still be handling."""
+        return self._uncommitted
+
     def abandon(self) -> list[Event]:
-        """The link is gone: stop, and hand back the events already decoded."""
+        """The link is gone: stop, and hand back the events already decoded (not
+        committed: the session commits them as the application finishes them)."""
+        self._uncommitted = None
         self._state = _State.DONE
         events = list(self._events)
         self._events.clear()

@@ -23,6 +23,7 @@ import trio.testing
 
 from bridge import messages as m
 from bridge.channels import Channel
+from bridge.codec import Message
 from bridge.errors import ProtocolError
 from bridge.frame import Body
 from bridge.mux import Acknowledged, MessageReceived
@@ -33,17 +34,24 @@ from pairing.trust import TrustStore
 from transports.simulated import PROFILES, LinkProfile, SimulatedLinkPair
 
 ROUTE = [
-    ("head north", 800, "Rue de Rivoli"),
-    ("turn right", 300, "Main St"),
-    ("keep left", 1200, "A6"),
-    ("take exit 12", 500, "D920"),
-    ("turn left", 150, "Elm Rd"),
-    ("arrive", 0, "Elm Rd 42"),
+    (m.ManeuverType.DEPART, 800, "Rue de Rivoli"),
+    (m.ManeuverType.TURN_RIGHT, 300, "Main St"),
+    (m.ManeuverType.KEEP_LEFT, 1200, "A6"),
+    (m.ManeuverType.OFF_RAMP_RIGHT, 500, "D920"),
+    (m.ManeuverType.TURN_LEFT, 150, "Elm Rd"),
+    (m.ManeuverType.DESTINATION, 0, "Elm Rd 42"),
 ]
+MSG = m.Category.MESSAGE
 INBOX = [
-    (1.5, m.Notification("msg-1", "Signal", "Anna", "Running 10 minutes late")),
-    (6.2, m.Notification("msg-2", "WhatsApp", "Ben", "Parking is on level -2")),
-    (9.0, m.Notification("msg-3", "SMS", "Mum", "Call me when you arrive")),
+    (
+        1.5,
+        m.Notification("msg-1", "Signal", m.Category.MESSAGE, "Running 10 minutes late", 0, "Anna"),
+    ),
+    (
+        6.2,
+        m.Notification("msg-2", "WhatsApp", m.Category.MESSAGE, "Parking is on level -2", 0, "Ben"),
+    ),
+    (9.0, m.Notification("msg-3", "SMS", m.Category.MESSAGE, "Call me when you arrive", 0, "Mum")),
 ]
 ART_SIZE = 48 * 1024
 PAUSE_AT = 3.0
@@ -137,15 +145,16 @@ async def _head_unit(
             screen.show("ERROR", f"ignored a message from the phone: {e}")
             continue
         match msg:
-            case m.Maneuver(instruction, distance, road):
-                if instruction == "arrive":
-                    screen.show("NAV", f"arrived at {road}")
+            case m.Maneuver() as man:
+                if man.maneuver is m.ManeuverType.DESTINATION:
+                    screen.show("NAV", f"arrived at {man.road}")
                 else:
-                    screen.show("NAV", f"in {_distance(distance)}: {instruction} onto {road}")
-            case m.NowPlaying(title, artist, playing):
-                screen.show("MUSIC", f"{'▶' if playing else '⏸'} {title} — {artist}")
-            case m.Notification(_, app, sender, text):
-                screen.show("MSG", f"{sender} ({app}): {text}")
+                    what = man.maneuver.name.lower().replace("_", " ")
+                    screen.show("NAV", f"in {_distance(man.distance_m)}: {what} onto {man.road}")
+            case m.NowPlaying() as now:
+                screen.show("MUSIC", f"{'▶' if now.playing else '⏸'} {now.title} — {now.artist}")
+            case m.Notification() as note:
+                screen.show("MSG", f"{note.sender} ({note.app}): {note.text}")
             case m.BulkChunk(transfer, offset, total, data):
                 art[transfer] = art.get(transfer, 0) + len(data)
                 if offset == 0:
@@ -155,7 +164,7 @@ async def _head_unit(
                     screen.show("TOUCH", "driver taps ⏸ pause")
                 if art[transfer] == total:
                     screen.show("MUSIC", f"album art shown ({total // 1024} KB)")
-            case m.MediaCommandResult(_, ok):
+            case m.MediaCommandResult(ok=ok):
                 if pause_sent_at is not None and result.pause_latency is None:
                     result.pause_latency = trio.current_time() - pause_sent_at
                     screen.show(
@@ -167,7 +176,7 @@ async def _head_unit(
                 pass
 
 
-def _wire(msg: m.Message) -> tuple[Channel, int, Body]:
+def _wire(msg: Message) -> tuple[Channel, int, Body]:
     return msg.channel, msg.type, msg.to_body()
 
 
@@ -181,7 +190,7 @@ async def _phone(
     store: TrustStore,
     screen: _Screen,
 ) -> None:
-    async def send(msg: m.Message) -> None:
+    async def send(msg: Message) -> None:
         seq = await phone.send(*_wire(msg))
         if seq is not None:
             result.sent[msg.channel].append(seq)
@@ -193,8 +202,12 @@ async def _phone(
                 cmd = m.MediaCommandRequest.from_body(event.body)
                 assert event.seq is not None
                 await send(m.MediaCommandResult(event.seq, ok=True))
-                playing = cmd.command is m.MediaCommand.PLAY
-                await send(m.NowPlaying("Midnight City", "M83", playing))
+                state = (
+                    m.PlaybackState.PLAYING
+                    if cmd.command is m.MediaCommand.PLAY
+                    else m.PlaybackState.PAUSED
+                )
+                await send(m.NowPlaying("Midnight City", "M83", state=state))
             elif isinstance(event, CodeToConfirm):
                 screen.show("PHONE", f"shows code {event.code}; its user taps Confirm")
                 phone.confirm_pairing(True)
@@ -210,9 +223,11 @@ async def _phone(
         await trio.sleep_until(start + t)
 
     async def route() -> None:
-        for i, (instruction, distance, road) in enumerate(ROUTE):
+        for i, (maneuver, distance, road) in enumerate(ROUTE):
             await at(0.5 + i * 2.2)
-            await send(m.Maneuver(instruction, distance, road))
+            unit = m.DistanceUnit.KILOMETERS if distance >= 1000 else m.DistanceUnit.METERS
+            shown = f"{distance / 1000:.1f}" if distance >= 1000 else str(distance)
+            await send(m.Maneuver(maneuver, distance, shown, unit, road))
 
     async def inbox() -> None:
         for t, note in INBOX:
@@ -229,7 +244,7 @@ async def _phone(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(answer_commands)
-        await send(m.NowPlaying("Midnight City", "M83", True))
+        await send(m.NowPlaying("Midnight City", "M83", state=m.PlaybackState.PLAYING))
         async with trio.open_nursery() as script:
             script.start_soon(route)
             script.start_soon(inbox)

@@ -13,6 +13,10 @@ frames stay; :meth:`ChannelMux.link_up` on the next link puts them first in line
 and the receiver's duplicate check makes delivery exactly once. A receiver that has no
 state for a channel (a fresh process) accepts whatever sequence number comes first.
 
+Acknowledgements cover only what the application has *finished* with
+(:meth:`ChannelMux.commit`; the session commits an event when the application asks for
+the next one), so a frame the sender forgets was really handled.
+
 Scheduling: every channel has a priority class (:data:`CHANNEL_PRIORITY`), which is the
 segmentation lane its frames use; the segmenter interleaves lanes segment by segment,
 most urgent first, and within a class the mux takes channels in turn (round robin), so
@@ -82,6 +86,7 @@ class _Outgoing:
 @dataclass
 class _Incoming:
     expected: int | None = None  # next seq to deliver; None: no state yet
+    committed: int | None = None  # highest seq the application has finished with
     ack_owed: bool = False
     owed_count: int = 0
     owed_since: float | None = None
@@ -150,7 +155,7 @@ class ChannelMux:
             out.unacked.clear()
         for inc in self._in.values():
             inc.owed_since = None
-            if inc.expected is not None:
+            if inc.committed is not None:
                 inc.ack_owed = True
         self._ack_now = any(inc.ack_owed for inc in self._in.values())
 
@@ -204,8 +209,8 @@ class ChannelMux:
     def _take_acks(self) -> dict[Channel, int]:
         acks: dict[Channel, int] = {}
         for channel, inc in self._in.items():
-            if inc.ack_owed and inc.expected is not None and inc.expected > 0:
-                acks[channel] = inc.expected - 1
+            if inc.ack_owed and inc.committed is not None:
+                acks[channel] = inc.committed
             inc.ack_owed = False
             inc.owed_count = 0
             inc.owed_since = None
@@ -225,7 +230,8 @@ class ChannelMux:
             return events
         inc = self._in[frame.channel]
         if inc.expected is not None and frame.seq < inc.expected:
-            self._owe_ack(inc, now)  # a duplicate: the peer missed our ack
+            if inc.committed is not None:
+                self._owe_ack(inc, now)  # a duplicate: the peer may have missed our ack
             return events
         if inc.expected is not None and frame.seq > inc.expected:
             raise ProtocolError(
@@ -233,9 +239,27 @@ class ChannelMux:
                 f"{frame.channel.name.lower()} frame {frame.seq}, expected {inc.expected}",
             )
         inc.expected = frame.seq + 1
-        self._owe_ack(inc, now)
         events.append(MessageReceived(frame.channel, frame.type, frame.seq, frame.body))
         return events
+
+    def commit(self, channel: Channel, seq: int, now: float) -> None:
+        """The application has finished with our peer's frame ``seq`` on ``channel``: it
+        may be acknowledged. Only committed frames are ever acknowledged, so a crash of
+        the application never loses a frame the peer believes delivered."""
+        inc = self._in[channel]
+        if inc.expected is None or seq >= inc.expected:
+            raise LocalProtocolError(f"commit of {channel.name.lower()} {seq}, never delivered")
+        if inc.committed is None or seq > inc.committed:
+            inc.committed = seq
+            self._owe_ack(inc, now)
+
+    def reset_incoming(self) -> None:
+        """The peer restarted its numbering (a new epoch): accept its next frames afresh."""
+        for inc in self._in.values():
+            inc.expected = inc.committed = None
+            inc.ack_owed = False
+            inc.owed_count = 0
+            inc.owed_since = None
 
     def _owe_ack(self, inc: _Incoming, now: float) -> None:
         inc.ack_owed = True

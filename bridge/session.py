@@ -26,7 +26,7 @@ from bridge.connection import Connection, ConnectionClosed, ConnectionConfig
 from bridge.connection import Event as ConnectionEvent
 from bridge.errors import LocalProtocolError
 from bridge.frame import Body
-from bridge.mux import ChannelMux
+from bridge.mux import ChannelMux, MessageReceived
 from bridge.record import RecordLayer
 from pairing.handshake import Authenticated, Handshake
 from pairing.keylog import KeyLog
@@ -81,6 +81,7 @@ class PeerSession:
         self.config = config or ConnectionConfig()
         self._connection: Connection | None = None
         self._leftover: deque[SessionEvent] = deque()
+        self._leftover_taken: tuple[Channel, int] | None = None
         self._wakeup = _Wakeup()
 
     @property
@@ -103,17 +104,25 @@ class PeerSession:
 
     async def next_event(self) -> SessionEvent:
         """The next event: messages in order, acknowledgements, link up and down."""
+        if self._leftover_taken is not None:  # the application finished with it
+            channel, seq = self._leftover_taken
+            self._leftover_taken = None
+            self.mux.commit(channel, seq, trio.current_time())
+            self._wakeup.notify()
         while True:
             if self._leftover:
-                return self._leftover.popleft()
+                event = self._leftover.popleft()
+                if isinstance(event, MessageReceived) and event.seq is not None:
+                    self._leftover_taken = (event.channel, event.seq)
+                return event
             conn = self._connection
             if conn is not None:
-                event = conn.next_event()
-                if event is not None:
+                live = conn.next_event()
+                if live is not None:
                     self._wakeup.notify()  # taking a record may free credit to grant
-                    if isinstance(event, Authenticated) and self.keylog and conn.handshake:
-                        self.keylog.write(conn.handshake.role, event)
-                    return event
+                    if isinstance(live, Authenticated) and self.keylog and conn.handshake:
+                        self.keylog.write(conn.handshake.role, live)
+                    return live
             await self._wakeup.wait_until()
 
     def confirm_pairing(self, accept: bool) -> None:
@@ -162,6 +171,8 @@ class PeerSession:
                 nursery.start_soon(self._writer, link, conn, ended, nursery.cancel_scope)
         finally:
             self._connection = None
+            # what the application still holds is committed when it asks for more
+            self._leftover_taken = conn.uncommitted
             self._leftover.extend(conn.abandon())
             with trio.CancelScope(shield=True):
                 await link.aclose()

@@ -37,6 +37,7 @@ from enum import Enum, IntEnum
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from bridge import cbor
+from bridge.channels import ControlType
 from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError
 from bridge.frame import Body
 from pairing.noise import SUFFIX, HandshakeState
@@ -157,8 +158,8 @@ class Handshake:
     comes only when the peer is authenticated and, if needed, both users confirmed.
     """
 
-    HANDSHAKE_TYPE = 4
-    PAIRING_TYPE = 5
+    HANDSHAKE_TYPE = ControlType.HANDSHAKE
+    PAIRING_TYPE = ControlType.PAIRING
 
     def __init__(
         self,

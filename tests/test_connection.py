@@ -18,11 +18,28 @@ from bridge.mux import ChannelMux, MessageReceived
 from tests.helpers import Seq, random_cuts, split_record
 
 FRAMES = [
-    Frame(Channel.NAVIGATION, 1, 0, m.Maneuver("turn right", 300, "Main St").to_body()),
-    Frame(Channel.AUDIO, 1, 0, m.NowPlaying("Midnight City", "M83", True).to_body()),
-    Frame(Channel.MESSAGING, 1, 0, m.Notification("a", "SMS", "Mum", "Call me " * 40).to_body()),
+    Frame(
+        Channel.NAVIGATION,
+        2,
+        0,
+        m.Maneuver(
+            m.ManeuverType.TURN_RIGHT, 300, "300", m.DistanceUnit.METERS, "Main St"
+        ).to_body(),
+    ),
+    Frame(Channel.AUDIO, 1, 0, m.NowPlaying("Midnight City", "M83").to_body()),
+    Frame(
+        Channel.MESSAGING,
+        1,
+        0,
+        m.Notification("a", "SMS", m.Category.MESSAGE, "Call me " * 40, 0, "Mum").to_body(),
+    ),
     Frame(Channel.BULK, 1, 0, m.BulkChunk(1, 0, 900, bytes(900)).to_body()),
-    Frame(Channel.NAVIGATION, 1, 1, m.Maneuver("arrive", 0, "Elm Rd 42").to_body()),
+    Frame(
+        Channel.NAVIGATION,
+        2,
+        1,
+        m.Maneuver(m.ManeuverType.DESTINATION, 0, "0", m.DistanceUnit.METERS, "Elm Rd").to_body(),
+    ),
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.channels import Channel, ControlType, Priority
-from bridge.errors import ErrorCode, ProtocolError, QueueFullError
+from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError, QueueFullError
 from bridge.frame import Frame
 from bridge.mux import Acknowledged, ChannelMux, MessageReceived, Scheduler
 
@@ -15,6 +15,18 @@ def drain(mux: ChannelMux, now: float = 0.0) -> list[Frame]:
     for lane in Priority:
         while (f := mux.next_frame(lane, now)) is not None:
             out.append(f)
+    return out
+
+
+def deliver(mux: ChannelMux, frames: list[Frame], now: float = 0.0) -> list[MessageReceived]:
+    """Receive frames and, like an application, finish with each message (commit it)."""
+    out = []
+    for f in frames:
+        for e in mux.receive(f, now):
+            if isinstance(e, MessageReceived):
+                out.append(e)
+                if e.seq is not None:
+                    mux.commit(e.channel, e.seq, now)
     return out
 
 
@@ -52,8 +64,7 @@ def test_window_limits_unacknowledged_frames() -> None:
 def test_acks_piggyback_on_outgoing_frames() -> None:
     a, b = ChannelMux(), ChannelMux()
     a.send(Channel.NAVIGATION, 1, {})
-    for f in drain(a):
-        b.receive(f, 0.0)
+    deliver(b, drain(a))
     b.send(Channel.AUDIO, 2, {0: 2})
     (reply,) = drain(b)
     assert reply.acks == {Channel.NAVIGATION: 0}
@@ -63,8 +74,7 @@ def test_acks_piggyback_on_outgoing_frames() -> None:
 def test_delayed_ack_then_standalone_ack() -> None:
     a, b = ChannelMux(ack_delay=0.05), ChannelMux(ack_delay=0.05)
     a.send(Channel.NAVIGATION, 1, {})
-    for f in drain(a):
-        b.receive(f, 1.0)
+    deliver(b, drain(a), 1.0)
     assert drain(b, 1.0) == []  # nothing yet: the ack waits for a ride
     assert b.get_timer() == pytest.approx(1.05)
     b.handle_timer(1.05)
@@ -81,8 +91,7 @@ def test_half_a_window_is_acked_at_once() -> None:
     a, b = ChannelMux(window=4), ChannelMux(window=4)
     for _ in range(2):
         a.send(Channel.MESSAGING, 1, {})
-    for f in drain(a):
-        b.receive(f, 0.0)
+    deliver(b, drain(a))
     assert b.ack_due()
 
 
@@ -98,6 +107,22 @@ def test_unacknowledged_frames_go_again_on_the_next_link() -> None:
     assert [f.seq for f in second_link] == [0, 1, 2]
     got = [e for f in second_link for e in b.receive(f, 0.0) if isinstance(e, MessageReceived)]
     assert [e.seq for e in got] == [1, 2]
+
+
+def test_only_committed_frames_are_acknowledged() -> None:
+    a, b = ChannelMux(), ChannelMux()
+    for i in range(3):
+        a.send(Channel.MESSAGING, 1, {0: i})
+    for f in drain(a):
+        b.receive(f, 0.0)  # delivered to the application, not yet finished
+    b.handle_timer(10.0)
+    assert drain(b, 10.0) == []  # nothing to acknowledge
+    b.commit(Channel.MESSAGING, 1, 10.0)
+    b.handle_timer(11.0)
+    (ack,) = drain(b, 11.0)
+    assert ack.body == {int(Channel.MESSAGING): 1}
+    with pytest.raises(LocalProtocolError):
+        b.commit(Channel.MESSAGING, 3, 11.0)  # never delivered
 
 
 def test_ack_timeout() -> None:
