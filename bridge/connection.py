@@ -23,13 +23,16 @@ is still sent, after which :attr:`done` is true and the driver closes the link.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
 from bridge.channels import Channel, CloseCode, ControlType, Priority
+from bridge.codec import decode, encode
 from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError
-from bridge.frame import Frame, decode_frame, encode_frame
+from bridge.frame import Body, Frame, decode_frame, encode_frame
+from bridge.messages import Hello
 from bridge.mux import Acknowledged, ChannelMux, MessageReceived
 from bridge.record import PlaintextRecords, RecordLayer
 from bridge.segment import INITIAL_CREDITS, MAX_CREDITS, Segmenter
@@ -62,7 +65,16 @@ class ConnectionClosed:
         return f"{who} ({name}): {self.text}"
 
 
-Event = MessageReceived | Acknowledged | ConnectionClosed | HandshakeEvent
+@dataclass(frozen=True)
+class HelloReceived:
+    """The peer introduced itself; ``version`` is the negotiated one (None if we sent no
+    HELLO of our own)."""
+
+    hello: Hello
+    version: int | None
+
+
+Event = MessageReceived | Acknowledged | ConnectionClosed | HandshakeEvent | HelloReceived
 
 
 def default_window(payload_size: int) -> int:
@@ -94,6 +106,7 @@ class Connection:
         config: ConnectionConfig | None = None,
         records: RecordLayer | None = None,
         handshake: Handshake | None = None,
+        hello: Hello | None = None,
     ) -> None:
         self.config = config or ConnectionConfig()
         self.mux = mux
@@ -112,9 +125,12 @@ class Connection:
         self._now = now
         self.closed: ConnectionClosed | None = None
         self._uncommitted: tuple[Channel, int] | None = None
+        self.hello = hello
+        self.peer_hello: Hello | None = None
+        self.version: int | None = None
         self.authenticated = handshake is None
         if handshake is None:
-            mux.link_up()
+            self._on_authenticated()
         else:
             self._drain_handshake()
 
@@ -232,6 +248,11 @@ class Connection:
                 return
         if self.handshake is not None and self._handshake_frame(self.handshake, frame):
             return
+        if frame.channel is Channel.CONTROL and frame.type == ControlType.HELLO:
+            if not self.authenticated or frame.seq is not None:
+                raise ProtocolError(ErrorCode.AUTHENTICATION, "HELLO before authentication")
+            self._receive_hello(frame.body)
+            return
         self._events.extend(self.mux.receive(frame, self._now))
 
     def _handshake_frame(self, handshake: Handshake, frame: Frame) -> bool:
@@ -261,9 +282,36 @@ class Connection:
             self._events.append(event)
             if isinstance(event, Authenticated):
                 self.authenticated = True
-                self.mux.link_up()
+                self._on_authenticated()
             elif isinstance(event, PairingFailed):
                 self.close(event.reason)
+
+    def _on_authenticated(self) -> None:
+        # HELLO goes first (lane 0, queued before any application frame), then whatever
+        # the mux holds from earlier links.
+        if self.hello is not None:
+            hello = dataclasses.replace(self.hello, epoch=self.mux.epoch)
+            self._queue_control(Frame(Channel.CONTROL, ControlType.HELLO, None, encode(hello)))
+        self.mux.link_up()
+
+    def _receive_hello(self, body: Body) -> None:
+        hello = decode(Hello, body)
+        if self.hello is not None:
+            common = set(self.hello.versions) & set(hello.versions)
+            if not common:
+                ours = ", ".join(map(str, self.hello.versions))
+                theirs = ", ".join(map(str, hello.versions))
+                raise ProtocolError(
+                    ErrorCode.UNSUPPORTED,
+                    f"incompatible protocol versions: we speak {ours}, the peer {theirs}",
+                )
+            self.version = max(common)
+        if hello.epoch and hello.epoch != self.mux.peer_epoch:
+            if self.mux.peer_epoch is not None:
+                self.mux.reset_incoming()  # the peer restarted: its numbering starts again
+            self.mux.peer_epoch = hello.epoch
+        self.peer_hello = hello
+        self._events.append(HelloReceived(hello, self.version))
 
     def confirm_pairing(self, accept: bool) -> None:
         """The local user's answer to a pairing code."""

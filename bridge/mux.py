@@ -27,6 +27,7 @@ lane in arrival order; it exists to be measured against.
 from __future__ import annotations
 
 import itertools
+import os
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -101,6 +102,7 @@ class ChannelMux:
         ack_delay: float = 0.05,
         ack_timeout: float = 30.0,
         scheduler: Scheduler = Scheduler.PRIORITY,
+        epoch: bytes | None = None,
     ) -> None:
         if window < 1 or queue_limit < window:
             raise LocalProtocolError("need 1 <= window <= queue_limit")
@@ -109,6 +111,10 @@ class ChannelMux:
         self.ack_delay = ack_delay
         self.ack_timeout = ack_timeout
         self.scheduler = scheduler
+        #: Names this mux's sequence numbering; a restarted sender has a new one.
+        self.epoch = epoch if epoch is not None else os.urandom(8)
+        #: The peer's epoch as its HELLO last said.
+        self.peer_epoch: bytes | None = None
         self._out = {c: _Outgoing() for c in Channel}
         self._in = {c: _Incoming() for c in Channel}
         self._order = itertools.count()

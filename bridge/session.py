@@ -26,6 +26,7 @@ from bridge.connection import Connection, ConnectionClosed, ConnectionConfig
 from bridge.connection import Event as ConnectionEvent
 from bridge.errors import LocalProtocolError
 from bridge.frame import Body
+from bridge.messages import Hello
 from bridge.mux import ChannelMux, MessageReceived
 from bridge.record import RecordLayer
 from pairing.handshake import Authenticated, Handshake
@@ -74,9 +75,11 @@ class PeerSession:
         mux: ChannelMux | None = None,
         config: ConnectionConfig | None = None,
         keylog: KeyLog | None = None,
+        hello: Hello | None = None,
     ) -> None:
         self.name = name
         self.keylog = keylog
+        self.hello = hello
         self.mux = mux or ChannelMux()
         self.config = config or ConnectionConfig()
         self._connection: Connection | None = None
@@ -161,6 +164,7 @@ class PeerSession:
             config=self.config,
             records=records,
             handshake=handshake,
+            hello=self.hello,
         )
         self._connection = conn
         self._leftover.append(LinkUp(link.peer, link.payload_size, handshake is not None))

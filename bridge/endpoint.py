@@ -1,0 +1,166 @@
+"""The application layer common to both sides: typed messages over a :class:`PeerSession`.
+
+Strategy. An :class:`Endpoint` reads its session's events forever (:meth:`Endpoint.run`)
+and turns frames into typed messages. A frame that does not decode as its message type
+gets an ERROR report back on the control channel and the link stays up. Text is cut to
+the limit the peer announced in its HELLO before sending, never refused on receipt.
+Messaging frames go through the :class:`~bridge.store.MessageStore` when there is one:
+persisted in the outbox before they are accepted, deleted when acknowledged, sent again
+on start-up; on receipt, applied once per ``uid``. Subclasses (the head unit's
+:class:`~bridge.headunit.PhoneDevice`, the emulator's :class:`~bridge.phone.PhoneApp`)
+say what a message does in :meth:`Endpoint.apply`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from bridge.channels import Channel
+from bridge.codec import DEFAULT_MAX_TEXT, Message, encode
+from bridge.connection import ConnectionClosed, HelloReceived
+from bridge.errors import ErrorCode, ProtocolError, QueueFullError
+from bridge.messages import ErrorReport, Hello, decode_message
+from bridge.mux import Acknowledged, MessageReceived
+from bridge.session import PeerSession, SessionEvent
+from bridge.store import MessageStore
+
+log = logging.getLogger(__name__)
+
+UID_KEY = 15
+
+
+class Endpoint:
+    def __init__(
+        self,
+        session: PeerSession,
+        *,
+        store: MessageStore | None = None,
+        uid_prefix: str = "m",
+    ) -> None:
+        self.session = session
+        self.store = store
+        self.uid_prefix = uid_prefix
+        self.peer: Hello | None = None
+        self.version: int | None = None
+        self.errors_received: list[ErrorReport] = []
+        self.errors_sent = 0
+        self.duplicates = 0
+        self._uids: dict[int, str] = {}  # messaging seq -> uid, for the outbox
+        self._resent = False
+
+    @property
+    def max_text(self) -> int:
+        return self.peer.max_text if self.peer is not None else DEFAULT_MAX_TEXT
+
+    # -- sending ------------------------------------------------------------------------
+
+    def _prepare(self, message: Message) -> tuple[Message, str | None]:
+        if message.channel is not Channel.MESSAGING or self.store is None:
+            return message, None
+        uid = getattr(message, "uid", "") or self.store.next_uid(self.uid_prefix)
+        return dataclasses.replace(message, uid=uid), uid  # type: ignore[type-var]
+
+    async def send(self, message: Message) -> int | None:
+        """Accept a message for delivery (waiting while its channel is full); its seq."""
+        self.resend_outbox()
+        message, uid = self._prepare(message)
+        body = encode(message, max_text=self.max_text)
+        if uid is not None:
+            assert self.store is not None
+            self.store.outbox_add(uid, int(message.channel), message.type, body)
+        seq = await self.session.send(message.channel, message.type, body)
+        if uid is not None and seq is not None:
+            self._uids[seq] = uid
+        return seq
+
+    def resend_outbox(self) -> None:
+        """Once per process: queue what the outbox still holds (before anything new)."""
+        if self._resent or self.store is None:
+            return
+        self._resent = True
+        for pending in self.store.outbox():
+            seq = self.session.send_nowait(Channel(pending.channel), pending.type, pending.body)
+            if seq is not None:
+                self._uids[seq] = pending.uid
+
+    def _report(self, event: MessageReceived, error: ProtocolError) -> None:
+        report = ErrorReport(int(event.channel), event.seq, int(error.code), str(error)[:200])
+        log.info("refused a %s message: %s", event.channel.name.lower(), error)
+        try:
+            self.session.send_nowait(report.channel, report.type, encode(report))
+            self.errors_sent += 1
+        except QueueFullError:
+            log.warning("control channel full: an error report was not sent")
+
+    # -- receiving ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read the session's events forever (run it in a task)."""
+        self.resend_outbox()
+        while True:
+            event = await self.session.next_event()
+            await self._dispatch(event)
+
+    async def _dispatch(self, event: SessionEvent) -> None:
+        if isinstance(event, HelloReceived):
+            self.peer, self.version = event.hello, event.version
+            await self.on_event(event)
+        elif isinstance(event, Acknowledged):
+            if event.channel is Channel.MESSAGING and self.store is not None:
+                uid = self._uids.pop(event.seq, None)
+                if uid is not None:
+                    self.store.outbox_done(uid)
+        elif isinstance(event, MessageReceived):
+            await self._receive(event)
+        else:
+            if isinstance(event, ConnectionClosed):
+                log.info("connection closed: %s", event.describe())
+            await self.on_event(event)
+
+    async def _receive(self, event: MessageReceived) -> None:
+        try:
+            message = decode_message(event.channel, event.type, event.body)
+        except ProtocolError as e:
+            self._report(event, e)
+            return
+        if isinstance(message, ErrorReport):
+            self.errors_received.append(message)
+            await self.on_event(message)
+            return
+        uid = getattr(message, "uid", "") if event.channel is Channel.MESSAGING else ""
+        if uid and self.store is not None:
+            if self.store.seen(uid):
+                self.duplicates += 1
+                return
+            with self.store.transaction() as db:
+                self.store.mark_seen(db, uid)
+                self.persist(message, db)
+        try:
+            await self.apply(message, event.seq)
+        except ProtocolError as e:
+            self._report(event, e)
+
+    # -- for subclasses -----------------------------------------------------------------
+
+    def persist(self, message: Message, db: sqlite3.Connection) -> None:
+        """Store what a messaging message changes, in the same transaction as its uid."""
+
+    async def apply(self, message: Message, seq: int | None) -> None:
+        """Act on a valid message from the peer (raise ProtocolError to refuse it)."""
+
+    async def on_event(self, event: Any) -> None:
+        """HELLO, link, pairing and close events, and ERROR reports from the peer."""
+
+
+def clock_ms_from_trio() -> Callable[[], int]:
+    """A millisecond clock on trio's (virtual in tests) time."""
+    return lambda: int(trio.current_time() * 1000)
+
+
+__all__ = ["Endpoint", "ErrorCode", "clock_ms_from_trio"]

@@ -1,0 +1,241 @@
+"""The head unit's view of one connected phone: state to render, events, commands.
+
+Strategy. A :class:`PhoneDevice` is the only thing the screen and the CLI use: it keeps
+the phone's current state (:class:`DeviceState`: route and next maneuver, now playing,
+inbox), emits a :class:`DeviceEvent` for every change on an async stream, and offers the
+head unit's commands as methods that return the phone's result. The now-playing position
+advances by itself: the phone stamps it with its clock, HELLO tells the offset between
+the clocks, and :meth:`DeviceState.position_ms` extrapolates.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from bridge import messages as m
+from bridge.codec import Message, decode, encode
+from bridge.connection import HelloReceived
+from bridge.endpoint import Endpoint
+from bridge.errors import ErrorCode, ProtocolError
+from bridge.session import PeerSession
+from bridge.store import MessageStore
+
+COMMAND_TIMEOUT = 10.0
+EVENT_BUFFER = 256
+
+
+@dataclass
+class InboxItem:
+    notification: m.Notification
+    read: bool = False
+
+
+@dataclass
+class DeviceState:
+    name: str = ""
+    platform: str = ""
+    model: str | None = None
+    route: m.RouteStatus | None = None
+    maneuver: m.Maneuver | None = None
+    maneuver_image: bytes | None = None
+    now_playing: m.NowPlaying | None = None
+    art: bytes | None = None
+    inbox: dict[str, InboxItem] = field(default_factory=dict)
+    clock_offset_ms: int = 0  # our clock minus the phone's
+
+    def position_ms(self, now_ms: int) -> int | None:
+        """Where playback is now, advanced from the phone's stamped position."""
+        playing = self.now_playing
+        if playing is None:
+            return None
+        position = playing.position_ms
+        if playing.state is m.PlaybackState.PLAYING:
+            stamped_at = playing.position_at_ms + self.clock_offset_ms
+            position += max(0, now_ms - stamped_at)
+        if playing.duration_ms is not None:
+            position = min(position, playing.duration_ms)
+        return position
+
+
+@dataclass(frozen=True)
+class DeviceEvent:
+    """Something changed: ``kind`` is one of hello, route, maneuver, maneuver_image,
+    now_playing, art, notification, removed, error, link; ``detail`` is the message or
+    the event behind it."""
+
+    kind: str
+    detail: Any
+
+
+class CommandFailed(Exception):
+    """A command was refused by the phone, or not answered in time."""
+
+
+class _Transfers:
+    def __init__(self) -> None:
+        self._parts: dict[int, bytearray] = {}
+
+    def add(self, chunk: m.BulkChunk) -> bytes | None:
+        buffer = self._parts.setdefault(chunk.transfer, bytearray(chunk.total))
+        if len(buffer) != chunk.total:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "chunk total changed mid-transfer")
+        buffer[chunk.offset : chunk.offset + len(chunk.data)] = chunk.data
+        if chunk.offset + len(chunk.data) == chunk.total:  # chunks arrive in order
+            return bytes(self._parts.pop(chunk.transfer))
+        return None
+
+
+class PhoneDevice(Endpoint):
+    """One phone, as the head unit sees it."""
+
+    def __init__(
+        self,
+        session: PeerSession,
+        *,
+        store: MessageStore | None = None,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        super().__init__(session, store=store, uid_prefix="hu")
+        self.state = DeviceState()
+        self._clock_ms = clock_ms
+        self._events_in, self.events = trio.open_memory_channel[DeviceEvent](EVENT_BUFFER)
+        self.events_dropped = 0
+        self._waiting: dict[tuple[int, int], trio.Event] = {}
+        self._results: dict[tuple[int, int], Any] = {}
+        self._transfers = _Transfers()
+        if store is not None:
+            for body, read in store.inbox():
+                note = decode(m.Notification, body)
+                self.state.inbox[note.id] = InboxItem(note, read)
+
+    def _emit(self, kind: str, detail: Any) -> None:
+        try:
+            self._events_in.send_nowait(DeviceEvent(kind, detail))
+        except trio.WouldBlock:
+            self.events_dropped += 1  # a stalled screen must not stall the phone
+
+    # -- incoming -----------------------------------------------------------------------
+
+    async def on_event(self, event: Any) -> None:
+        if isinstance(event, HelloReceived):
+            hello = event.hello
+            self.state.name, self.state.platform, self.state.model = (
+                hello.name,
+                hello.platform,
+                hello.model,
+            )
+            self.state.clock_offset_ms = self._clock_ms() - hello.clock_ms
+            self._emit("hello", hello)
+        elif isinstance(event, m.ErrorReport):
+            self._emit("error", event)
+        else:
+            self._emit("link", event)
+
+    def persist(self, message: Message, db: sqlite3.Connection) -> None:
+        assert self.store is not None
+        if isinstance(message, m.Notification):
+            self.store.inbox_put(db, message.id, encode(message))
+        elif isinstance(message, m.NotificationRemoved):
+            self.store.inbox_remove(db, message.id)
+
+    async def apply(self, message: Message, seq: int | None) -> None:
+        state = self.state
+        match message:
+            case m.RouteStatus():
+                state.route = message
+                if message.state in (m.RouteState.INACTIVE, m.RouteState.ARRIVED):
+                    state.maneuver = None
+                self._emit("route", message)
+            case m.Maneuver():
+                state.maneuver = message
+                self._emit("maneuver", message)
+            case m.NowPlaying():
+                state.now_playing = message
+                self._emit("now_playing", message)
+            case m.Notification():
+                state.inbox[message.id] = InboxItem(message)
+                self._emit("notification", message)
+            case m.NotificationRemoved():
+                state.inbox.pop(message.id, None)
+                self._emit("removed", message)
+            case m.BulkChunk():
+                data = self._transfers.add(message)
+                if data is not None:
+                    self._bulk_done(message.transfer, data)
+            case m.NavigationResult() | m.MediaCommandResult() | m.MessagingResult():
+                key = (int(message.channel), message.command_seq)
+                self._results[key] = message
+                waiter = self._waiting.pop(key, None)
+                if waiter is not None:
+                    waiter.set()
+            case _:
+                raise ProtocolError(
+                    ErrorCode.UNSUPPORTED, f"{type(message).__name__} is not for the head unit"
+                )
+
+    def _bulk_done(self, transfer: int, data: bytes) -> None:
+        playing, maneuver = self.state.now_playing, self.state.maneuver
+        if playing is not None and playing.art == transfer:
+            self.state.art = data
+            self._emit("art", data)
+        elif maneuver is not None and maneuver.image == transfer:
+            self.state.maneuver_image = data
+            self._emit("maneuver_image", data)
+
+    # -- commands -----------------------------------------------------------------------
+
+    async def _command(self, message: Message, timeout: float = COMMAND_TIMEOUT) -> Any:
+        seq = await self.send(message)
+        assert seq is not None
+        key = (int(message.channel), seq)
+        done = trio.Event()
+        self._waiting[key] = done
+        with trio.move_on_after(timeout if math.isfinite(timeout) else math.inf):
+            await done.wait()
+        self._waiting.pop(key, None)
+        result = self._results.pop(key, None)
+        if result is None:
+            raise CommandFailed(f"the phone did not answer within {timeout:g} s")
+        if not result.ok:
+            raise CommandFailed(result.error or "the phone refused the command")
+        return result
+
+    async def media(
+        self, command: m.MediaCommand, value: int | None = None
+    ) -> m.MediaCommandResult:
+        result: m.MediaCommandResult = await self._command(m.MediaCommandRequest(command, value))
+        return result
+
+    async def guidance(self, start: bool, destination: str | None = None) -> m.NavigationResult:
+        action = m.GuidanceAction.START if start else m.GuidanceAction.STOP
+        result: m.NavigationResult = await self._command(m.GuidanceRequest(action, destination))
+        return result
+
+    async def mark_read(self, id: str) -> m.MessagingResult:
+        result: m.MessagingResult = await self._command(m.MarkRead(id))
+        item = self.state.inbox.get(id)
+        if item is not None:
+            item.read = True
+            if self.store is not None:
+                self.store.inbox_mark_read(id)
+        return result
+
+    async def reply(
+        self, id: str, text: str | None = None, canned: int | None = None
+    ) -> m.MessagingResult:
+        result: m.MessagingResult = await self._command(m.Reply(id, text, canned))
+        return result
+
+    async def perform_action(self, id: str, action_id: str) -> m.MessagingResult:
+        result: m.MessagingResult = await self._command(m.PerformAction(id, action_id))
+        return result
+
+    async def dismiss(self, id: str) -> m.MessagingResult:
+        result: m.MessagingResult = await self._command(m.Dismiss(id))
+        return result

@@ -1,0 +1,146 @@
+"""The message store: exactly-once messaging across link drops and restarts (SQLite).
+
+Strategy. Messaging frames carry a ``uid`` naming the delivery. The sender writes each
+one to its **outbox** before it is accepted, and deletes it only when the peer has
+acknowledged it (which the peer does only after its application finished with it); on
+start-up, whatever is still in the outbox is sent again, in order. The receiver keeps the
+uids it has applied (**seen**) and applies a message and records its uid in one
+transaction, so a repeat after a restart is recognised and dropped. The head unit also
+keeps its **inbox** (notifications and read marks) here, so the screen survives a
+restart. One file, ``messages.sqlite3``, under the data directory; WAL mode, synchronous
+FULL, owner-only.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge import cbor
+from bridge.frame import Body
+
+FILENAME = "messages.sqlite3"
+SEEN_KEPT = 100_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid TEXT UNIQUE NOT NULL,
+    channel INTEGER NOT NULL,
+    type INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid TEXT UNIQUE NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inbox (
+    id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    read INTEGER NOT NULL DEFAULT 0,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class StoreError(Exception):
+    """The message store cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    uid: str
+    channel: int
+    type: int
+    body: Body
+
+
+class MessageStore:
+    def __init__(self, directory: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(directory) / FILENAME
+        self._clock = clock
+        try:
+            Path(directory).mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open the message store {self.path}: {e}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- uids ---------------------------------------------------------------------------
+
+    def next_uid(self, prefix: str) -> str:
+        """A delivery id that is never handed out twice by this store."""
+        with self.transaction() as db:
+            row = db.execute("SELECT value FROM counters WHERE name='uid'").fetchone()
+            value = (row[0] if row else 0) + 1
+            db.execute("INSERT OR REPLACE INTO counters VALUES ('uid', ?)", (value,))
+        return f"{prefix}-{value}"
+
+    # -- sending side -------------------------------------------------------------------
+
+    def outbox_add(self, uid: str, channel: int, type: int, body: Body) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO outbox (uid, channel, type, body) VALUES (?, ?, ?, ?)",
+                (uid, channel, type, cbor.dumps(body)),
+            )
+
+    def outbox_done(self, uid: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM outbox WHERE uid = ?", (uid,))
+
+    def outbox(self) -> list[Pending]:
+        rows = self._db.execute("SELECT uid, channel, type, body FROM outbox ORDER BY n")
+        return [Pending(uid, ch, ty, cbor.loads(body)) for uid, ch, ty, body in rows]
+
+    # -- receiving side -----------------------------------------------------------------
+
+    def seen(self, uid: str) -> bool:
+        return self._db.execute("SELECT 1 FROM seen WHERE uid = ?", (uid,)).fetchone() is not None
+
+    def mark_seen(self, db: sqlite3.Connection, uid: str) -> None:
+        db.execute("INSERT OR IGNORE INTO seen (uid) VALUES (?)", (uid,))
+        db.execute("DELETE FROM seen WHERE n <= (SELECT MAX(n) FROM seen) - ?", (SEEN_KEPT,))
+
+    # -- the head unit's inbox ----------------------------------------------------------
+
+    def inbox_put(self, db: sqlite3.Connection, id: str, body: Body) -> None:
+        db.execute(
+            "INSERT INTO inbox (id, body, read, updated) VALUES (?, ?, 0, ?) "
+            "ON CONFLICT(id) DO UPDATE SET body = excluded.body, updated = excluded.updated",
+            (id, cbor.dumps(body), self._clock()),
+        )
+
+    def inbox_remove(self, db: sqlite3.Connection, id: str) -> None:
+        db.execute("DELETE FROM inbox WHERE id = ?", (id,))
+
+    def inbox_mark_read(self, id: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE inbox SET read = 1 WHERE id = ?", (id,))
+
+    def inbox(self) -> list[tuple[Body, bool]]:
+        rows = self._db.execute("SELECT body, read FROM inbox ORDER BY updated, id")
+        return [(cbor.loads(body), bool(read)) for body, read in rows]

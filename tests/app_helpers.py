@@ -1,0 +1,81 @@
+"""A head unit and a phone application on the simulated link, for channel tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from bridge.endpoint import clock_ms_from_trio
+from bridge.headunit import DeviceEvent, PhoneDevice
+from bridge.messages import PROTOCOL_VERSIONS, Hello
+from bridge.phone import PhoneApp
+from bridge.session import PeerSession
+from bridge.store import MessageStore
+from transports.simulated import PROFILES, LinkProfile, SimulatedLinkPair
+
+
+def hu_hello(versions: list[int] | None = None, max_text: int = 1024) -> Hello:
+    return Hello(versions or PROTOCOL_VERSIONS, "head-unit", "Car", max_text=max_text)
+
+
+def phone_hello(
+    versions: list[int] | None = None, max_text: int = 1024, clock_ms: int = 0
+) -> Hello:
+    return Hello(
+        versions or PROTOCOL_VERSIONS,
+        "android",
+        "Pixel 9",
+        "Pixel 9 Pro",
+        max_text=max_text,
+        clock_ms=clock_ms,
+    )
+
+
+@dataclass
+class Rig:
+    hu_session: PeerSession
+    phone_session: PeerSession
+    hu: PhoneDevice
+    phone: PhoneApp
+    profile: LinkProfile
+
+    @classmethod
+    def make(
+        cls,
+        tmp: Path | None = None,
+        *,
+        profile: str = "android",
+        hu_hello_: Hello | None = None,
+        phone_hello_: Hello | None = None,
+    ) -> Rig:
+        hu_session = PeerSession("hu", hello=hu_hello_ or hu_hello())
+        phone_session = PeerSession("phone", hello=phone_hello_ or phone_hello())
+        clock = clock_ms_from_trio()
+        hu_store = MessageStore(tmp / "hu") if tmp else None
+        phone_store = MessageStore(tmp / "phone") if tmp else None
+        hu = PhoneDevice(hu_session, store=hu_store, clock_ms=clock)
+        phone = PhoneApp(phone_session, store=phone_store, clock_ms=clock)
+        return cls(hu_session, phone_session, hu, phone, PROFILES[profile])
+
+    async def link(self, nursery: trio.Nursery, seed: int = 0) -> SimulatedLinkPair:
+        pair = SimulatedLinkPair(self.profile, seed=seed)
+        nursery.start_soon(self.hu_session.run_link, pair.central)
+        nursery.start_soon(self.phone_session.run_link, pair.peripheral)
+        return pair
+
+
+async def wait_for(
+    device: PhoneDevice, predicate: Callable[[DeviceEvent], bool], limit: float = 30.0
+) -> DeviceEvent:
+    with trio.fail_after(limit):
+        while True:
+            event = await device.events.receive()
+            if predicate(event):
+                return event
+
+
+async def settle(seconds: float = 1.0) -> None:
+    await trio.sleep(seconds)
