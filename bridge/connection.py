@@ -347,7 +347,7 @@ class Connection:
         """True if :meth:`next_packet` would return a packet now."""
         if self._state is _State.DONE:
             return False
-        if self.segmenter.has_work():
+        if self.segmenter.can_send():
             return True
         if self.segmenter.credits == 0:
             return False

@@ -296,6 +296,10 @@ class Segmenter:
         """True if a record is part-sent on some lane or a credit grant is due."""
         return any(self._lanes_out) or self._grant_due() > 0
 
+    def can_send(self) -> bool:
+        """True if :meth:`next_segment` would return a packet without new records."""
+        return self._grant_due() > 0 or (self._credits > 0 and any(self._lanes_out))
+
     def next_segment(self, source: RecordSource) -> bytes | None:
         """The next packet to send, or None. ``source(lane)`` supplies records to idle lanes.
 

@@ -219,7 +219,7 @@ class PeerSession:
                     packet = conn.next_packet(trio.current_time())
                     if packet is not None:
                         await link.send(packet)
-                    continue
+                        continue
                 if conn.done:
                     closed: ConnectionClosed | None = conn.closed
                     ended.append(closed.describe() if closed else "closed")
