@@ -1,83 +1,75 @@
 """``bridge demo``: a head unit and an emulated phone on a simulated BLE link.
 
-The phone drives a route, plays music, receives messages and sends album art; the head
-unit prints what its screen would show and taps pause in the middle of the art transfer.
-Halfway, the radio goes silent (a supervision timeout); both sides reconnect and what was
-accepted meanwhile is delivered, once, in order. By default the demo runs on virtual
-time (instant, and the same on every run for a seed); ``realtime`` paces it on the clock.
+They pair first (both print the same code; the phone's user and the driver confirm),
+then the phone runs its scenarios (a drive, a playlist with album art, messages) and the
+head unit prints what its screen shows, through the same :class:`PhoneDevice` API the
+real screen uses. The driver taps pause during the album art (the pause overtakes it),
+answers a message with a canned reply and marks it read. Halfway the radio goes silent
+(a supervision timeout); the link comes back without a prompt and everything accepted
+meanwhile arrives, once, in order. Virtual time by default (instant and repeatable);
+``realtime`` paces it on the wall clock.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import trio
 import trio.testing
 
 from bridge import messages as m
-from bridge.channels import Channel
-from bridge.codec import Message
-from bridge.errors import ProtocolError
-from bridge.frame import Body
-from bridge.mux import Acknowledged, MessageReceived
+from bridge.endpoint import clock_ms_from_trio
+from bridge.headunit import CommandFailed, DeviceEvent, PhoneDevice
+from bridge.phone import PhoneApp
+from bridge.scenarios import FLAVOURS, Flavour, drive, messages, playlist
 from bridge.session import LinkDown, LinkUp, PeerSession
+from bridge.store import MessageStore
 from pairing.handshake import Authenticated, CodeToConfirm, Handshake, PairingFailed, Role
 from pairing.keylog import KeyLog
 from pairing.trust import TrustStore
 from transports.simulated import PROFILES, LinkProfile, SimulatedLinkPair
 
-ROUTE = [
-    (m.ManeuverType.DEPART, 800, "Rue de Rivoli"),
-    (m.ManeuverType.TURN_RIGHT, 300, "Main St"),
-    (m.ManeuverType.KEEP_LEFT, 1200, "A6"),
-    (m.ManeuverType.OFF_RAMP_RIGHT, 500, "D920"),
-    (m.ManeuverType.TURN_LEFT, 150, "Elm Rd"),
-    (m.ManeuverType.DESTINATION, 0, "Elm Rd 42"),
-]
-MSG = m.Category.MESSAGE
-INBOX = [
-    (
-        1.5,
-        m.Notification("msg-1", "Signal", m.Category.MESSAGE, "Running 10 minutes late", 0, "Anna"),
-    ),
-    (
-        6.2,
-        m.Notification("msg-2", "WhatsApp", m.Category.MESSAGE, "Parking is on level -2", 0, "Ben"),
-    ),
-    (9.0, m.Notification("msg-3", "SMS", m.Category.MESSAGE, "Call me when you arrive", 0, "Mum")),
-]
-ART_SIZE = 48 * 1024
-PAUSE_AT = 3.0
 DROP_AT = 5.0
 RECONNECT_AFTER = 1.0
-END_AT = 14.0
+ARROWS = {
+    m.LaneDirection.LEFT: "←", m.LaneDirection.STRAIGHT: "↑", m.LaneDirection.RIGHT: "→",
+    m.LaneDirection.SLIGHT_LEFT: "↖", m.LaneDirection.SLIGHT_RIGHT: "↗",
+}  # fmt: skip
+
+#: Asks the head unit's user whether the code matches; True to confirm.
+Confirm = Callable[[str], Awaitable[bool]]
 
 
 @dataclass
 class DemoResult:
-    sent: dict[Channel, list[int]] = field(default_factory=lambda: defaultdict(list))
-    received: dict[Channel, list[int]] = field(default_factory=lambda: defaultdict(list))
+    sent: list[str] = field(default_factory=list)  # what the phone's scenarios published
+    received: list[str] = field(default_factory=list)  # what the head unit's screen got
     links: int = 0
     pause_latency: float | None = None
     pairing_failed: str | None = None
 
     def check(self) -> tuple[int, int, bool]:
-        """Lost, duplicated, in order (over the phone's sequenced messages)."""
-        lost = dup = 0
-        ordered = True
-        for channel, sent in self.sent.items():
-            got = self.received.get(channel, [])
-            lost += len(set(sent) - set(got))
-            dup += len(got) - len(set(got))
-            ordered = ordered and got == sorted(got)
+        """Lost, duplicated, in order per channel (maneuvers; notifications)."""
+        lost = len(set(self.sent) - set(self.received))
+        dup = len(self.received) - len(set(self.received))
+        ordered = all(
+            [x for x in self.received if x.startswith(kind)]
+            == [x for x in self.sent if x.startswith(kind)]
+            for kind in ("maneuver", "notification")
+        )
         return lost, dup, ordered
+
+
+def _key(message: Any) -> str:
+    if isinstance(message, m.Maneuver):
+        return f"maneuver {message.road} {message.distance_m}"
+    return f"notification {message.id}"
 
 
 class _Screen:
@@ -90,168 +82,181 @@ class _Screen:
         print(f"[{t:6.2f}s] {area:<6} {text}", file=self.out, flush=True)
 
 
-def _distance(metres: int) -> str:
-    return f"{metres / 1000:.1f} km" if metres >= 1000 else f"{metres} m"
+def _clock(ms: int) -> str:
+    return f"{ms // 60000}:{ms // 1000 % 60:02d}"
 
 
-#: Asks the head unit's user whether the code matches; True to confirm.
-Confirm = Callable[[str], Awaitable[bool]]
+def _maneuver_text(man: m.Maneuver) -> str:
+    what = man.maneuver.name.lower().replace("_", " ")
+    if man.roundabout_exit:
+        what = f"at the roundabout take exit {man.roundabout_exit}"
+    if man.maneuver.name.startswith("DESTINATION"):
+        return f"in {man.display_distance} {_unit(man)}: arrive at {man.road}"
+    text = f"in {man.display_distance} {_unit(man)}: {what} onto {man.road}"
+    if man.lanes:
+        lanes = " ".join(
+            ("[" if lane.recommended else " ")
+            + "".join(ARROWS.get(d, "?") for d in lane.directions)
+            + ("]" if lane.recommended else " ")
+            for lane in man.lanes
+        )
+        text += f"   lanes {lanes}"
+    return text
 
 
-async def _head_unit(
-    hu: PeerSession, screen: _Screen, result: DemoResult, store: TrustStore, confirm: Confirm
-) -> None:
-    art: dict[int, int] = {}
-    pause_sent_at: float | None = None
-    while True:
-        event = await hu.next_event()
-        if isinstance(event, LinkUp):
-            result.links += 1
-            security = "handshake first" if event.encrypted else "UNENCRYPTED"
-            screen.show(
-                "LINK", f"connected to {event.peer} ({event.payload_size}-byte packets, {security})"
-            )
-            continue
-        if isinstance(event, LinkDown):
-            screen.show("LINK", f"{event.reason}; reconnecting")
-            continue
+def _unit(man: m.Maneuver) -> str:
+    return {0: "m", 1: "km", 2: "mi", 3: "ft", 4: "yd"}[man.display_unit]
+
+
+class _DemoPhone(PhoneApp):
+    """The emulated phone, whose user confirms the pairing code."""
+
+    def __init__(self, *args: Any, screen: _Screen, trust: TrustStore, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.screen = screen
+        self.trust = trust
+        self.published: list[str] = []
+
+    async def send(self, message: Any) -> int | None:
+        if isinstance(message, m.Maneuver | m.Notification):
+            self.published.append(_key(message))
+        return await super().send(message)
+
+    async def on_event(self, event: Any) -> None:
         if isinstance(event, CodeToConfirm):
-            again = " again (this head unit knew it before)" if event.re_pairing else ""
-            screen.show("PAIR", f"pair with {event.peer.name!r}{again}? code {event.code}")
-            accepted = await confirm(event.code)
-            screen.show("TOUCH", f"driver taps {'Confirm' if accepted else 'Reject'}")
-            hu.confirm_pairing(accepted)
-            continue
-        if isinstance(event, Authenticated):
+            self.screen.show("PHONE", f"shows code {event.code}; its user taps Confirm")
+            self.session.confirm_pairing(True)
+        elif isinstance(event, Authenticated):
             peer = event.peer
             if event.paired_now:
-                store.add(peer.static_key, peer.name, peer.platform)
-                screen.show("PAIR", f"paired with {peer.name} ({peer.platform}); link encrypted")
+                self.trust.add(peer.static_key, peer.name, peer.platform)
             else:
-                store.seen(peer.static_key)
-                screen.show("PAIR", f"recognised {peer.name}: no prompt; link encrypted")
-            continue
-        if isinstance(event, PairingFailed):
-            result.pairing_failed = event.reason
-            screen.show("PAIR", f"pairing failed: {event.reason}")
-            continue
-        if not isinstance(event, MessageReceived):
-            continue
-        if event.seq is not None:
-            result.received[event.channel].append(event.seq)
-        try:
-            msg = m.decode_message(event.channel, event.type, event.body)
-        except ProtocolError as e:
-            screen.show("ERROR", f"ignored a message from the phone: {e}")
-            continue
-        match msg:
-            case m.Maneuver() as man:
-                if man.maneuver is m.ManeuverType.DESTINATION:
-                    screen.show("NAV", f"arrived at {man.road}")
-                else:
-                    what = man.maneuver.name.lower().replace("_", " ")
-                    screen.show("NAV", f"in {_distance(man.distance_m)}: {what} onto {man.road}")
-            case m.NowPlaying() as now:
-                screen.show("MUSIC", f"{'▶' if now.playing else '⏸'} {now.title} — {now.artist}")
-            case m.Notification() as note:
-                screen.show("MSG", f"{note.sender} ({note.app}): {note.text}")
-            case m.BulkChunk(transfer, offset, total, data):
-                art[transfer] = art.get(transfer, 0) + len(data)
-                if offset == 0:
-                    screen.show("MUSIC", f"album art arriving ({total // 1024} KB, low priority)")
-                    pause_sent_at = trio.current_time()
-                    hu.send_nowait(*_wire(m.MediaCommandRequest(m.MediaCommand.PAUSE)))
-                    screen.show("TOUCH", "driver taps ⏸ pause")
-                if art[transfer] == total:
-                    screen.show("MUSIC", f"album art shown ({total // 1024} KB)")
-            case m.MediaCommandResult(ok=ok):
-                if pause_sent_at is not None and result.pause_latency is None:
-                    result.pause_latency = trio.current_time() - pause_sent_at
-                    screen.show(
-                        "MUSIC",
-                        f"phone says pause {'done' if ok else 'failed'} after "
-                        f"{result.pause_latency * 1000:.0f} ms, ahead of the art",
-                    )
-            case _:
-                pass
+                self.trust.seen(peer.static_key)
 
 
-def _wire(msg: Message) -> tuple[Channel, int, Body]:
-    return msg.channel, msg.type, msg.to_body()
-
-
-async def _phone(
-    phone: PeerSession,
-    *,
-    result: DemoResult,
-    done: trio.Event,
-    start: float,
-    phone_link_capacity: float,
-    store: TrustStore,
+async def _screen(  # noqa: PLR0917 - one caller, in order
+    device: PhoneDevice,
+    hu_session: PeerSession,
     screen: _Screen,
+    result: DemoResult,
+    trust: TrustStore,
+    confirm: Confirm,
+    nursery: trio.Nursery,
 ) -> None:
-    async def send(msg: Message) -> None:
-        seq = await phone.send(*_wire(msg))
-        if seq is not None:
-            result.sent[msg.channel].append(seq)
+    paused = False
+    replied = False
+    async for event in device.events:
+        await _show(event, device, screen, result, trust, confirm, hu_session)
+        if event.kind == "now_playing" and event.detail.art is not None and not paused:
+            paused = True
+            nursery.start_soon(_tap_pause, device, screen, result)
+        if event.kind == "notification" and event.detail.canned_replies and not replied:
+            replied = True
+            nursery.start_soon(_answer, device, screen, event.detail)
 
-    async def answer_commands() -> None:
-        while True:
-            event = await phone.next_event()
-            if isinstance(event, MessageReceived) and event.type == m.AudioType.COMMAND:
-                cmd = m.MediaCommandRequest.from_body(event.body)
-                assert event.seq is not None
-                await send(m.MediaCommandResult(event.seq, ok=True))
-                state = (
-                    m.PlaybackState.PLAYING
-                    if cmd.command is m.MediaCommand.PLAY
-                    else m.PlaybackState.PAUSED
-                )
-                await send(m.NowPlaying("Midnight City", "M83", state=state))
-            elif isinstance(event, CodeToConfirm):
-                screen.show("PHONE", f"shows code {event.code}; its user taps Confirm")
-                phone.confirm_pairing(True)
-            elif isinstance(event, Authenticated):
-                if event.paired_now:
-                    store.add(event.peer.static_key, event.peer.name, event.peer.platform)
-                else:
-                    store.seen(event.peer.static_key)
-            elif isinstance(event, Acknowledged | LinkUp | LinkDown | MessageReceived):
-                continue
 
-    async def at(t: float) -> None:
-        await trio.sleep_until(start + t)
+async def _show(  # noqa: PLR0917 - one caller, in order
+    event: DeviceEvent,
+    device: PhoneDevice,
+    screen: _Screen,
+    result: DemoResult,
+    trust: TrustStore,
+    confirm: Confirm,
+    hu_session: PeerSession,
+) -> None:
+    detail = event.detail
+    match event.kind:
+        case "hello":
+            screen.show("PHONE", f"{detail.name} ({detail.platform}, {detail.model}) says hello")
+        case "route":
+            if detail.state is m.RouteState.ARRIVED:
+                screen.show("ROUTE", f"arrived at {detail.destination}")
+            elif detail.remaining_m is not None:
+                km = detail.remaining_m / 1000
+                screen.show("ROUTE", f"to {detail.destination}: {km:.1f} km left")
+        case "maneuver":
+            result.received.append(_key(detail))
+            screen.show("NAV", _maneuver_text(detail))
+        case "maneuver_image":
+            screen.show("NAV", f"maneuver image shown ({len(detail)} bytes)")
+        case "now_playing":
+            position = device.state.position_ms(device._clock_ms()) or 0
+            sign = "▶" if detail.playing else "⏸"
+            total = _clock(detail.duration_ms or 0)
+            screen.show(
+                "MUSIC",
+                f"{sign} {detail.title} — {detail.artist} ({detail.source_app}) "
+                f"{_clock(position)} / {total}",
+            )
+        case "art":
+            screen.show("MUSIC", f"album art shown ({len(detail) // 1024} KB)")
+        case "notification":
+            result.received.append(_key(detail))
+            actions = ", ".join(a.label for a in detail.actions or [])
+            screen.show("MSG", f"{detail.sender} ({detail.app}): {detail.text}  [{actions}]")
+        case "removed":
+            screen.show("MSG", f"{detail.id} removed")
+        case "error":
+            screen.show("ERROR", f"the phone refused a message: {detail.text}")
+        case "link":
+            await _link_event(detail, screen, result, trust, confirm, hu_session)
 
-    async def route() -> None:
-        for i, (maneuver, distance, road) in enumerate(ROUTE):
-            await at(0.5 + i * 2.2)
-            unit = m.DistanceUnit.KILOMETERS if distance >= 1000 else m.DistanceUnit.METERS
-            shown = f"{distance / 1000:.1f}" if distance >= 1000 else str(distance)
-            await send(m.Maneuver(maneuver, distance, shown, unit, road))
 
-    async def inbox() -> None:
-        for t, note in INBOX:
-            await at(t)
-            await send(note)
+async def _link_event(  # noqa: PLR0917 - one caller, in order
+    event: Any,
+    screen: _Screen,
+    result: DemoResult,
+    trust: TrustStore,
+    confirm: Confirm,
+    hu_session: PeerSession,
+) -> None:
+    if isinstance(event, LinkUp):
+        result.links += 1
+        screen.show("LINK", f"connected ({event.payload_size}-byte packets); handshake")
+    elif isinstance(event, LinkDown):
+        screen.show("LINK", f"{event.reason}; reconnecting")
+    elif isinstance(event, CodeToConfirm):
+        again = " again (this head unit knew it before)" if event.re_pairing else ""
+        screen.show("PAIR", f"pair with {event.peer.name!r}{again}? code {event.code}")
+        accepted = await confirm(event.code)
+        screen.show("TOUCH", f"driver taps {'Confirm' if accepted else 'Reject'}")
+        hu_session.confirm_pairing(accepted)
+    elif isinstance(event, Authenticated):
+        peer = event.peer
+        if event.paired_now:
+            trust.add(peer.static_key, peer.name, peer.platform)
+            screen.show("PAIR", f"paired with {peer.name} ({peer.platform}); link encrypted")
+        else:
+            trust.seen(peer.static_key)
+            screen.show("PAIR", f"recognised {peer.name}: no prompt; link encrypted")
+    elif isinstance(event, PairingFailed):
+        result.pairing_failed = event.reason
+        screen.show("PAIR", f"pairing failed: {event.reason}")
 
-    async def art() -> None:
-        await at(2.5)
-        # Full-size art where the link can carry it in a couple of seconds, a thumbnail else.
-        size = ART_SIZE if phone_link_capacity > 20_000 else ART_SIZE // 6
-        image = bytes(range(256)) * (size // 256)
-        for chunk in m.chunk_object(1, image):
-            await send(chunk)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(answer_commands)
-        await send(m.NowPlaying("Midnight City", "M83", state=m.PlaybackState.PLAYING))
-        async with trio.open_nursery() as script:
-            script.start_soon(route)
-            script.start_soon(inbox)
-            script.start_soon(art)
-        done.set()
-        await at(END_AT)
-        nursery.cancel_scope.cancel()
+async def _tap_pause(device: PhoneDevice, screen: _Screen, result: DemoResult) -> None:
+    screen.show("TOUCH", "driver taps ⏸ pause while the album art is arriving")
+    start = trio.current_time()
+    try:
+        await device.media(m.MediaCommand.PAUSE)
+    except CommandFailed as e:
+        screen.show("MUSIC", f"pause failed: {e}")
+        return
+    result.pause_latency = trio.current_time() - start
+    art = "ahead of the art" if device.state.art is None else "after the art"
+    screen.show("MUSIC", f"phone paused after {result.pause_latency * 1000:.0f} ms, {art}")
+
+
+async def _answer(device: PhoneDevice, screen: _Screen, note: m.Notification) -> None:
+    await trio.sleep(1.0)
+    canned = (note.canned_replies or [""])[0]
+    screen.show("TOUCH", f"driver answers {note.sender}: {canned!r}")
+    try:
+        await device.reply(note.id, canned=0)
+        await device.mark_read(note.id)
+        screen.show("MSG", f"reply sent to {note.sender}; marked read")
+    except CommandFailed as e:
+        screen.show("MSG", f"reply failed: {e}")
 
 
 async def run_demo(
@@ -265,81 +270,95 @@ async def run_demo(
     keylog: KeyLog | None = None,
 ) -> DemoResult:
     start = trio.current_time()
-    hu_store = TrustStore(data_dir / "head-unit")
-    phone_store = TrustStore(data_dir / "phone", role="phone")
     screen = _Screen(out, start)
-    hu, phone = PeerSession("head-unit", keylog=keylog), PeerSession("phone")
+    flavour: Flavour = FLAVOURS["ios" if profile.name == "ios" else "android"]
+    clock = clock_ms_from_trio()
+    hu_trust = TrustStore(data_dir / "head-unit")
+    phone_trust = TrustStore(data_dir / "phone", role="phone")
+    hu_session = PeerSession(
+        "head-unit", keylog=keylog, hello=m.Hello(m.PROTOCOL_VERSIONS, "head-unit", "Head unit")
+    )
+    phone_session = PeerSession(
+        "phone",
+        hello=m.Hello(
+            m.PROTOCOL_VERSIONS, flavour.platform, flavour.name, flavour.model, clock_ms=clock()
+        ),
+    )
+    device = PhoneDevice(hu_session, store=MessageStore(data_dir / "head-unit"), clock_ms=clock)
+    phone = _DemoPhone(
+        phone_session,
+        store=MessageStore(data_dir / "phone"),
+        clock_ms=clock,
+        screen=screen,
+        trust=phone_trust,
+    )
     result = DemoResult()
-    done = trio.Event()
+    known = "knows" if phone_trust.public_key in hu_trust.trusted_keys() else "has never met"
     print(
-        f"bridge demo: head unit + emulated phone, '{profile.name}' link "
-        f"(ATT MTU {profile.att_mtu}, {profile.interval * 1000:g} ms interval), seed {seed}",
+        f"bridge demo: head unit + emulated {flavour.name} ({flavour.platform}) on a "
+        f"'{profile.name}' link (ATT MTU {profile.att_mtu}, {profile.interval * 1000:g} ms "
+        f"interval), seed {seed}",
         file=out,
     )
-    known = "knows" if phone_store.public_key in hu_store.trusted_keys() else "has never met"
     print(f"The head unit {known} this phone (data in {data_dir}).", file=out, flush=True)
 
     def handshakes() -> tuple[Handshake, Handshake]:
-        # The head unit recognises a paired phone before connecting (advertising tokens
-        # in a real car); here it simply checks its store.
-        peer_key = (
-            phone_store.public_key if phone_store.public_key in hu_store.trusted_keys() else None
-        )
+        # A real head unit recognises its phones from their advertising; here it asks
+        # its store.
+        known_phone = phone_trust.public_key in hu_trust.trusted_keys()
         hu_hs = Handshake(
-            Role.HEAD_UNIT,
-            hu_store.identity,
-            name="Head unit",
-            platform="head-unit",
-            trusted=hu_store.trusted_keys(),
-            peer_key=peer_key,
-            random=os.urandom,
-        )
+            Role.HEAD_UNIT, hu_trust.identity, name="Head unit", platform="head-unit",
+            trusted=hu_trust.trusted_keys(),
+            peer_key=phone_trust.public_key if known_phone else None, random=os.urandom,
+        )  # fmt: skip
         phone_hs = Handshake(
-            Role.PHONE,
-            phone_store.identity,
-            name="iPhone 16" if profile.name == "ios" else "Pixel 9",
-            platform="ios" if profile.name == "ios" else "android",
-            trusted=phone_store.trusted_keys(),
-            random=os.urandom,
-        )
+            Role.PHONE, phone_trust.identity, name=flavour.name, platform=flavour.platform,
+            trusted=phone_trust.trusted_keys(), random=os.urandom,
+        )  # fmt: skip
         return hu_hs, phone_hs
 
     async def radio() -> None:
         attempt = 0
         while True:
-            pair = SimulatedLinkPair(profile, seed=seed + attempt, name="phone")
+            pair = SimulatedLinkPair(profile, seed=seed + attempt, name=flavour.name)
             hu_hs, phone_hs = handshakes()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(partial(hu.run_link, pair.central, handshake=hu_hs))
-                nursery.start_soon(partial(phone.run_link, pair.peripheral, handshake=phone_hs))
+            async with trio.open_nursery() as link:
+                link.start_soon(partial(hu_session.run_link, pair.central, handshake=hu_hs))
+                link.start_soon(
+                    partial(phone_session.run_link, pair.peripheral, handshake=phone_hs)
+                )
                 if drop and attempt == 0:
                     await trio.sleep_until(start + DROP_AT)
-                    screen.show("RADIO", "phone's radio goes silent (tunnel)")
+                    screen.show("RADIO", "the phone's radio goes silent (a tunnel)")
                     pair.lose_link()
             attempt += 1
             await trio.sleep(RECONNECT_AFTER)
 
+    async def scenarios() -> None:
+        async with trio.open_nursery() as play:
+            play.start_soon(drive, phone, flavour)
+            play.start_soon(messages, phone, flavour)
+            await trio.sleep(2.5)  # the music starts (with its art) while driving
+            play.start_soon(playlist, phone, flavour)
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(radio)
-        nursery.start_soon(_head_unit, hu, screen, result, hu_store, confirm)
-        await _phone(
-            phone,
-            result=result,
-            done=done,
-            start=start,
-            phone_link_capacity=profile.capacity(),
-            store=phone_store,
-            screen=screen,
-        )
+        nursery.start_soon(phone.run)
+        nursery.start_soon(device.run)
+        nursery.start_soon(_screen, device, hu_session, screen, result, hu_trust, confirm, nursery)
+        if result.pairing_failed is None:
+            await scenarios()
         with trio.move_on_after(30.0):  # let what is still queued arrive
-            while any(phone.mux.queued(c) for c in Channel):
+            while set(phone.published) - set(result.received) and not result.pairing_failed:
                 await trio.sleep(0.1)
+        await trio.sleep(2.0)  # the driver's last answers
         nursery.cancel_scope.cancel()
+    result.sent = phone.published
     lost, dup, ordered = result.check()
-    total = sum(len(v) for v in result.sent.values())
     print(
-        f"\n{total} messages sent by the phone over {result.links} link(s): "
-        f"{lost} lost, {dup} duplicated, {'in order' if ordered else 'OUT OF ORDER'}",
+        f"\n{len(result.sent)} maneuvers and messages published by the phone over "
+        f"{result.links} link(s): {lost} lost, {dup} duplicated, "
+        f"{'in order' if ordered else 'OUT OF ORDER'}",
         file=out,
     )
     return result
@@ -367,7 +386,7 @@ def main(
     data_dir: Path | None = None,
     keylog: KeyLog | None = None,
 ) -> int:
-    """Run the demo; 0 if it paired and every message arrived once and in order.
+    """Run the demo; 0 if it paired and everything arrived once and in order.
     Interactive confirmation (``assume_yes=False``) runs on the wall clock."""
     profile = PROFILES[profile_name]
     clock = None if realtime or not assume_yes else trio.testing.MockClock(autojump_threshold=0)

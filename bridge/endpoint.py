@@ -61,7 +61,8 @@ class Endpoint:
     # -- sending ------------------------------------------------------------------------
 
     def _prepare(self, message: Message) -> tuple[Message, str | None]:
-        if message.channel is not Channel.MESSAGING or self.store is None:
+        has_uid = any(f.name == "uid" for f in dataclasses.fields(message))  # type: ignore[arg-type]
+        if message.channel is not Channel.MESSAGING or self.store is None or not has_uid:
             return message, None
         uid = getattr(message, "uid", "") or self.store.next_uid(self.uid_prefix)
         return dataclasses.replace(message, uid=uid), uid  # type: ignore[type-var]

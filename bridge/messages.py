@@ -412,6 +412,7 @@ class Dismiss(Message):
 class MessagingResult(_Result):
     channel: ClassVar[Channel] = Channel.MESSAGING
     type: ClassVar[int] = MessagingType.COMMAND_RESULT
+    uid: str = key(15, default="")
 
 
 # -- bulk ---------------------------------------------------------------------------------

@@ -82,7 +82,9 @@ class PhoneApp(Endpoint):
         base = self.playlist[self.track] if self.playlist else self.player
         if base is None:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, "nothing to play")
-        transfer = self._transfer() if art is not None else base.art
+        same_track = self.player is not None and self.player.title == base.title
+        current_art = self.player.art if self.player is not None and same_track else base.art
+        transfer = self._transfer() if art is not None else current_art
         self.player = dataclasses.replace(
             base,
             state=state,

@@ -1,0 +1,128 @@
+"""Scripted phone scenarios for the emulator and the demo, in Android and iOS flavours.
+
+A scenario drives a :class:`~bridge.phone.PhoneApp` on trio time: a drive with a route
+and maneuvers counting down, a playlist playing with album art, messages arriving.
+Flavours differ where real phones do: platform, apps, model, link profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+
+from bridge import messages as m
+from bridge.phone import PhoneApp
+
+
+@dataclass(frozen=True)
+class Flavour:
+    platform: str
+    name: str
+    model: str
+    maps_app: str
+    music_app: str
+    chat_apps: tuple[str, str]
+    link_profile: str
+
+
+FLAVOURS = {
+    "android": Flavour(
+        "android", "Pixel 9", "Pixel 9 Pro", "Google Maps", "Spotify", ("WhatsApp", "Messages"),
+        "android",
+    ),
+    "ios": Flavour(
+        "ios", "iPhone 16", "iPhone17,3", "Apple Maps", "Apple Music", ("iMessage", "WhatsApp"),
+        "ios",
+    ),
+}  # fmt: skip
+
+L, S, R = m.LaneDirection.LEFT, m.LaneDirection.STRAIGHT, m.LaneDirection.RIGHT
+
+#: (maneuver, metres to it, road, roundabout exit, lanes)
+ROUTE: list[tuple[m.ManeuverType, int, str, int | None, list[m.Lane] | None]] = [
+    (m.ManeuverType.DEPART, 400, "Rue de Rivoli", None, None),
+    (m.ManeuverType.TURN_RIGHT, 300, "Main St", None, [m.Lane([L], False), m.Lane([S, R], True)]),
+    (m.ManeuverType.ROUNDABOUT_ENTER_AND_EXIT, 600, "Avenue Foch", 2, None),
+    (m.ManeuverType.OFF_RAMP_RIGHT, 1500, "D920", None, [m.Lane([S], False), m.Lane([R], True)]),
+    (m.ManeuverType.TURN_LEFT, 150, "Elm Rd", None, None),
+    (m.ManeuverType.DESTINATION_RIGHT, 80, "Elm Rd 42", None, None),
+]
+
+PLAYLIST = [
+    m.NowPlaying("Midnight City", "M83", "Hurry Up, We're Dreaming", 243_000),
+    m.NowPlaying("Intro", "The xx", "xx", 127_000),
+    m.NowPlaying("Teardrop", "Massive Attack", "Mezzanine", 330_000),
+]
+
+ART = bytes(range(256)) * 192  # a 48 KB "JPEG"
+ARROW = b"\x89PNG\r\n\x1a\n" + bytes(2000)  # a small maneuver image
+
+
+def display(metres: int) -> tuple[str, m.DistanceUnit]:
+    if metres >= 1000:
+        return f"{metres / 1000:.1f}", m.DistanceUnit.KILOMETERS
+    return str(metres), m.DistanceUnit.METERS
+
+
+async def drive(phone: PhoneApp, flavour: Flavour, *, step: float = 2.0) -> None:
+    """A route: each maneuver announced, then counted down once, then the arrival."""
+    total = sum(d for _, d, _, _, _ in ROUTE)
+    await phone.set_route(
+        m.RouteStatus(m.RouteState.ACTIVE, "Elm Rd 42", phone.clock_ms() + 420_000, total, 420)
+    )
+    done = 0
+    for i, (kind, distance, road, exit_number, lanes) in enumerate(ROUTE):
+        for fraction in (1.0, 0.3):
+            metres = int(distance * fraction)
+            shown, unit = display(metres)
+            maneuver = m.Maneuver(
+                kind, metres, shown, unit, road, roundabout_exit=exit_number,
+                rotation=m.Rotation.COUNTERCLOCKWISE if exit_number else None, lanes=lanes,
+            )  # fmt: skip
+            image = ARROW if (i == 2 and fraction == 1.0) else None
+            await phone.maneuver(maneuver, image=image)
+            await trio.sleep(step / 2)
+        done += distance
+        remaining = total - done
+        eta = phone.clock_ms() + remaining * 700
+        await phone.set_route(
+            m.RouteStatus(m.RouteState.ACTIVE, "Elm Rd 42", eta, remaining, remaining * 7 // 10)
+        )
+    await phone.set_route(m.RouteStatus(m.RouteState.ARRIVED, "Elm Rd 42", remaining_m=0))
+
+
+async def playlist(phone: PhoneApp, flavour: Flavour) -> None:
+    tracks = [_with_app(t, flavour.music_app) for t in PLAYLIST]
+    await phone.play(tracks, art=ART)
+
+
+def _with_app(track: m.NowPlaying, app: str) -> m.NowPlaying:
+    return m.NowPlaying(track.title, track.artist, track.album, track.duration_ms, source_app=app)
+
+
+def inbox(flavour: Flavour, now_ms: int) -> list[tuple[float, m.Notification]]:
+    chat, other = flavour.chat_apps
+    reply = m.Action("reply", "Reply", m.ActionKind.REPLY)
+    read = m.Action("read", "Mark as read", m.ActionKind.MARK_READ)
+    return [
+        (1.5, m.Notification(
+            "msg-1", chat, m.Category.MESSAGE, "Running 10 minutes late", now_ms, "Anna",
+            thread="anna", actions=[reply, read], canned_replies=["On my way", "No problem"],
+        )),
+        (6.0, m.Notification(
+            "msg-2", other, m.Category.MESSAGE, "Parking is on level -2", now_ms, "Ben",
+            thread="ben", actions=[reply, read],
+        )),
+        (9.0, m.Notification(
+            "call-1", "Phone", m.Category.MISSED_CALL, "Missed call", now_ms, "Mum",
+            actions=[m.Action("call", "Call back", m.ActionKind.CALL_BACK)],
+        )),
+    ]  # fmt: skip
+
+
+async def messages(phone: PhoneApp, flavour: Flavour) -> None:
+    start = trio.current_time()
+    for at, note in inbox(flavour, phone.clock_ms()):
+        await trio.sleep_until(start + at)
+        await phone.notify(note)
