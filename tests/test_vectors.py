@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from bridge.channels import Channel
+from bridge.codec import encode
 from bridge.frame import Frame, decode_frame, encode_frame
+from bridge.messages import decode_message
 from bridge.segment import Segmenter
 from tests.helpers import Seq, first
 
@@ -70,3 +72,14 @@ def test_segment_vector(vector: dict[str, Any]) -> None:
     while (packet := tx.next_segment(source)) is not None:
         sent.append(packet)
     assert sent == packets
+
+
+@pytest.mark.parametrize(
+    "vector",
+    [v for v in FRAMES if v["channel"] != 0 or v["type"] == 6],
+    ids=[v["name"] for v in FRAMES if v["channel"] != 0 or v["type"] == 6],
+)
+def test_frame_vector_bodies_are_valid_messages(vector: dict[str, Any]) -> None:
+    frame = decode_frame(bytes.fromhex(vector["hex"]))
+    message = decode_message(frame.channel, frame.type, frame.body)
+    assert encode(message) == frame.body  # the typed message gives back the same body
