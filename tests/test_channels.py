@@ -241,3 +241,19 @@ async def test_versions_negotiate_down(autojump_clock: trio.testing.MockClock) -
         await trio.sleep(0.2)
         assert rig.hu.version == rig.phone.version == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_a_malformed_hello_closes_with_a_reason(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bad = m.Hello([0], "android", "Pixel 9", max_text=3)  # below the 16-character minimum
+    rig = Rig.make(phone_hello_=bad)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rig.hu.run)
+        nursery.start_soon(rig.phone.run)
+        await rig.link(nursery)
+        event = await wait_for(
+            rig.hu, lambda e: e.kind == "link" and isinstance(e.detail, ConnectionClosed)
+        )
+        assert "max_text" in event.detail.text and event.detail.code == ErrorCode.INVALID_MESSAGE
+        nursery.cancel_scope.cancel()
