@@ -53,6 +53,7 @@ class DemoResult:
     links: int = 0
     pause_latency: float | None = None
     pairing_failed: str | None = None
+    paired: trio.Event = field(default_factory=trio.Event)  # set once the pairing is decided
 
     def check(self) -> tuple[int, int, bool]:
         """Lost, duplicated, in order per channel (maneuvers; notifications)."""
@@ -229,9 +230,11 @@ async def _link_event(  # noqa: PLR0917 - one caller, in order
         else:
             trust.seen(peer.static_key)
             screen.show("PAIR", f"recognised {peer.name}: no prompt; link encrypted")
+        result.paired.set()
     elif isinstance(event, PairingFailed):
         result.pairing_failed = event.reason
-        screen.show("PAIR", f"pairing failed: {event.reason}")
+        screen.show("PAIR", f"pairing failed: {event.reason}; nothing was stored")
+        result.paired.set()
 
 
 async def _tap_pause(device: PhoneDevice, screen: _Screen, result: DemoResult) -> None:
@@ -346,8 +349,11 @@ async def run_demo(
         nursery.start_soon(phone.run)
         nursery.start_soon(device.run)
         nursery.start_soon(_screen, device, hu_session, screen, result, hu_trust, confirm, nursery)
-        if result.pairing_failed is None:
-            await scenarios()
+        await result.paired.wait()
+        if result.pairing_failed is not None:
+            nursery.cancel_scope.cancel()
+            return result
+        await scenarios()
         with trio.move_on_after(30.0):  # let what is still queued arrive
             while set(phone.published) - set(result.received) and not result.pairing_failed:
                 await trio.sleep(0.1)
@@ -364,9 +370,18 @@ async def run_demo(
     return result
 
 
+def _prompt(question: str) -> str:
+    try:
+        return input(question)
+    except EOFError:  # Ctrl-D: no answer is a rejection
+        return ""
+
+
 async def _ask(code: str) -> bool:
     answer = await trio.to_thread.run_sync(
-        input, f"Does the phone show {code}? Confirm on the head unit [y/N] "
+        _prompt,
+        f"Does the phone show {code}? Confirm on the head unit [y/N] ",
+        abandon_on_cancel=True,  # Ctrl-C at the prompt ends the demo
     )
     return answer.strip().lower() in ("y", "yes")
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 import re
+from functools import partial
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 from bridge import cli, demo
+from pairing.trust import TrustStore
+from transports.simulated import PROFILES
 
 
 @pytest.mark.parametrize("profile", ["android", "ios", "legacy"])
@@ -84,3 +89,26 @@ def test_cli_version_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["demo", "--profile", "nokia"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_rejected_pairing_ends_the_demo_and_stores_nothing(tmp_path: Path) -> None:
+    async def reject(code: str) -> bool:
+        return False
+
+    out = io.StringIO()
+    result = trio.run(
+        partial(
+            demo.run_demo,
+            PROFILES["ios"],
+            seed=1,
+            drop=False,
+            out=out,
+            data_dir=tmp_path,
+            confirm=reject,
+        ),
+        clock=trio.testing.MockClock(autojump_threshold=0),
+    )
+    assert result.pairing_failed == "pairing rejected by the user"
+    assert "nothing was stored" in out.getvalue() and "▶" not in out.getvalue()
+    assert TrustStore(tmp_path / "head-unit").devices() == []
+    assert TrustStore(tmp_path / "phone", role="phone").devices() == []
