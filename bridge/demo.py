@@ -32,6 +32,7 @@ from bridge.session import LinkDown, LinkUp, PeerSession
 from bridge.store import MessageStore
 from pairing.handshake import Authenticated, CodeToConfirm, Handshake, PairingFailed, Role
 from pairing.keylog import KeyLog
+from pairing.privacy import make_token, resolve
 from pairing.trust import TrustStore
 from transports.simulated import PROFILES, LinkProfile, SimulatedLinkPair
 
@@ -225,7 +226,7 @@ async def _link_event(  # noqa: PLR0917 - one caller, in order
     elif isinstance(event, Authenticated):
         peer = event.peer
         if event.paired_now:
-            trust.add(peer.static_key, peer.name, peer.platform)
+            trust.add(peer.static_key, peer.name, peer.platform, event.peer_irk or b"")
             screen.show("PAIR", f"paired with {peer.name} ({peer.platform}); link encrypted")
         else:
             trust.seen(peer.static_key)
@@ -306,17 +307,20 @@ async def run_demo(
     print(f"The head unit {known} this phone (data in {data_dir}).", file=out, flush=True)
 
     def handshakes() -> tuple[Handshake, Handshake]:
-        # A real head unit recognises its phones from their advertising; here it asks
-        # its store.
-        known_phone = phone_trust.public_key in hu_trust.trusted_keys()
+        # The phone advertises a fresh token; the head unit resolves it with the IRKs of
+        # its paired phones: a match means Noise KK at once, none means a first pairing.
+        token = make_token(phone_trust.irk, os.urandom)
+        match = resolve(token, hu_trust.irks())
+        who = f"recognises {match.name}" if match else "does not recognise it"
+        screen.show("RADIO", f"phone advertises {token!r}; the head unit {who}")
         hu_hs = Handshake(
             Role.HEAD_UNIT, hu_trust.identity, name="Head unit", platform="head-unit",
             trusted=hu_trust.trusted_keys(),
-            peer_key=phone_trust.public_key if known_phone else None, random=os.urandom,
+            peer_key=match.key_bytes if match else None, random=os.urandom,
         )  # fmt: skip
         phone_hs = Handshake(
             Role.PHONE, phone_trust.identity, name=flavour.name, platform=flavour.platform,
-            trusted=phone_trust.trusted_keys(), random=os.urandom,
+            trusted=phone_trust.trusted_keys(), random=os.urandom, irk=phone_trust.irk,
         )  # fmt: skip
         return hu_hs, phone_hs
 

@@ -41,6 +41,7 @@ from bridge.channels import ControlType
 from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError
 from bridge.frame import Body
 from pairing.noise import SUFFIX, HandshakeState
+from pairing.privacy import IRK_SIZE
 
 PROLOGUE = b"bridge v0"
 KK = "Noise_KK" + SUFFIX
@@ -101,6 +102,7 @@ class Authenticated:
     send_key: bytes
     receive_key: bytes
     handshake_hash: bytes
+    peer_irk: bytes | None = None  # a phone's identity resolving key, on a first pairing
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,7 @@ class Handshake:
         random: Callable[[int], bytes],
         ephemeral: Callable[[], X25519PrivateKey] = X25519PrivateKey.generate,
         confirm_timeout: float = CONFIRM_TIMEOUT,
+        irk: bytes | None = None,
     ) -> None:
         self.role = role
         self._static = static
@@ -200,6 +203,8 @@ class Handshake:
         self._local_accept: bool | None = None
         self._peer_accept: bool | None = None
         self._deadline: float | None = None
+        self._irk = irk  # the phone gives it with its confirmation of a first pairing
+        self._peer_irk: bytes | None = None
         self.noise_keys: tuple[bytes, bytes] | None = None
         self.handshake_hash = b""
         if role is Role.HEAD_UNIT:
@@ -232,10 +237,12 @@ class Handshake:
     def _send_handshake(self, body: Body) -> None:
         self._out.append((False, self.HANDSHAKE_TYPE, body))
 
-    def _send_pairing(self, kind: PairingKind, value: object = None) -> None:
+    def _send_pairing(self, kind: PairingKind, value: object = None, extra: object = None) -> None:
         body: Body = {0: int(kind)}
         if value is not None:
             body[1] = value
+        if extra is not None:
+            body[2] = extra
         self._out.append((True, self.PAIRING_TYPE, body))
 
     def abort(self, reason: str, *, by_peer: bool) -> None:
@@ -430,6 +437,11 @@ class Handshake:
         elif kind == PairingKind.CONFIRM and state is _State.CONFIRMING:
             if type(value) is not bool:
                 raise _bad("bad confirmation")
+            irk = body.get(2)
+            if self.role is Role.HEAD_UNIT and value:
+                if type(irk) is not bytes or len(irk) != IRK_SIZE:
+                    raise _bad("the phone's confirmation lacks its 16-byte IRK")
+                self._peer_irk = irk
             self._peer_accept = value
             if not value:
                 self._fail("the other side rejected the pairing", by_peer=True)
@@ -451,7 +463,8 @@ class Handshake:
         if self._state is not _State.CONFIRMING or self._local_accept is not None:
             raise LocalProtocolError("no pairing code is waiting for confirmation")
         self._local_accept = accept
-        self._send_pairing(PairingKind.CONFIRM, accept)
+        give_irk = accept and self.role is Role.PHONE and self._irk is not None
+        self._send_pairing(PairingKind.CONFIRM, accept, self._irk if give_irk else None)
         if not accept:
             self._fail("pairing rejected by the user")
         else:
@@ -477,5 +490,7 @@ class Handshake:
         self._state = _State.DONE
         send, receive = self.noise_keys
         self._events.append(
-            Authenticated(self._peer, paired_now, send, receive, self.handshake_hash)
+            Authenticated(
+                self._peer, paired_now, send, receive, self.handshake_hash, self._peer_irk
+            )
         )

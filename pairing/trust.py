@@ -22,6 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from pairing.noise import public_bytes
+from pairing.privacy import IRK_SIZE
 
 FORMAT_VERSION = 1
 FILENAME = "trust.json"
@@ -38,6 +39,7 @@ class TrustedDevice:
     key: str  # the peer's static public key, hex
     first_paired: float  # Unix time
     last_seen: float
+    irk: str = ""  # the phone's identity resolving key, hex (head unit side), or ""
 
     @property
     def key_bytes(self) -> bytes:
@@ -58,6 +60,7 @@ class TrustStore:
         self._clock = clock
         self._role = role
         self._identity: X25519PrivateKey
+        self._irk = b""
         self._devices: list[TrustedDevice] = []
         self._load_or_create()
 
@@ -78,6 +81,7 @@ class TrustStore:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             self._identity = X25519PrivateKey.generate()
+            self._irk = os.urandom(IRK_SIZE)
             self._save()
             return
         except OSError as e:
@@ -94,6 +98,9 @@ class TrustStore:
         if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
             raise ValueError("unknown format version")
         self._identity = X25519PrivateKey.from_private_bytes(bytes.fromhex(doc["identity"]))
+        self._irk = bytes.fromhex(doc.get("irk", "")) or os.urandom(IRK_SIZE)
+        if len(self._irk) != IRK_SIZE:
+            raise ValueError("the IRK is not 16 bytes")
         devices = []
         for d in doc["devices"]:
             device = TrustedDevice(
@@ -102,9 +109,10 @@ class TrustStore:
                 str(d["key"]),
                 float(d["first_paired"]),
                 float(d["last_seen"]),
+                str(d.get("irk", "")),
             )
-            if len(device.key_bytes) != 32:
-                raise ValueError("a device key is not 32 bytes")
+            if len(device.key_bytes) != 32 or len(bytes.fromhex(device.irk)) not in (0, IRK_SIZE):
+                raise ValueError("a device key is not 32 bytes or its IRK not 16")
             devices.append(device)
         self._devices = devices
 
@@ -115,6 +123,15 @@ class TrustStore:
     @property
     def public_key(self) -> bytes:
         return public_bytes(self._identity)
+
+    @property
+    def irk(self) -> bytes:
+        """Our identity resolving key: given to head units we pair with (phone side)."""
+        return self._irk
+
+    def irks(self) -> list[tuple[TrustedDevice, bytes]]:
+        """The IRKs of paired devices that gave one, to resolve advertising tokens."""
+        return [(d, bytes.fromhex(d.irk)) for d in self._devices if d.irk]
 
     def devices(self) -> list[TrustedDevice]:
         return list(self._devices)
@@ -134,11 +151,12 @@ class TrustStore:
 
     # -- changing ---------------------------------------------------------------------
 
-    def add(self, key: bytes, name: str, platform: str) -> TrustedDevice:
+    def add(self, key: bytes, name: str, platform: str, irk: bytes = b"") -> TrustedDevice:
         """Store a newly paired device (replacing an older entry with the same key)."""
         now = self._clock()
         old = self.by_key(key)
-        device = TrustedDevice(name, platform, key.hex(), old.first_paired if old else now, now)
+        first = old.first_paired if old else now
+        device = TrustedDevice(name, platform, key.hex(), first, now, irk.hex())
         self._devices = [d for d in self._devices if d.key != device.key] + [device]
         self._save()
         return device
@@ -170,6 +188,7 @@ class TrustStore:
             "version": FORMAT_VERSION,
             "role": self._role,
             "identity": identity,
+            "irk": self._irk.hex(),
             "devices": [asdict(d) for d in self._devices],
         }
         return json.dumps(doc, indent=1).encode()

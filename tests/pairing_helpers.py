@@ -40,6 +40,7 @@ def handshake(
         random=rng.randbytes,
         ephemeral=lambda: key_from(rng),
         confirm_timeout=confirm_timeout,
+        irk=store.irk if role is Role.PHONE else None,
     )
 
 
@@ -66,7 +67,8 @@ class Side:
             elif isinstance(event, Authenticated):
                 self.auth.append(event)
                 if event.paired_now:
-                    self.store.add(event.peer.static_key, event.peer.name, event.peer.platform)
+                    peer = event.peer
+                    self.store.add(peer.static_key, peer.name, peer.platform, event.peer_irk or b"")
                 else:
                     self.store.seen(event.peer.static_key)
             elif isinstance(event, PairingFailed):
