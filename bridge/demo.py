@@ -136,131 +136,126 @@ class _DemoPhone(PhoneApp):
                 self.trust.seen(peer.static_key)
 
 
-async def _screen(  # noqa: PLR0917 - one caller, in order
-    device: PhoneDevice,
-    hu_session: PeerSession,
-    screen: _Screen,
-    result: DemoResult,
-    trust: TrustStore,
-    confirm: Confirm,
-    nursery: trio.Nursery,
-) -> None:
-    paused = False
-    replied = False
-    async for event in device.events:
-        await _show(event, device, screen, result, trust, confirm, hu_session)
-        if event.kind == "now_playing" and event.detail.art is not None and not paused:
-            paused = True
-            nursery.start_soon(_tap_pause, device, screen, result)
-        if event.kind == "notification" and event.detail.canned_replies and not replied:
-            replied = True
-            nursery.start_soon(_answer, device, screen, event.detail)
+class _Driver:
+    """The head unit's screen and the driver's hands: shows what PhoneDevice reports,
+    answers the pairing prompt, taps pause during the art, answers the first message."""
 
+    def __init__(
+        self,
+        device: PhoneDevice,
+        session: PeerSession,
+        screen: _Screen,
+        trust: TrustStore,
+        confirm: Confirm,
+    ) -> None:
+        self.device = device
+        self.session = session
+        self.screen = screen
+        self.trust = trust
+        self.confirm = confirm
+        self.result = DemoResult()
 
-async def _show(  # noqa: PLR0917 - one caller, in order
-    event: DeviceEvent,
-    device: PhoneDevice,
-    screen: _Screen,
-    result: DemoResult,
-    trust: TrustStore,
-    confirm: Confirm,
-    hu_session: PeerSession,
-) -> None:
-    detail = event.detail
-    match event.kind:
-        case "hello":
-            screen.show("PHONE", f"{detail.name} ({detail.platform}, {detail.model}) says hello")
-        case "route":
-            if detail.state is m.RouteState.ARRIVED:
-                screen.show("ROUTE", f"arrived at {detail.destination}")
-            elif detail.remaining_m is not None:
-                km = detail.remaining_m / 1000
-                screen.show("ROUTE", f"to {detail.destination}: {km:.1f} km left")
-        case "maneuver":
-            result.received.append(_key(detail))
-            screen.show("NAV", _maneuver_text(detail))
-        case "maneuver_image":
-            screen.show("NAV", f"maneuver image shown ({len(detail)} bytes)")
-        case "now_playing":
-            position = device.state.position_ms(device._clock_ms()) or 0
-            sign = "▶" if detail.playing else "⏸"
-            total = _clock(detail.duration_ms or 0)
-            screen.show(
-                "MUSIC",
-                f"{sign} {detail.title} — {detail.artist} ({detail.source_app}) "
-                f"{_clock(position)} / {total}",
-            )
-        case "art":
-            screen.show("MUSIC", f"album art shown ({len(detail) // 1024} KB)")
-        case "notification":
-            result.received.append(_key(detail))
-            actions = ", ".join(a.label for a in detail.actions or [])
-            screen.show("MSG", f"{detail.sender} ({detail.app}): {detail.text}  [{actions}]")
-        case "removed":
-            screen.show("MSG", f"{detail.id} removed")
-        case "error":
-            screen.show("ERROR", f"the phone refused a message: {detail.text}")
-        case "link":
-            await _link_event(detail, screen, result, trust, confirm, hu_session)
+    async def run(self, nursery: trio.Nursery) -> None:
+        paused = replied = False
+        async for event in self.device.events:
+            await self.show(event)
+            detail = event.detail
+            if event.kind == "now_playing" and detail.art is not None and not paused:
+                paused = True
+                nursery.start_soon(self.tap_pause)
+            if event.kind == "notification" and detail.canned_replies and not replied:
+                replied = True
+                nursery.start_soon(self.answer, detail)
 
+    async def show(self, event: DeviceEvent) -> None:
+        screen, detail, result = self.screen, event.detail, self.result
+        match event.kind:
+            case "hello":
+                screen.show(
+                    "PHONE", f"{detail.name} ({detail.platform}, {detail.model}) says hello"
+                )
+            case "route":
+                if detail.state is m.RouteState.ARRIVED:
+                    screen.show("ROUTE", f"arrived at {detail.destination}")
+                elif detail.remaining_m is not None:
+                    km = detail.remaining_m / 1000
+                    screen.show("ROUTE", f"to {detail.destination}: {km:.1f} km left")
+            case "maneuver":
+                result.received.append(_key(detail))
+                screen.show("NAV", _maneuver_text(detail))
+            case "maneuver_image":
+                screen.show("NAV", f"maneuver image shown ({len(detail)} bytes)")
+            case "now_playing":
+                position = self.device.state.position_ms(self.device.clock_ms()) or 0
+                sign = "▶" if detail.playing else "⏸"
+                total = _clock(detail.duration_ms or 0)
+                screen.show(
+                    "MUSIC",
+                    f"{sign} {detail.title} — {detail.artist} ({detail.source_app}) "
+                    f"{_clock(position)} / {total}",
+                )
+            case "art":
+                screen.show("MUSIC", f"album art shown ({len(detail) // 1024} KB)")
+            case "notification":
+                result.received.append(_key(detail))
+                actions = ", ".join(a.label for a in detail.actions or [])
+                screen.show("MSG", f"{detail.sender} ({detail.app}): {detail.text}  [{actions}]")
+            case "removed":
+                screen.show("MSG", f"{detail.id} removed")
+            case "error":
+                screen.show("ERROR", f"the phone refused a message: {detail.text}")
+            case "link":
+                await self.link_event(detail)
 
-async def _link_event(  # noqa: PLR0917 - one caller, in order
-    event: Any,
-    screen: _Screen,
-    result: DemoResult,
-    trust: TrustStore,
-    confirm: Confirm,
-    hu_session: PeerSession,
-) -> None:
-    if isinstance(event, LinkUp):
-        result.links += 1
-        screen.show("LINK", f"connected ({event.payload_size}-byte packets); handshake")
-    elif isinstance(event, LinkDown):
-        screen.show("LINK", f"{event.reason}; reconnecting")
-    elif isinstance(event, CodeToConfirm):
-        again = " again (this head unit knew it before)" if event.re_pairing else ""
-        screen.show("PAIR", f"pair with {event.peer.name!r}{again}? code {event.code}")
-        accepted = await confirm(event.code)
-        screen.show("TOUCH", f"driver taps {'Confirm' if accepted else 'Reject'}")
-        hu_session.confirm_pairing(accepted)
-    elif isinstance(event, Authenticated):
-        peer = event.peer
-        if event.paired_now:
-            trust.add(peer.static_key, peer.name, peer.platform, event.peer_irk or b"")
-            screen.show("PAIR", f"paired with {peer.name} ({peer.platform}); link encrypted")
-        else:
-            trust.seen(peer.static_key)
-            screen.show("PAIR", f"recognised {peer.name}: no prompt; link encrypted")
-        result.paired.set()
-    elif isinstance(event, PairingFailed):
-        result.pairing_failed = event.reason
-        screen.show("PAIR", f"pairing failed: {event.reason}; nothing was stored")
-        result.paired.set()
+    async def link_event(self, event: Any) -> None:
+        screen, result = self.screen, self.result
+        if isinstance(event, LinkUp):
+            result.links += 1
+            screen.show("LINK", f"connected ({event.payload_size}-byte packets); handshake")
+        elif isinstance(event, LinkDown):
+            screen.show("LINK", f"{event.reason}; reconnecting")
+        elif isinstance(event, CodeToConfirm):
+            again = " again (this head unit knew it before)" if event.re_pairing else ""
+            screen.show("PAIR", f"pair with {event.peer.name!r}{again}? code {event.code}")
+            accepted = await self.confirm(event.code)
+            screen.show("TOUCH", f"driver taps {'Confirm' if accepted else 'Reject'}")
+            self.session.confirm_pairing(accepted)
+        elif isinstance(event, Authenticated):
+            peer = event.peer
+            if event.paired_now:
+                self.trust.add(peer.static_key, peer.name, peer.platform, event.peer_irk or b"")
+                screen.show("PAIR", f"paired with {peer.name} ({peer.platform}); link encrypted")
+            else:
+                self.trust.seen(peer.static_key)
+                screen.show("PAIR", f"recognised {peer.name}: no prompt; link encrypted")
+            result.paired.set()
+        elif isinstance(event, PairingFailed):
+            result.pairing_failed = event.reason
+            screen.show("PAIR", f"pairing failed: {event.reason}; nothing was stored")
+            result.paired.set()
 
+    async def tap_pause(self) -> None:
+        self.screen.show("TOUCH", "driver taps ⏸ pause while the album art is arriving")
+        start = trio.current_time()
+        try:
+            await self.device.media(m.MediaCommand.PAUSE)
+        except CommandFailed as e:
+            self.screen.show("MUSIC", f"pause failed: {e}")
+            return
+        latency = self.result.pause_latency = trio.current_time() - start
+        art = "ahead of the art" if self.device.state.art is None else "after the art"
+        self.screen.show("MUSIC", f"phone paused after {latency * 1000:.0f} ms, {art}")
 
-async def _tap_pause(device: PhoneDevice, screen: _Screen, result: DemoResult) -> None:
-    screen.show("TOUCH", "driver taps ⏸ pause while the album art is arriving")
-    start = trio.current_time()
-    try:
-        await device.media(m.MediaCommand.PAUSE)
-    except CommandFailed as e:
-        screen.show("MUSIC", f"pause failed: {e}")
-        return
-    result.pause_latency = trio.current_time() - start
-    art = "ahead of the art" if device.state.art is None else "after the art"
-    screen.show("MUSIC", f"phone paused after {result.pause_latency * 1000:.0f} ms, {art}")
-
-
-async def _answer(device: PhoneDevice, screen: _Screen, note: m.Notification) -> None:
-    await trio.sleep(1.0)
-    canned = (note.canned_replies or [""])[0]
-    screen.show("TOUCH", f"driver answers {note.sender}: {canned!r}")
-    try:
-        await device.reply(note.id, canned=0)
-        await device.mark_read(note.id)
-        screen.show("MSG", f"reply sent to {note.sender}; marked read")
-    except CommandFailed as e:
-        screen.show("MSG", f"reply failed: {e}")
+    async def answer(self, note: m.Notification) -> None:
+        await trio.sleep(1.0)
+        canned = (note.canned_replies or [""])[0]
+        self.screen.show("TOUCH", f"driver answers {note.sender}: {canned!r}")
+        try:
+            await self.device.reply(note.id, canned=0)
+            await self.device.mark_read(note.id)
+            self.screen.show("MSG", f"reply sent to {note.sender}; marked read")
+        except CommandFailed as e:
+            self.screen.show("MSG", f"reply failed: {e}")
 
 
 async def run_demo(
@@ -296,7 +291,8 @@ async def run_demo(
         screen=screen,
         trust=phone_trust,
     )
-    result = DemoResult()
+    driver = _Driver(device, hu_session, screen, hu_trust, confirm)
+    result = driver.result
     known = "knows" if phone_trust.public_key in hu_trust.trusted_keys() else "has never met"
     print(
         f"bridge demo: head unit + emulated {flavour.name} ({flavour.platform}) on a "
@@ -352,7 +348,7 @@ async def run_demo(
         nursery.start_soon(radio)
         nursery.start_soon(phone.run)
         nursery.start_soon(device.run)
-        nursery.start_soon(_screen, device, hu_session, screen, result, hu_trust, confirm, nursery)
+        nursery.start_soon(driver.run, nursery)
         await result.paired.wait()
         if result.pairing_failed is not None:
             nursery.cancel_scope.cancel()

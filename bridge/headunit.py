@@ -103,7 +103,7 @@ class PhoneDevice(Endpoint):
     ) -> None:
         super().__init__(session, store=store, uid_prefix="hu")
         self.state = DeviceState()
-        self._clock_ms = clock_ms
+        self.clock_ms = clock_ms
         self._events_in, self.events = trio.open_memory_channel[DeviceEvent](EVENT_BUFFER)
         self.events_dropped = 0
         self._waiting: dict[tuple[int, int], trio.Event] = {}
@@ -130,7 +130,7 @@ class PhoneDevice(Endpoint):
                 hello.platform,
                 hello.model,
             )
-            self.state.clock_offset_ms = self._clock_ms() - hello.clock_ms
+            self.state.clock_offset_ms = self.clock_ms() - hello.clock_ms
             self._emit("hello", hello)
         elif isinstance(event, m.ErrorReport):
             self._emit("error", event)

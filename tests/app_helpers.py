@@ -60,6 +60,14 @@ class Rig:
         phone = PhoneApp(phone_session, store=phone_store, clock_ms=clock)
         return cls(hu_session, phone_session, hu, phone, PROFILES[profile])
 
+    async def start(self, nursery: trio.Nursery) -> SimulatedLinkPair:
+        """Run both applications and a link; return once the head unit has the HELLO."""
+        nursery.start_soon(self.hu.run)
+        nursery.start_soon(self.phone.run)
+        pair = await self.link(nursery)
+        await wait_for(self.hu, lambda e: e.kind == "hello")
+        return pair
+
     async def link(self, nursery: trio.Nursery, seed: int = 0) -> SimulatedLinkPair:
         pair = SimulatedLinkPair(self.profile, seed=seed)
         nursery.start_soon(self.hu_session.run_link, pair.central)

@@ -104,10 +104,7 @@ async def test_position_advances_in_virtual_time(autojump_clock: trio.testing.Mo
     rig = Rig.make(phone_hello_=phone_hello(clock_ms=-5000))
     rig.phone.clock_ms = lambda: int(trio.current_time() * 1000) - 5000
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(rig.hu.run)
-        nursery.start_soon(rig.phone.run)
-        await rig.link(nursery)
-        await wait_for(rig.hu, lambda e: e.kind == "hello")
+        await rig.start(nursery)
         await rig.phone.play(TRACKS)
         await wait_for(rig.hu, lambda e: e.kind == "now_playing")
 
@@ -167,10 +164,7 @@ async def test_malformed_messages_get_an_error_and_the_link_stays_up(
 ) -> None:
     rig = Rig.make()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(rig.hu.run)
-        nursery.start_soon(rig.phone.run)
-        await rig.link(nursery)
-        await wait_for(rig.hu, lambda e: e.kind == "hello")
+        await rig.start(nursery)
         for channel, msg_type, body in BAD_BODIES:
             rig.phone_session.send_nowait(channel, msg_type, body)
         for channel, msg_type, body in BAD_COMMANDS:
@@ -196,10 +190,7 @@ async def test_unknown_fields_are_ignored_and_long_text_is_cut_by_the_sender(
 ) -> None:
     rig = Rig.make(hu_hello_=hu_hello(max_text=40))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(rig.hu.run)
-        nursery.start_soon(rig.phone.run)
-        await rig.link(nursery)
-        await wait_for(rig.hu, lambda e: e.kind == "hello")
+        await rig.start(nursery)
         await trio.sleep(0.2)
         body = m.RouteStatus(m.RouteState.ACTIVE, "Home").to_body()
         body[99] = "a field from a future version"
@@ -234,10 +225,7 @@ async def test_versions_negotiate_down(autojump_clock: trio.testing.MockClock) -
         hu_hello_=hu_hello(versions=[0, 1, 2]), phone_hello_=phone_hello(versions=[0, 1])
     )
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(rig.hu.run)
-        nursery.start_soon(rig.phone.run)
-        await rig.link(nursery)
-        await wait_for(rig.hu, lambda e: e.kind == "hello")
+        await rig.start(nursery)
         await trio.sleep(0.2)
         assert rig.hu.version == rig.phone.version == 1
         nursery.cancel_scope.cancel()
