@@ -124,7 +124,7 @@ class Connection:
         self._last_received = now
         self._now = now
         self.closed: ConnectionClosed | None = None
-        self._uncommitted: tuple[Channel, int] | None = None
+        self._uncommitted: tuple[Channel, int, int] | None = None  # channel, seq, generation
         self.hello = hello
         self.peer_hello: Hello | None = None
         self.version: int | None = None
@@ -192,16 +192,16 @@ class Connection:
         self.commit()
         event = self._events.popleft() if self._events else None
         if isinstance(event, MessageReceived) and event.seq is not None:
-            self._uncommitted = (event.channel, event.seq)
+            self._uncommitted = (event.channel, event.seq, self.mux.generation)
         self._pump()
         return event
 
     def commit(self) -> None:
         """Mark the last message handed out as finished (acknowledgeable)."""
         if self._uncommitted is not None:
-            channel, seq = self._uncommitted
+            channel, seq, generation = self._uncommitted
             self._uncommitted = None
-            self.mux.commit(channel, seq, self._now)
+            self.mux.commit(channel, seq, self._now, generation)
 
     def _pump(self) -> None:
         # Decode records while the application keeps up; when it falls behind, records
@@ -218,7 +218,7 @@ class Connection:
                 self._fail(e)
 
     @property
-    def uncommitted(self) -> tuple[Channel, int] | None:
+    def uncommitted(self) -> tuple[Channel, int, int] | None:
         """The message handed out last, which the application may still be handling."""
         return self._uncommitted
 

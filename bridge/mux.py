@@ -115,6 +115,8 @@ class ChannelMux:
         self.epoch = epoch if epoch is not None else os.urandom(8)
         #: The peer's epoch as its HELLO last said.
         self.peer_epoch: bytes | None = None
+        #: Counts resets of the incoming side, so stale commits can be told apart.
+        self.generation = 0
         self._out = {c: _Outgoing() for c in Channel}
         self._in = {c: _Incoming() for c in Channel}
         self._order = itertools.count()
@@ -248,10 +250,13 @@ class ChannelMux:
         events.append(MessageReceived(frame.channel, frame.type, frame.seq, frame.body))
         return events
 
-    def commit(self, channel: Channel, seq: int, now: float) -> None:
+    def commit(self, channel: Channel, seq: int, now: float, generation: int | None = None) -> None:
         """The application has finished with our peer's frame ``seq`` on ``channel``: it
         may be acknowledged. Only committed frames are ever acknowledged, so a crash of
-        the application never loses a frame the peer believes delivered."""
+        the application never loses a frame the peer believes delivered. A commit from
+        before :meth:`reset_incoming` (an older ``generation``) is stale and ignored."""
+        if generation is not None and generation != self.generation:
+            return
         inc = self._in[channel]
         if inc.expected is None or seq >= inc.expected:
             raise LocalProtocolError(f"commit of {channel.name.lower()} {seq}, never delivered")
@@ -261,6 +266,7 @@ class ChannelMux:
 
     def reset_incoming(self) -> None:
         """The peer restarted its numbering (a new epoch): accept its next frames afresh."""
+        self.generation += 1
         for inc in self._in.values():
             inc.expected = inc.committed = None
             inc.ack_owed = False

@@ -84,7 +84,7 @@ class PeerSession:
         self.config = config or ConnectionConfig()
         self._connection: Connection | None = None
         self._leftover: deque[SessionEvent] = deque()
-        self._leftover_taken: tuple[Channel, int] | None = None
+        self._leftover_taken: tuple[Channel, int, int] | None = None
         self._wakeup = _Wakeup()
 
     @property
@@ -108,15 +108,15 @@ class PeerSession:
     async def next_event(self) -> SessionEvent:
         """The next event: messages in order, acknowledgements, link up and down."""
         if self._leftover_taken is not None:  # the application finished with it
-            channel, seq = self._leftover_taken
+            channel, seq, generation = self._leftover_taken
             self._leftover_taken = None
-            self.mux.commit(channel, seq, trio.current_time())
+            self.mux.commit(channel, seq, trio.current_time(), generation)
             self._wakeup.notify()
         while True:
             if self._leftover:
                 event = self._leftover.popleft()
                 if isinstance(event, MessageReceived) and event.seq is not None:
-                    self._leftover_taken = (event.channel, event.seq)
+                    self._leftover_taken = (event.channel, event.seq, self.mux.generation)
                 return event
             conn = self._connection
             if conn is not None:

@@ -125,6 +125,23 @@ def test_only_committed_frames_are_acknowledged() -> None:
         b.commit(Channel.MESSAGING, 3, 11.0)  # never delivered
 
 
+def test_a_commit_from_before_a_peer_restart_is_ignored() -> None:
+    a, b = ChannelMux(), ChannelMux()
+    for i in range(6):
+        a.send(Channel.MESSAGING, 1, {0: i})
+    for f in drain(a):
+        b.receive(f, 0.0)  # seq 5 is still with the application when...
+    generation = b.generation
+    b.reset_incoming()  # ...the peer's HELLO shows a new epoch
+    fresh = ChannelMux()
+    fresh.send(Channel.MESSAGING, 1, {0: "new life"})
+    deliver(b, drain(fresh))  # its seq 0, committed
+    b.commit(Channel.MESSAGING, 5, 1.0, generation)  # stale: no error, no effect
+    b.handle_timer(2.0)
+    (ack,) = drain(b, 2.0)
+    assert ack.body == {int(Channel.MESSAGING): 0}
+
+
 def test_ack_timeout() -> None:
     a = ChannelMux(ack_timeout=30.0)
     a.send(Channel.AUDIO, 2, {})
