@@ -24,7 +24,7 @@ import trio
 from bridge.channels import Channel
 from bridge.codec import DEFAULT_MAX_TEXT, Message, encode
 from bridge.connection import ConnectionClosed, HelloReceived
-from bridge.errors import ErrorCode, ProtocolError, QueueFullError
+from bridge.errors import ProtocolError, QueueFullError
 from bridge.messages import ErrorReport, Hello, decode_message
 from bridge.mux import Acknowledged, MessageReceived
 from bridge.session import PeerSession, SessionEvent
@@ -162,6 +162,3 @@ class Endpoint:
 def clock_ms_from_trio() -> Callable[[], int]:
     """A millisecond clock on trio's (virtual in tests) time."""
     return lambda: int(trio.current_time() * 1000)
-
-
-__all__ = ["Endpoint", "ErrorCode", "clock_ms_from_trio"]

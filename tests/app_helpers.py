@@ -8,6 +8,7 @@ from pathlib import Path
 
 import trio
 
+from bridge.connection import ConnectionClosed
 from bridge.endpoint import clock_ms_from_trio
 from bridge.headunit import DeviceEvent, PhoneDevice
 from bridge.messages import PROTOCOL_VERSIONS, Hello
@@ -67,6 +68,17 @@ class Rig:
         pair = await self.link(nursery)
         await wait_for(self.hu, lambda e: e.kind == "hello")
         return pair
+
+    async def closed(self, nursery: trio.Nursery) -> ConnectionClosed:
+        """Run both applications and a link until the head unit sees the link closed."""
+        nursery.start_soon(self.hu.run)
+        nursery.start_soon(self.phone.run)
+        await self.link(nursery)
+        event = await wait_for(
+            self.hu, lambda e: e.kind == "link" and isinstance(e.detail, ConnectionClosed)
+        )
+        closed: ConnectionClosed = event.detail
+        return closed
 
     async def link(self, nursery: trio.Nursery, seed: int = 0) -> SimulatedLinkPair:
         pair = SimulatedLinkPair(self.profile, seed=seed)

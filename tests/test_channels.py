@@ -8,7 +8,6 @@ import trio.testing
 
 from bridge import messages as m
 from bridge.channels import Channel
-from bridge.connection import ConnectionClosed
 from bridge.errors import ErrorCode
 from bridge.headunit import CommandFailed
 from tests.app_helpers import Rig, hu_hello, phone_hello, wait_for
@@ -209,14 +208,9 @@ async def test_incompatible_versions_close_with_a_clear_error(
 ) -> None:
     rig = Rig.make(phone_hello_=phone_hello(versions=[3, 4]))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(rig.hu.run)
-        nursery.start_soon(rig.phone.run)
-        await rig.link(nursery)
-        event = await wait_for(
-            rig.hu, lambda e: e.kind == "link" and isinstance(e.detail, ConnectionClosed)
-        )
-        assert "incompatible protocol versions: we speak 0, the peer 3, 4" in event.detail.text
-        assert event.detail.code == ErrorCode.UNSUPPORTED
+        closed = await rig.closed(nursery)
+        assert "incompatible protocol versions: we speak 0, the peer 3, 4" in closed.text
+        assert closed.code == ErrorCode.UNSUPPORTED
         nursery.cancel_scope.cancel()
 
 
@@ -237,11 +231,6 @@ async def test_a_malformed_hello_closes_with_a_reason(
     bad = m.Hello([0], "android", "Pixel 9", max_text=3)  # below the 16-character minimum
     rig = Rig.make(phone_hello_=bad)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(rig.hu.run)
-        nursery.start_soon(rig.phone.run)
-        await rig.link(nursery)
-        event = await wait_for(
-            rig.hu, lambda e: e.kind == "link" and isinstance(e.detail, ConnectionClosed)
-        )
-        assert "max_text" in event.detail.text and event.detail.code == ErrorCode.INVALID_MESSAGE
+        closed = await rig.closed(nursery)
+        assert "max_text" in closed.text and closed.code == ErrorCode.INVALID_MESSAGE
         nursery.cancel_scope.cancel()
