@@ -49,6 +49,14 @@ class LinkClosed(Exception):
         return f"{self.reason.value}: {self.detail}" if self.detail else self.reason.value
 
 
+class ConnectFailed(Exception):
+    """A connection attempt failed; ``transient`` if retrying later is reasonable."""
+
+    def __init__(self, text: str, *, transient: bool = True) -> None:
+        super().__init__(text)
+        self.transient = transient
+
+
 class Link(abc.ABC):
     """One connection to one peer. Implementations must be safe for one sender task and
     one receiver task running at once."""

@@ -1,0 +1,295 @@
+"""The head unit's radio policy: which phones to connect, reconnecting, several at once.
+
+Strategy. :class:`HeadUnit` reads sightings from a :class:`Radio` (the bleak transport,
+``transports/ble.py``, or anything with its two methods) and decides, per phone:
+
+- A sighting whose advertised name resolves to a paired phone's IRK
+  (``pairing/privacy.py``) names the phone. If it is not connected and not waiting out
+  a backoff, the head unit connects and runs Noise KK on that phone's
+  :class:`~bridge.session.PeerSession`, whose queues outlive links: what was accepted
+  while the phone was away goes out on the new link.
+- Any other sighting is a stranger's phone (or a phone not yet paired). The head unit
+  connects to it only in pairing mode, one at a time, and each address at most once
+  per ``stranger_cooldown``: in a car park full of phones running the app it never
+  connects over and over to phones that are not its own.
+- A failed connection waits ``backoff`` (doubling up to ``max_backoff``) before the
+  next attempt; a link that ends after ``stable_after`` seconds is retried at once.
+  BlueZ's ``le-connection-abort-by-local`` is one of those transient failures.
+
+Each phone runs in its own tasks, so a phone navigating, a tablet playing music and a
+phone sending messages are served at once. Events of every phone come out of
+:attr:`HeadUnit.events` as ``(Phone, DeviceEvent)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from bridge import messages as m
+from bridge.headunit import DeviceEvent, PhoneDevice
+from bridge.session import LinkDown, PeerSession
+from bridge.store import MessageStore
+from pairing.handshake import Authenticated, CodeToConfirm, Handshake, PairingFailed, Role
+from pairing.keylog import KeyLog
+from pairing.privacy import resolve
+from pairing.trust import TrustedDevice, TrustStore
+from transports.link import ConnectFailed, Link
+
+log = logging.getLogger(__name__)
+
+
+class SightingLike(Protocol):
+    @property
+    def address(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def platform_hint(self) -> str: ...
+
+
+class Radio(Protocol):
+    def scan(self) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[SightingLike]]: ...
+    async def connect(self, sighting: Any) -> Link: ...
+
+
+@dataclass
+class Policy:
+    backoff: float = 0.5  # first wait after a failed connection, seconds
+    max_backoff: float = 30.0
+    stable_after: float = 10.0  # a link that lasted this long resets the backoff
+    stranger_cooldown: float = 30.0  # per address, in pairing mode
+    permanent_failure_hold: float = 300.0  # after a non-transient failure
+
+
+@dataclass(eq=False)
+class Phone:
+    """One phone as the head unit knows it (paired, or being paired)."""
+
+    session: PeerSession
+    device: PhoneDevice
+    key: bytes | None = None  # its static key once known
+    name: str = "unknown phone"
+    platform_hint: str = ""
+    address: str | None = None
+    busy: bool = False  # connecting or connected
+    links: int = 0
+    failures: int = 0
+    not_before: float = -float("inf")
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    @property
+    def connected(self) -> bool:
+        return self.session.connected
+
+    @property
+    def platform(self) -> str:
+        """What the phone's hello says, else what its advertising hinted."""
+        hello = self.device.peer
+        return hello.platform if hello is not None else self.platform_hint
+
+
+Confirm = Callable[[Phone, CodeToConfirm], Awaitable[bool]]
+
+
+async def _refuse(phone: Phone, event: CodeToConfirm) -> bool:
+    return False
+
+
+class HeadUnit:
+    def __init__(
+        self,
+        radio: Radio,
+        trust: TrustStore,
+        data_dir: Path,
+        *,
+        name: str = "Head unit",
+        confirm: Confirm = _refuse,
+        pairing_mode: bool = False,
+        policy: Policy | None = None,
+        keylog: KeyLog | None = None,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self.radio = radio
+        self.trust = trust
+        self.data_dir = data_dir
+        self.name = name
+        self.confirm = confirm
+        self.pairing_mode = pairing_mode
+        self.policy = policy or Policy()
+        self.keylog = keylog
+        self.clock_ms = clock_ms
+        self.phones: dict[bytes, Phone] = {}
+        self.pairing: Phone | None = None
+        self.strangers_seen: dict[str, float] = {}  # address -> last attempt
+        self.strangers_ignored = 0
+        self.connect_attempts = 0
+        self._events_in, self.events = trio.open_memory_channel[tuple[Phone, DeviceEvent]](1024)
+        self._nursery: trio.Nursery | None = None
+        for device in trust.devices():
+            self._register(device.key_bytes, device.name, device.platform)
+
+    # -- phones ---------------------------------------------------------------------
+
+    def _new_phone(self, key: bytes | None, name: str) -> Phone:
+        hello = m.Hello(m.PROTOCOL_VERSIONS, "head-unit", self.name)
+        session = PeerSession(name, keylog=self.keylog, hello=hello)
+        store = MessageStore(self._store_dir(key)) if key is not None else None
+        device = PhoneDevice(session, store=store, clock_ms=self.clock_ms)
+        return Phone(session, device, key=key, name=name)
+
+    def _store_dir(self, key: bytes) -> Path:
+        return self.data_dir / "phones" / key.hex()[:16]
+
+    def _register(self, key: bytes, name: str, platform: str) -> Phone:
+        phone = self.phones.get(key)
+        if phone is None:
+            phone = self.phones[key] = self._new_phone(key, name)
+            phone.platform_hint = platform
+            if self._nursery is not None:
+                self._nursery.start_soon(self._serve, phone)
+        return phone
+
+    def phone(self, name_or_key: str | bytes) -> Phone | None:
+        for phone in self.phones.values():
+            if name_or_key in (phone.name, phone.key):
+                return phone
+        return None
+
+    # -- running --------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for phone in self.phones.values():
+                nursery.start_soon(self._serve, phone)
+            async with self.radio.scan() as sightings:
+                task_status.started()
+                async for sighting in sightings:
+                    self._on_sighting(sighting, nursery)
+
+    def _on_sighting(self, sighting: SightingLike, nursery: trio.Nursery) -> None:
+        now = trio.current_time()
+        match: TrustedDevice | None = resolve(sighting.name or "", self.trust.irks())
+        if match is not None:
+            phone = self._register(match.key_bytes, match.name, match.platform)
+            if phone.busy or now < phone.not_before:
+                return
+            phone.busy = True
+            phone.address = sighting.address
+            phone.platform_hint = phone.platform_hint or sighting.platform_hint
+            nursery.start_soon(self._connect, phone, sighting, match.key_bytes)
+            return
+        last = self.strangers_seen.get(sighting.address)
+        cooled = last is None or now - last >= self.policy.stranger_cooldown
+        if not self.pairing_mode or self.pairing is not None or not cooled:
+            self.strangers_ignored += 1
+            return
+        self.strangers_seen[sighting.address] = now
+        phone = self.pairing = self._new_phone(None, sighting.name or sighting.address)
+        phone.busy = True
+        phone.address = sighting.address
+        phone.platform_hint = sighting.platform_hint
+        nursery.start_soon(self._pair, phone, sighting)
+
+    async def _serve(self, phone: Phone) -> None:
+        """The phone's application side, for as long as the head unit runs."""
+        with phone.scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(phone.device.run)
+                async for event in phone.device.events:
+                    if event.kind == "link":
+                        await self._link_event(phone, event.detail, nursery)
+                    await self._events_in.send((phone, event))
+
+    async def _link_event(self, phone: Phone, detail: object, nursery: trio.Nursery) -> None:
+        if isinstance(detail, CodeToConfirm):
+            nursery.start_soon(self._ask, phone, detail)
+        elif isinstance(detail, Authenticated):
+            peer = detail.peer
+            phone.name = peer.name
+            if detail.paired_now:
+                self.trust.add(peer.static_key, peer.name, peer.platform, detail.peer_irk or b"")
+            else:
+                self.trust.seen(peer.static_key)
+            if phone.key is None:  # a first pairing: from now on a phone we know
+                phone.key = peer.static_key
+                old = self.phones.get(peer.static_key)
+                if old is not None and old is not phone:
+                    old.scope.cancel()
+                self.phones[peer.static_key] = phone
+                phone.device.store = MessageStore(self._store_dir(peer.static_key))
+                if self.pairing is phone:
+                    self.pairing = None
+        elif isinstance(detail, PairingFailed) and self.pairing is phone:
+            phone.session.close("pairing failed")
+
+    async def _ask(self, phone: Phone, event: CodeToConfirm) -> None:
+        accepted = await self.confirm(phone, event)
+        try:
+            phone.session.confirm_pairing(accepted)
+        except Exception as e:  # the link went away while the user looked
+            log.info("pairing answer for %s came too late: %s", phone.name, e)
+
+    def _handshake(self, key: bytes | None) -> Handshake:
+        return Handshake(
+            Role.HEAD_UNIT,
+            self.trust.identity,
+            name=self.name,
+            platform="head-unit",
+            trusted=self.trust.trusted_keys(),
+            peer_key=key,
+            allow_pairing=self.pairing_mode,
+            random=os.urandom,
+        )
+
+    async def _connect(self, phone: Phone, sighting: SightingLike, key: bytes) -> None:
+        try:
+            await self._run_link(phone, sighting, key)
+        finally:
+            phone.busy = False
+
+    async def _pair(self, phone: Phone, sighting: SightingLike) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._serve, phone)
+            try:
+                await self._run_link(phone, sighting, None)
+            finally:
+                phone.busy = False
+                if phone.key is None:  # not paired: forget the attempt entirely
+                    phone.scope.cancel()
+                    if self.pairing is phone:
+                        self.pairing = None
+
+    async def _run_link(self, phone: Phone, sighting: SightingLike, key: bytes | None) -> None:
+        self.connect_attempts += 1
+        policy = self.policy
+        try:
+            link = await self.radio.connect(sighting)
+        except ConnectFailed as e:
+            phone.failures += 1
+            hold = min(policy.backoff * 2 ** (phone.failures - 1), policy.max_backoff)
+            if not e.transient:
+                hold = policy.permanent_failure_hold
+            phone.not_before = trio.current_time() + hold
+            log.info("connecting to %s failed (%s); next try in %.1f s", phone.name, e, hold)
+            return
+        phone.links += 1
+        started = trio.current_time()
+        down: LinkDown = await phone.session.run_link(link, handshake=self._handshake(key))
+        lasted = trio.current_time() - started
+        if lasted >= policy.stable_after:
+            phone.failures = 0
+        else:
+            phone.failures += 1
+            phone.not_before = trio.current_time() + min(
+                policy.backoff * 2 ** (phone.failures - 1), policy.max_backoff
+            )
+        log.info("link to %s ended after %.1f s: %s", phone.name, lasted, down.reason)

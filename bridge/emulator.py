@@ -1,0 +1,152 @@
+"""An emulated phone on a BLE radio: the phone app of ``bridge.phone`` behind a Bumble
+peripheral (``transports/bumble_phone.py``).
+
+Strategy. :class:`EmulatedPhone` keeps one :class:`~bridge.session.PeerSession` for its
+head unit (its queues outlive links) and loops: advertise with a fresh recognition token,
+wait for a head unit to connect and subscribe, run the phone side of the handshake and
+the protocol on that link, and when the link ends advertise again. Its user confirms a
+pairing code by default (``confirm``); the trust store in ``data_dir`` remembers head
+units across runs. Advertising can be switched off and on, as a phone does when its app
+is closed or Bluetooth is turned off.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bridge import messages as m
+from bridge.phone import PhoneApp
+from bridge.scenarios import Flavour
+from bridge.session import LinkDown, PeerSession
+from bridge.store import MessageStore
+from pairing.handshake import Authenticated, CodeToConfirm, Handshake, Role
+from pairing.privacy import make_token
+from pairing.trust import TrustStore
+from transports.bumble_phone import BumblePeripheral
+
+Show = Callable[[str, str], None]
+ConfirmCode = Callable[[CodeToConfirm], Awaitable[bool]]
+
+
+async def _tap_confirm(event: CodeToConfirm) -> bool:
+    return True
+
+
+class PairingPhoneApp(PhoneApp):
+    """A phone app whose user answers pairing prompts, and which remembers head units."""
+
+    def __init__(
+        self,
+        *args: Any,
+        trust: TrustStore,
+        confirm: ConfirmCode = _tap_confirm,
+        show: Show | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(*args, **kw)
+        self.trust = trust
+        self.confirm = confirm
+        self.show = show
+        self.paired_with: list[str] = []
+
+    async def on_event(self, event: Any) -> None:
+        if isinstance(event, CodeToConfirm):
+            accepted = await self.confirm(event)
+            if self.show is not None:
+                tap = "Confirm" if accepted else "Reject"
+                self.show("PHONE", f"shows code {event.code}; its user taps {tap}")
+            self.session.confirm_pairing(accepted)
+        elif isinstance(event, Authenticated):
+            peer = event.peer
+            if event.paired_now:
+                self.trust.add(peer.static_key, peer.name, peer.platform)
+                self.paired_with.append(peer.name)
+            else:
+                self.trust.seen(peer.static_key)
+
+
+class EmulatedPhone:
+    def __init__(
+        self,
+        peripheral: BumblePeripheral,
+        flavour: Flavour,
+        data_dir: Path,
+        *,
+        clock_ms: Callable[[], int],
+        confirm: ConfirmCode = _tap_confirm,
+        show: Show | None = None,
+    ) -> None:
+        self.peripheral = peripheral
+        self.flavour = flavour
+        self.trust = TrustStore(data_dir, role="phone")
+        hello = m.Hello(
+            m.PROTOCOL_VERSIONS, flavour.platform, flavour.name, flavour.model, clock_ms=clock_ms()
+        )
+        self.session = PeerSession(flavour.name, hello=hello)
+        self.app = PairingPhoneApp(
+            self.session,
+            store=MessageStore(data_dir),
+            clock_ms=clock_ms,
+            trust=self.trust,
+            confirm=confirm,
+            show=show,
+        )
+        self.links: list[LinkDown] = []
+        self.tokens: list[str] = []
+        self._advertise = True
+        self._changed = trio.Event()
+        self.connected = trio.Event()
+
+    def set_advertising(self, on: bool) -> None:
+        """Advertise (the app open, Bluetooth on) or not; a connected link is unaffected."""
+        self._advertise = on
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.peripheral.power_on()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.app.run)
+            task_status.started()
+            while True:
+                if not self._advertise:
+                    await self.peripheral.stop_advertising()
+                    await self._changed.wait()
+                    continue
+                token = make_token(self.trust.irk, os.urandom)
+                self.tokens.append(token)
+                await self.peripheral.advertise(token)
+                link = None
+                with trio.CancelScope() as waiting:
+                    changed = self._changed
+
+                    async def stop_on_change(
+                        changed: trio.Event = changed, waiting: trio.CancelScope = waiting
+                    ) -> None:
+                        await changed.wait()
+                        waiting.cancel()
+
+                    async with trio.open_nursery() as inner:
+                        inner.start_soon(stop_on_change)
+                        link = await self.peripheral.accept()
+                        inner.cancel_scope.cancel()
+                if link is None:
+                    continue
+                await self.peripheral.stop_advertising()
+                self.connected.set()
+                handshake = Handshake(
+                    Role.PHONE,
+                    self.trust.identity,
+                    name=self.flavour.name,
+                    platform=self.flavour.platform,
+                    trusted=self.trust.trusted_keys(),
+                    random=os.urandom,
+                    irk=self.trust.irk,
+                )
+                self.links.append(await self.session.run_link(link, handshake=handshake))
+                self.connected = trio.Event()

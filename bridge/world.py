@@ -1,0 +1,94 @@
+"""A virtual BLE world in one process: a head unit and emulated phones on a Bumble radio.
+
+The head unit runs the bleak transport (``transports/ble.py``) with the bleak backend
+over Bumble, so the code that drives BlueZ on a Raspberry Pi is the code under test;
+each phone is an :class:`~bridge.emulator.EmulatedPhone` on its own virtual controller,
+paced like the simulated link profile it is given. Used by the tests and by
+``bridge demo --radio bumble``. Run it inside ``trio_asyncio.open_loop()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bridge.central import HeadUnit, Policy
+from bridge.emulator import EmulatedPhone, Show
+from bridge.scenarios import Flavour
+from pairing.keylog import KeyLog
+from pairing.trust import TrustStore
+from transports.ble import BleakCentral
+from transports.bleak_bumble import BumbleClient, BumbleScanner
+from transports.bumble_phone import BumblePeripheral
+from transports.bumble_radio import Pacing, VirtualRadio
+from transports.simulated import LinkProfile
+
+
+def pacing_for(profile: LinkProfile) -> Pacing:
+    """The Bumble link pacing equivalent to a simulated link profile."""
+    return Pacing(
+        interval=profile.interval,
+        bytes_per_event=profile.pdus_per_event * profile.ll_payload,
+        supervision_timeout=profile.supervision_timeout,
+    )
+
+
+class RadioWorld:
+    def __init__(
+        self, data_dir: Path, *, clock_ms: Callable[[], int], snoop_dir: Path | None = None
+    ) -> None:
+        self.data_dir = data_dir
+        self.clock_ms = clock_ms
+        self.radio = VirtualRadio(snoop_dir=snoop_dir)
+        self.phones: dict[str, EmulatedPhone] = {}
+        self.central: Any = None
+
+    async def start_central(self, *, bluez_read_echo: bool = False) -> BleakCentral:
+        self.central = await self.radio.powered("head-unit")
+        return BleakCentral(
+            scanner_backend=BumbleScanner,
+            client_backend=BumbleClient,
+            backend_kwargs={"bumble_device": self.central, "bluez_read_echo": bluez_read_echo},
+        )
+
+    def add_phone(
+        self, key: str, flavour: Flavour, profile: LinkProfile, *, show: Show | None = None
+    ) -> EmulatedPhone:
+        device = self.radio.device(key, pacing_for(profile))
+        peripheral = BumblePeripheral(
+            device, att_mtu=profile.att_mtu, apple=flavour.platform == "ios"
+        )
+        phone = EmulatedPhone(
+            peripheral, flavour, self.data_dir / key, clock_ms=self.clock_ms, show=show
+        )
+        self.phones[key] = phone
+        return phone
+
+    def head_unit(
+        self,
+        radio: BleakCentral,
+        *,
+        pairing_mode: bool = True,
+        policy: Policy | None = None,
+        keylog: KeyLog | None = None,
+        **kw: Any,
+    ) -> HeadUnit:
+        trust = TrustStore(self.data_dir / "head-unit")
+        return HeadUnit(
+            radio,
+            trust,
+            self.data_dir / "head-unit",
+            pairing_mode=pairing_mode,
+            policy=policy,
+            keylog=keylog,
+            clock_ms=self.clock_ms,
+            **kw,
+        )
+
+    def lose_link(self, key: str) -> None:
+        """The phone ``key`` drives into a tunnel: a supervision timeout follows."""
+        self.radio.lose_link(self.phones[key].peripheral.device, self.central)
+
+    def close(self) -> None:
+        self.radio.close()

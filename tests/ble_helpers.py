@@ -1,0 +1,120 @@
+"""A head unit and emulated phones on the Bumble virtual radio, through the bleak
+transport (bleak's own classes over the Bumble backend: no mock of bleak)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bridge.central import HeadUnit, Phone, Policy
+from bridge.emulator import EmulatedPhone
+from bridge.endpoint import clock_ms_from_trio
+from bridge.headunit import DeviceEvent
+from bridge.scenarios import FLAVOURS, Flavour
+from bridge.world import RadioWorld
+from pairing.handshake import CodeToConfirm
+from transports.simulated import PROFILES, LinkProfile
+
+TABLET = dataclasses.replace(
+    FLAVOURS["android"], name="Galaxy Tab", model="SM-X910", music_app="YouTube Music"
+)
+
+
+@dataclass
+class BleRig:
+    world: RadioWorld
+    hu: HeadUnit
+    phones: dict[str, EmulatedPhone]
+    nursery: trio.Nursery
+    events: list[tuple[Phone, DeviceEvent]] = field(default_factory=list)
+    prompts: list[CodeToConfirm] = field(default_factory=list)
+    _changed: trio.Event = field(default_factory=trio.Event)
+
+    def kinds(self, phone: str, kind: str) -> list[Any]:
+        return [e.detail for p, e in self.events if p.name == phone and e.kind == kind]
+
+    def link_events(self, phone: str, cls: type) -> list[Any]:
+        return [d for d in self.kinds(phone, "link") if isinstance(d, cls)]
+
+    async def until(self, predicate: Callable[[], bool], limit: float = 60.0) -> None:
+        with trio.fail_after(limit):
+            while not predicate():
+                await self._changed.wait()
+
+    def phone_record(self, name: str) -> Phone:
+        found = self.hu.phone(name)
+        assert found is not None, f"the head unit does not know {name}"
+        return found
+
+    async def _record(self) -> None:
+        async for phone, event in self.hu.events:
+            self.events.append((phone, event))
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def _tick(self) -> None:  # wake waiters on time-based conditions too
+        while True:
+            await trio.sleep(0.5)
+            self._changed.set()
+            self._changed = trio.Event()
+
+
+@asynccontextmanager
+async def ble_world(
+    tmp: Path,
+    captures: Path | None,
+    phones: dict[str, tuple[Flavour, LinkProfile | str]],
+    *,
+    pairing_mode: bool = True,
+    policy: Policy | None = None,
+    bluez_read_echo: bool = False,
+    start_phones: bool = True,
+) -> AsyncIterator[BleRig]:
+    """Run a head unit and phones; the head unit confirms every pairing code."""
+    world = RadioWorld(tmp, clock_ms=clock_ms_from_trio(), snoop_dir=captures)
+    try:
+        central = await world.start_central(bluez_read_echo=bluez_read_echo)
+        for key, (flavour, profile) in phones.items():
+            world.add_phone(key, flavour, PROFILES[profile] if isinstance(profile, str) else profile)
+        rig_box: list[BleRig] = []
+
+        async def confirm(phone: Phone, event: CodeToConfirm) -> bool:
+            rig_box[0].prompts.append(event)
+            return True
+
+        hu = world.head_unit(central, pairing_mode=pairing_mode, policy=policy, confirm=confirm)
+        async with trio.open_nursery() as nursery:
+            rig = BleRig(world, hu, world.phones, nursery)
+            rig_box.append(rig)
+            nursery.start_soon(rig._record)
+            nursery.start_soon(rig._tick)
+            if start_phones:
+                for phone in world.phones.values():
+                    await nursery.start(phone.run)
+            await nursery.start(hu.run)
+            yield rig
+            nursery.cancel_scope.cancel()
+    finally:
+        world.close()
+
+
+async def pair_all(rig: BleRig, limit: float = 60.0) -> None:
+    """Wait until every phone has paired and is connected."""
+    names = [p.flavour.name for p in rig.phones.values()]
+    await rig.until(
+        lambda: all(
+            (rec := rig.hu.phone(n)) is not None and rec.connected and rec.device.peer is not None
+            for n in names
+        ),
+        limit,
+    )
+
+
+INF = math.inf

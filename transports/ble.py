@@ -1,0 +1,303 @@
+"""The bleak transport: the head unit as a BLE central, under trio.
+
+Strategy. bleak is asyncio-only; trio-asyncio runs its loop inside trio's, so every call
+into bleak is one ``aio_as_trio`` hop and every bleak callback (advertisements,
+notifications, disconnection) runs on trio's thread and may feed a trio memory channel
+directly. This module only moves bytes; which phone to connect and when is the bridge's
+policy (``bridge/central.py``).
+
+- :class:`BleakCentral` scans for the bridge's service UUID (:meth:`BleakCentral.scan`
+  yields :class:`Sighting` objects) and connects (:meth:`BleakCentral.connect`).
+- Connecting: connect, take the real ATT MTU (on BlueZ, bleak says 23 until
+  ``_acquire_mtu()``: it is called whenever the backend has it), find the service,
+  read the info characteristic (the protocol versions), subscribe to the from-phone
+  notifications, and only then hand over a :class:`BleakLink`.
+- Sending is write without response, one at a time: bleak returns when the stack took
+  the value (BlueZ: a D-Bus round trip; CoreBluetooth and the Bumble backend wait for
+  room), which is the back-pressure the session's writer waits on. Values are sized
+  from the real MTU and the characteristic's ``max_write_without_response_size``, and
+  never above 512 bytes.
+- The disconnected callback ends the link at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import trio
+import trio_asyncio
+from bleak import BleakClient, BleakScanner
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
+from bleak.exc import BleakError
+
+from bridge import gatt as layout
+from transports.link import (
+    MAX_ATT_VALUE,
+    CloseReason,
+    ConnectFailed,
+    Link,
+    LinkClosed,
+    payload_size_for_mtu,
+)
+
+log = logging.getLogger(__name__)
+
+#: Apple's Bluetooth SIG company identifier: an advertisement carrying it is an iPhone or
+#: an iPad (a hint; the phone's hello confirms the platform).
+APPLE = 0x004C
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One advertisement of a phone running the bridge's app."""
+
+    address: str
+    name: str | None  # the advertised name: a recognition token (docs/PROTOCOL.md 2)
+    apple: bool
+    rssi: int
+    at: float  # trio time
+    device: BLEDevice
+
+    @property
+    def platform_hint(self) -> str:
+        return "ios" if self.apple else "android"
+
+
+class BleakLink(Link):
+    """A connected phone: writes to the to-phone characteristic, notifications from the
+    from-phone one."""
+
+    def __init__(
+        self,
+        client: BleakClient,
+        to_phone: BleakGATTCharacteristic,
+        from_phone: BleakGATTCharacteristic,
+        mtu: int,
+    ) -> None:
+        self.client = client
+        self._to_phone = to_phone
+        self.from_phone = from_phone
+        self._mtu = mtu
+        self._send, self._receive = trio.open_memory_channel[bytes](math.inf)
+        self._closed: LinkClosed | None = None
+        self._closing = False
+        self.versions: tuple[int, ...] = ()
+        self._lock = trio.Lock()
+
+    @property
+    def att_mtu(self) -> int:
+        return self._mtu
+
+    @property
+    def payload_size(self) -> int:
+        size = min(payload_size_for_mtu(self._mtu), MAX_ATT_VALUE)
+        stack = self._to_phone.max_write_without_response_size
+        return max(1, min(size, stack)) if stack >= 20 else size
+
+    @property
+    def peer(self) -> str:
+        return str(self.client.address)
+
+    @property
+    def closed(self) -> LinkClosed | None:
+        return self._closed
+
+    # callbacks from bleak (asyncio side, trio's thread)
+    def on_notify(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
+        if self._closed is None:
+            self._send.send_nowait(bytes(data))
+
+    def on_disconnect(self, _client: BleakClient) -> None:
+        if self._closed is None:
+            self._closed = (
+                LinkClosed(CloseReason.LOCAL)
+                if self._closing
+                else LinkClosed(CloseReason.LINK_LOSS, "the phone disconnected")
+            )
+        self._send.close()
+
+    async def send(self, packet: bytes) -> None:
+        if not packet or len(packet) > self.payload_size:
+            raise ValueError(f"packet of {len(packet)} bytes, limit {self.payload_size}")
+        async with self._lock:
+            if self._closed is not None:
+                raise self._closed
+            try:
+                await trio_asyncio.aio_as_trio(self.client.write_gatt_char)(
+                    self._to_phone, packet, response=False
+                )
+            except BleakError as e:
+                if self._closed is None:
+                    self._closed = LinkClosed(CloseReason.LINK_LOSS, f"write failed: {e}")
+                    self._send.close()
+                raise self._closed from e
+
+    async def wait_send_ready(self) -> None:
+        if self._closed is not None:
+            raise self._closed
+        async with self._lock:  # the previous write has been taken by the stack
+            pass
+
+    async def receive(self) -> bytes:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            raise self._closed or LinkClosed(CloseReason.LOCAL) from None
+
+    async def aclose(self) -> None:
+        if self._closed is not None:
+            return
+        self._closing = True
+        with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+            try:
+                await trio_asyncio.aio_as_trio(self.client.disconnect)()
+            except BleakError as e:
+                log.debug("disconnect %s: %s", self.peer, e)
+        if self._closed is None:
+            self._closed = LinkClosed(CloseReason.LOCAL)
+            self._send.close()
+
+
+def _versions(raw: bytes) -> tuple[int, ...]:
+    """The info characteristic: a CBOR array of small uints (docs/PROTOCOL.md 1)."""
+    if not raw or raw[0] >> 5 != 4 or raw[0] & 0x1F > 23 or len(raw) != 1 + (raw[0] & 0x1F):
+        raise ValueError(f"info characteristic holds {raw.hex() or 'nothing'}, not a version list")
+    if any(b > 23 for b in raw[1:]):
+        raise ValueError("info characteristic lists a version over 23")
+    return tuple(raw[1:])
+
+
+class BleakCentral:
+    """Scanning and connecting through bleak; ``scanner_backend``/``client_backend`` and
+    ``backend_kwargs`` pick a backend other than the platform's (the Bumble one)."""
+
+    def __init__(
+        self,
+        *,
+        scanner_backend: type[BaseBleakScanner] | None = None,
+        client_backend: type[BaseBleakClient] | None = None,
+        backend_kwargs: Mapping[str, Any] | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.scanner_backend = scanner_backend
+        self.client_backend = client_backend
+        self.backend_kwargs = dict(backend_kwargs or {})
+        self.connect_timeout = connect_timeout
+
+    @asynccontextmanager
+    async def scan(self) -> AsyncIterator[trio.MemoryReceiveChannel[Sighting]]:
+        """Scan while the context is open; sightings arrive on the channel (the oldest
+        are dropped if nobody reads)."""
+        send, receive = trio.open_memory_channel[Sighting](256)
+
+        def seen(device: BLEDevice, adv: AdvertisementData) -> None:
+            sighting = Sighting(
+                address=device.address,
+                name=adv.local_name,
+                apple=APPLE in adv.manufacturer_data,
+                rssi=adv.rssi,
+                at=trio.current_time(),
+                device=device,
+            )
+            try:
+                send.send_nowait(sighting)
+            except trio.WouldBlock:
+                log.debug("scan: dropping a sighting, nobody reading")
+
+        scanner = BleakScanner(
+            seen,
+            [str(layout.SERVICE_UUID)],
+            backend=self.scanner_backend,
+            **self.backend_kwargs,
+        )
+        await trio_asyncio.aio_as_trio(scanner.start)()
+        try:
+            yield receive
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio_asyncio.aio_as_trio(scanner.stop)()
+                except BleakError as e:
+                    log.debug("scan stop: %s", e)
+                send.close()
+
+    async def connect(self, sighting: Sighting) -> BleakLink:
+        """Connect and set up the bridge service; raises :class:`ConnectFailed`."""
+        holder: list[BleakLink] = []
+
+        def disconnected(client: BleakClient) -> None:
+            if holder:
+                holder[0].on_disconnect(client)
+
+        client = BleakClient(
+            sighting.device,
+            disconnected,
+            timeout=self.connect_timeout,
+            backend=self.client_backend,
+            **self.backend_kwargs,
+        )
+        try:
+            with trio.fail_after(self.connect_timeout * 2):
+                await trio_asyncio.aio_as_trio(client.connect)()
+                link = await _set_up(client)
+                holder.append(link)
+                await trio_asyncio.aio_as_trio(client.start_notify)(link.from_phone, link.on_notify)
+                if not client.is_connected:
+                    _fail("the phone disconnected during setup", transient=True)
+                return link
+        except BaseException as e:
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(5.0),
+                contextlib.suppress(BleakError),
+            ):
+                await trio_asyncio.aio_as_trio(client.disconnect)()
+            if isinstance(e, BleakError | trio.TooSlowError | TimeoutError | OSError):
+                raise ConnectFailed(
+                    f"connecting to {sighting.address} failed: {e or type(e).__name__}"
+                ) from e
+            raise
+
+
+def _fail(text: str, *, transient: bool = False) -> NoReturn:
+    raise ConnectFailed(text, transient=transient)
+
+
+async def _set_up(client: BleakClient) -> BleakLink:
+    """MTU, service, versions: what a connected client needs before it is a link."""
+    aio = trio_asyncio.aio_as_trio
+    acquire = getattr(client._backend, "_acquire_mtu", None)
+    if acquire is not None:  # BlueZ: bleak reports 23 until this is done
+        await aio(acquire)()
+    mtu = client.mtu_size
+    service = client.services.get_service(str(layout.SERVICE_UUID))
+    if service is None:
+        _fail("the phone does not serve the bridge service")
+    chars = {c.uuid.lower(): c for c in service.characteristics}
+    to_phone = chars.get(str(layout.TO_PHONE_UUID))
+    from_phone = chars.get(str(layout.FROM_PHONE_UUID))
+    info = chars.get(str(layout.INFO_UUID))
+    if to_phone is None or from_phone is None or info is None:
+        _fail("the phone's bridge service lacks a characteristic")
+    if "write-without-response" not in to_phone.properties or "notify" not in from_phone.properties:
+        _fail("the phone's bridge characteristics have the wrong properties")
+    link = BleakLink(client, to_phone, from_phone, max(23, min(mtu, 517)))
+    try:
+        link.versions = _versions(bytes(await aio(client.read_gatt_char)(info)))
+    except ValueError as e:
+        _fail(str(e))
+    if not set(link.versions) & set(layout.PROTOCOL_VERSIONS):
+        _fail(
+            f"the phone speaks protocol versions {list(link.versions)}, "
+            f"this head unit {list(layout.PROTOCOL_VERSIONS)}"
+        )
+    return link

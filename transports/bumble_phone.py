@@ -1,0 +1,233 @@
+"""The phone's side of the radio: a BLE peripheral on Bumble serving the bridge's GATT layout.
+
+Strategy. :class:`BumblePeripheral` owns one Bumble :class:`~bumble.device.Device` (a phone
+on a :class:`~transports.bumble_radio.VirtualRadio`). It serves the service of
+docs/PROTOCOL.md section 1 and advertises as section 2 says (flags, the service UUID, the
+8-byte name, which carries the phone's recognition token). Each head unit that connects
+and subscribes to the from-phone characteristic becomes a :class:`PeripheralLink`, handed
+to trio through :meth:`BumblePeripheral.accept`: values written to the to-phone
+characteristic are its received packets, its sent packets are notifications. The
+protocol itself (sessions, handshake, the phone's app) is the bridge's, in trio.
+
+Notifications wait while the host's ACL queue for the connection is not empty, the
+emulated equivalent of iOS's ``canSendWriteWithoutResponse``/Android's
+``onNotificationSent`` pacing, so that urgent packets are chosen as late as possible.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+import trio_asyncio
+from bumble import gatt
+from bumble.core import AdvertisingData
+from bumble.device import Connection, Device
+
+from bridge import gatt as layout
+from transports.bumble_radio import CONNECTION_TIMEOUT, acl_room
+from transports.link import CloseReason, Link, LinkClosed
+
+log = logging.getLogger(__name__)
+
+#: Apple's Bluetooth SIG company identifier.
+APPLE = 0x004C
+REMOTE_USER_TERMINATED = 0x13
+LOCAL_HOST_TERMINATED = 0x16
+
+
+def _reason(code: int, local: bool) -> LinkClosed:
+    if local:
+        return LinkClosed(CloseReason.LOCAL)
+    if code == CONNECTION_TIMEOUT:
+        return LinkClosed(CloseReason.LINK_LOSS, "supervision timeout (HCI 0x08)")
+    return LinkClosed(CloseReason.PEER, f"disconnected by the head unit (HCI 0x{code:02X})")
+
+
+class PeripheralLink(Link):
+    """One head unit's connection, seen from the phone."""
+
+    def __init__(self, peripheral: BumblePeripheral, connection: Connection) -> None:
+        self._peripheral = peripheral
+        self._connection = connection
+        self._send, self._receive = trio.open_memory_channel[bytes](1024)
+        self._closed: LinkClosed | None = None
+        self._closing = False
+        self.mtu = connection.att_mtu
+
+    @property
+    def att_mtu(self) -> int:
+        return int(self._connection.att_mtu)
+
+    @property
+    def peer(self) -> str:
+        return str(self._connection.peer_address)
+
+    @property
+    def closed(self) -> LinkClosed | None:
+        return self._closed
+
+    def on_write(self, value: bytes) -> None:  # asyncio side, same thread
+        if self._closed is None:
+            try:
+                self._send.send_nowait(bytes(value))
+            except trio.WouldBlock:  # the app stopped reading: a real stack drops too
+                log.warning("phone: dropping a write, receive queue full")
+
+    def on_disconnection(self, reason: int) -> None:
+        if self._closed is None:
+            self._closed = _reason(reason, self._closing)
+        self._send.close()
+
+    async def wait_send_ready(self) -> None:
+        if self._closed is not None:
+            raise self._closed
+        await trio_asyncio.aio_as_trio(acl_room)(
+            self._peripheral.device.host, self._connection.handle
+        )
+        if self._closed is not None:
+            raise self._closed
+
+    async def send(self, packet: bytes) -> None:
+        if not packet or len(packet) > self.payload_size:
+            raise ValueError(f"packet of {len(packet)} bytes, limit {self.payload_size}")
+        await self.wait_send_ready()
+        device, char = self._peripheral.device, self._peripheral.from_phone
+        await trio_asyncio.aio_as_trio(device.notify_subscriber)(self._connection, char, packet)
+
+    async def receive(self) -> bytes:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            raise self._closed or LinkClosed(CloseReason.LOCAL) from None
+
+    async def aclose(self) -> None:
+        if self._closed is not None:
+            return
+        self._closing = True
+        with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+            try:
+                await trio_asyncio.aio_as_trio(self._connection.disconnect)(REMOTE_USER_TERMINATED)
+            except Exception as e:  # already gone: the event below says how
+                log.debug("phone: disconnect: %s", e)
+        if self._closed is None:
+            self._closed = LinkClosed(CloseReason.LOCAL)
+            self._send.close()
+
+
+class BumblePeripheral:
+    """A phone's BLE side: GATT server, advertising, and links to head units.
+
+    Create it inside ``trio_asyncio.open_loop()``; ``att_mtu`` is the largest MTU the
+    phone accepts (517 for the android profile, 185 for ios); ``apple`` adds Apple's
+    company identifier to the scan response, as an iPhone's advertising shows.
+    """
+
+    def __init__(
+        self,
+        device: Device,
+        *,
+        att_mtu: int = 517,
+        apple: bool = False,
+        versions: tuple[int, ...] = layout.PROTOCOL_VERSIONS,
+    ) -> None:
+        self.device = device
+        self.att_mtu = att_mtu
+        self.apple = apple
+        self.name = ""
+        self.readable_info = bytes([0x80 | len(versions), *versions])  # CBOR array of uints
+        self._links: dict[int, PeripheralLink] = {}
+        self._accept_send, self._accept_receive = trio.open_memory_channel[PeripheralLink](16)
+        self.to_phone: gatt.Characteristic[bytes] = gatt.Characteristic(
+            str(layout.TO_PHONE_UUID),
+            gatt.Characteristic.Properties.WRITE_WITHOUT_RESPONSE,
+            gatt.Characteristic.Permissions.WRITEABLE,
+            gatt.CharacteristicValue(write=self._on_write),
+        )
+        self.from_phone: gatt.Characteristic[bytes] = gatt.Characteristic(
+            str(layout.FROM_PHONE_UUID),
+            gatt.Characteristic.Properties.NOTIFY,
+            gatt.Characteristic.Permissions(0),
+            b"",
+        )
+        self.info: gatt.Characteristic[bytes] = gatt.Characteristic(
+            str(layout.INFO_UUID),
+            gatt.Characteristic.Properties.READ,
+            gatt.Characteristic.Permissions.READABLE,
+            self.readable_info,
+        )
+        self.from_phone.on(self.from_phone.EVENT_SUBSCRIPTION, self._on_subscription)
+        device.add_service(
+            gatt.Service(str(layout.SERVICE_UUID), [self.to_phone, self.from_phone, self.info])
+        )
+        device.gatt_server.max_mtu = att_mtu
+        device.on(device.EVENT_CONNECTION, self._on_connection)
+
+    # -- asyncio side ----------------------------------------------------------------
+
+    def _on_connection(self, connection: Connection) -> None:
+        link = PeripheralLink(self, connection)
+        self._links[connection.handle] = link
+
+        def ended(reason: int) -> None:
+            self._links.pop(connection.handle, None)
+            link.on_disconnection(reason)
+
+        connection.on(connection.EVENT_DISCONNECTION, ended)
+
+    def _on_write(self, connection: Connection, value: bytes) -> None:
+        link = self._links.get(connection.handle)
+        if link is not None:
+            link.on_write(value)
+
+    def _on_subscription(self, bearer: Any, notify: bool, indicate: bool) -> None:
+        connection = getattr(bearer, "connection", bearer)
+        link = self._links.get(connection.handle)
+        if link is not None and notify:
+            try:
+                self._accept_send.send_nowait(link)
+            except trio.WouldBlock:
+                log.warning("phone: too many links waiting to be accepted")
+
+    def advertising_data(self, name: str) -> tuple[bytes, bytes]:
+        scan_response = b""
+        if self.apple:
+            scan_response = bytes(
+                AdvertisingData(
+                    [(AdvertisingData.MANUFACTURER_SPECIFIC_DATA, APPLE.to_bytes(2, "little"))]
+                )
+            )
+        return layout.advertising_data(name), scan_response
+
+    # -- trio side -------------------------------------------------------------------
+
+    async def power_on(self) -> None:
+        await trio_asyncio.aio_as_trio(self.device.power_on)()
+
+    async def advertise(self, name: str) -> None:
+        """(Re)start connectable advertising with this name (a recognition token)."""
+        self.name = name
+        data, scan_response = self.advertising_data(name)
+        await self.stop_advertising()
+        await trio_asyncio.aio_as_trio(self.device.start_advertising)(
+            advertising_data=data,
+            scan_response_data=scan_response,
+            advertising_interval_min=100.0,
+            advertising_interval_max=100.0,
+        )
+
+    async def stop_advertising(self) -> None:
+        if self.device.is_advertising:
+            await trio_asyncio.aio_as_trio(self.device.stop_advertising)()
+
+    async def accept(self) -> PeripheralLink:
+        """The next head unit that connected and subscribed to the from-phone values."""
+        while True:
+            link = await self._accept_receive.receive()
+            if link.closed is None:
+                return link
+
+    @property
+    def connected(self) -> int:
+        return len(self._links)

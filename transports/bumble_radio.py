@@ -1,0 +1,321 @@
+"""A virtual BLE radio on Bumble: controllers joined in one process, with BLE timing.
+
+Strategy. Bumble's :class:`~bumble.link.LocalLink` hands data to the peer controller at
+once and its controllers report every ACL packet completed as soon as the host gives it,
+so a link has no airtime and no back-pressure. :class:`PacedLink` fixes both, in the
+spirit of ``transports/simulated.py`` but coarser:
+
+- LE ACL data (whole L2CAP PDUs) is released only at connection events, every
+  ``interval`` from the connection's anchor, at most ``bytes_per_event`` per direction
+  per event; a PDU larger than what is left spans events.
+- A :class:`PacedController` holds back its Number Of Completed Packets events until the
+  data they stand for has left at a connection event, so the host's ACL queue fills
+  while the link is slow, as with a real controller (``acl_buffers`` packets).
+- :meth:`VirtualRadio.lose_link` is a supervision timeout: the connection carries
+  nothing from that moment, and after ``supervision_timeout`` both controllers report a
+  disconnection with reason 0x08 (Connection Timeout), as the notes measured.
+
+The asyncio loop must be trio-asyncio's (``async with trio_asyncio.open_loop()``): its
+clock is trio's, so under ``MockClock`` the connection events run in virtual time. Only
+transport modules import asyncio and Bumble; everything here runs on the loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import trio_asyncio
+from bumble import hci
+from bumble.controller import Controller
+from bumble.core import PhysicalTransport
+from bumble.device import Device
+from bumble.host import Host
+from bumble.link import LocalLink
+from bumble.snoop import BtSnooper
+from bumble.transport.common import AsyncPipeSink
+
+log = logging.getLogger(__name__)
+
+#: LE data length extension: 251-byte ACL packets (Bumble's default, 27, is 5x slower).
+ACL_PACKET_LENGTH = 251
+#: ACL packets a controller buffers for its host (shared by its connections).
+ACL_BUFFERS = 8
+#: HCI reason of a supervision timeout.
+CONNECTION_TIMEOUT = 0x08
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How a phone's link moves data: connection interval and bytes per event."""
+
+    interval: float = 0.015
+    bytes_per_event: int = 1500
+    supervision_timeout: float = 2.0
+
+
+@dataclass
+class _Direction:
+    destination: Controller
+    source_address: hci.Address
+    queue: deque[bytes] = field(default_factory=deque)
+    sent_of_head: int = 0  # bytes of the head PDU already on the air
+    queued_bytes: int = 0  # total bytes ever queued
+    sent_bytes: int = 0  # total bytes ever sent
+    completions: deque[tuple[int, Callable[[], None]]] = field(default_factory=deque)
+
+
+@dataclass
+class _Pair:
+    pacing: Pacing
+    anchor: float
+    timer: asyncio.TimerHandle | None = None
+    last_event: float | None = None
+    lost: bool = False
+
+
+class PacedLink(LocalLink):
+    """A :class:`LocalLink` whose LE connections move data only at connection events."""
+
+    def __init__(self, default: Pacing | None = None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.default = default or Pacing()
+        self.pacing: dict[Controller, Pacing] = {}
+        self._directions: dict[tuple[Controller, Controller], _Direction] = {}
+        self._pairs: dict[frozenset[Controller], _Pair] = {}
+
+    def pacing_for(self, a: Controller, b: Controller) -> Pacing:
+        return self.pacing.get(a) or self.pacing.get(b) or self.default
+
+    def _pair(self, a: Controller, b: Controller) -> _Pair:
+        key = frozenset((a, b))
+        pair = self._pairs.get(key)
+        if pair is None:
+            now = asyncio.get_running_loop().time()
+            pair = self._pairs[key] = _Pair(self.pacing_for(a, b), anchor=now)
+        return pair
+
+    # -- data ---------------------------------------------------------------------------
+
+    def send_acl_data(
+        self,
+        sender_controller: Controller,
+        destination_address: hci.Address,
+        transport: PhysicalTransport,
+        data: bytes,
+    ) -> None:
+        if transport != PhysicalTransport.LE:
+            super().send_acl_data(sender_controller, destination_address, transport, data)
+            return
+        destination = self.find_le_controller(destination_address)
+        if destination is None:
+            return
+        pair = self._pair(sender_controller, destination)
+        if pair.lost:
+            return  # the radio is silent: nothing crosses any more
+        direction = self._directions.get((sender_controller, destination))
+        if direction is None:
+            direction = self._directions[(sender_controller, destination)] = _Direction(
+                destination, sender_controller.random_address
+            )
+        direction.queue.append(data)
+        direction.queued_bytes += len(data)
+        self._schedule(pair, sender_controller, destination)
+
+    def defer_completion(self, controller: Controller, complete: Callable[[], None]) -> None:
+        """Run ``complete`` once everything ``controller`` has queued so far has left."""
+        pending = [d for (src, _), d in self._directions.items() if src is controller]
+        pending = [d for d in pending if d.sent_bytes < d.queued_bytes]
+        if not pending:
+            complete()
+            return
+        for d in pending[:-1]:  # wait for the last of them; the others are marks only
+            d.completions.append((d.queued_bytes, lambda: None))
+        last = pending[-1]
+        last.completions.append((last.queued_bytes, complete))
+
+    def _schedule(self, pair: _Pair, a: Controller, b: Controller) -> None:
+        if pair.timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        interval = pair.pacing.interval
+        k = max(0, math.ceil((now - pair.anchor) / interval - 1e-9))
+        at = pair.anchor + k * interval
+        if pair.last_event is not None and at <= pair.last_event + 1e-9:
+            at += interval  # that event has been; the data waits for the next one
+        pair.timer = loop.call_at(at, self._event, pair, a, b)
+
+    def _event(self, pair: _Pair, a: Controller, b: Controller) -> None:
+        pair.timer = None
+        pair.last_event = asyncio.get_running_loop().time()
+        if pair.lost:
+            return
+        busy = False
+        for src, dst in ((a, b), (b, a)):
+            direction = self._directions.get((src, dst))
+            if direction is not None:
+                busy |= self._transmit(direction, pair.pacing.bytes_per_event)
+        if busy:
+            loop = asyncio.get_running_loop()
+            at = pair.last_event + pair.pacing.interval
+            pair.timer = loop.call_at(at, self._event, pair, a, b)
+
+    def _transmit(self, d: _Direction, budget: int) -> bool:
+        while d.queue and budget > 0:
+            head = d.queue[0]
+            step = min(budget, len(head) - d.sent_of_head)
+            budget -= step
+            d.sent_of_head += step
+            d.sent_bytes += step
+            if d.sent_of_head == len(head):
+                d.queue.popleft()
+                d.sent_of_head = 0
+                d.destination.on_link_acl_data(d.source_address, PhysicalTransport.LE, head)
+        while d.completions and d.completions[0][0] <= d.sent_bytes:
+            d.completions.popleft()[1]()
+        return bool(d.queue)
+
+    # -- link loss --------------------------------------------------------------------
+
+    def silence(self, a: Controller, b: Controller) -> None:
+        """From now on nothing crosses between ``a`` and ``b`` (until they reconnect)."""
+        pair = self._pair(a, b)
+        pair.lost = True
+        if pair.timer is not None:
+            pair.timer.cancel()
+            pair.timer = None
+        for src, dst in ((a, b), (b, a)):
+            d = self._directions.pop((src, dst), None)
+            if d is not None:
+                for _, complete in d.completions:
+                    complete()
+
+    def forget(self, a: Controller, b: Controller) -> None:
+        """The connection between ``a`` and ``b`` ended: a new one starts afresh."""
+        pair = self._pairs.pop(frozenset((a, b)), None)
+        if pair is not None and pair.timer is not None:
+            pair.timer.cancel()
+        for src, dst in ((a, b), (b, a)):
+            d = self._directions.pop((src, dst), None)
+            if d is not None:
+                for _, complete in d.completions:
+                    complete()
+
+
+class PacedController(Controller):
+    """A controller whose completed-packets events wait for the paced link's airtime."""
+
+    def send_hci_packet(self, packet: hci.HCI_Packet) -> None:
+        link = self.link
+        if isinstance(packet, hci.HCI_Number_Of_Completed_Packets_Event) and isinstance(
+            link, PacedLink
+        ):
+            link.defer_completion(self, lambda: Controller.send_hci_packet(self, packet))
+            return
+        super().send_hci_packet(packet)
+
+
+async def acl_room(host: Host, handle: int) -> None:
+    """Wait until the host holds no ACL packet of connection ``handle`` back from its
+    controller: the moment a real stack says a write or notification can go."""
+    loop = asyncio.get_running_loop()
+    while True:
+        queue = host.get_data_packet_queue(handle)
+        if queue is None or not any(h == handle for _, h in queue._packets):
+            return
+        flowed: asyncio.Future[None] = loop.create_future()
+
+        def wake(*_: Any, flowed: asyncio.Future[None] = flowed) -> None:
+            if not flowed.done():
+                flowed.set_result(None)
+
+        queue.once("flow", wake)
+        # a disconnection flushes the queue without a "flow" event: look again now and then
+        await asyncio.wait([flowed], timeout=0.1)
+        if not flowed.done():
+            queue.remove_listener("flow", wake)
+
+
+class VirtualRadio:
+    """Virtual controllers on one paced link, and Bumble devices on them.
+
+    Build it inside the asyncio loop. ``snoop_dir`` makes every device write a btsnoop
+    capture ``<name>.btsnoop`` of its HCI traffic (Wireshark and tshark read them).
+    """
+
+    def __init__(self, default: Pacing | None = None, snoop_dir: Path | None = None) -> None:
+        self.link = PacedLink(default)
+        self.snoop_dir = snoop_dir
+        self.captures: list[Path] = []
+        self._files: list[IO[bytes]] = []
+        self._numbers = itertools.count(1)
+        self._controllers: dict[Device, Controller] = {}
+
+    def device(self, name: str, pacing: Pacing | None = None) -> Device:
+        """A new device (not yet powered on) on its own controller."""
+        number = next(self._numbers)
+        address = hci.Address(f"F0:F1:F2:F3:{number >> 8:02X}:{number & 0xFF:02X}")
+        controller = PacedController(name, link=self.link, public_address=address)
+        controller.le_acl_data_packet_length = ACL_PACKET_LENGTH
+        controller.total_num_le_acl_data_packets = ACL_BUFFERS
+        if pacing is not None:
+            self.link.pacing[controller] = pacing
+        host = Host(controller, AsyncPipeSink(controller))
+        if self.snoop_dir is not None:
+            path = self.snoop_dir / f"{name}.btsnoop"
+            stream = path.open("wb")
+            self._files.append(stream)
+            self.captures.append(path)
+            host.snooper = BtSnooper(stream)
+        device = Device(name=name, address=address, host=host)
+        self._controllers[device] = controller
+        device.on(device.EVENT_CONNECTION, lambda conn: self._watch(controller, conn))
+        return device
+
+    def _watch(self, controller: Controller, connection: Any) -> None:
+        def ended(*_: Any) -> None:
+            for peer in list(self.link.controllers):
+                if peer is not controller and connection.peer_address in (
+                    peer.random_address,
+                    peer.public_address,
+                ):
+                    self.link.forget(controller, peer)
+
+        connection.on(connection.EVENT_DISCONNECTION, ended)
+
+    async def powered(self, name: str, pacing: Pacing | None = None) -> Device:
+        """A new device, powered on (call from trio, inside trio-asyncio's loop)."""
+        device = self.device(name, pacing)
+        await trio_asyncio.aio_as_trio(device.power_on)()
+        return device
+
+    def controller_of(self, device: Device) -> Controller:
+        return self._controllers[device]
+
+    def lose_link(self, a: Device, b: Device, timeout: float | None = None) -> None:
+        """A supervision timeout between ``a`` and ``b``: silence now, and after
+        ``timeout`` (the pacing's) both sides see a disconnection with reason 0x08."""
+        ca, cb = self.controller_of(a), self.controller_of(b)
+        self.link.silence(ca, cb)
+        wait = timeout if timeout is not None else self.link.pacing_for(ca, cb).supervision_timeout
+
+        def expire() -> None:
+            for me, peer in ((ca, cb), (cb, ca)):
+                for conn in list(me.le_connections.values()):
+                    if conn.peer_address in (peer.random_address, peer.public_address):
+                        me.on_le_disconnected(conn, CONNECTION_TIMEOUT)
+
+        asyncio.get_running_loop().call_later(wait, expire)
+
+    def close(self) -> None:
+        for stream in self._files:
+            stream.close()
+        self._files.clear()
