@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +70,7 @@ class BleRig:
 async def ble_world(
     tmp: Path,
     captures: Path | None,
-    phones: dict[str, tuple[Flavour, LinkProfile | str]],
+    phones: Mapping[str, tuple[Flavour, LinkProfile | str]],
     *,
     pairing_mode: bool = True,
     policy: Policy | None = None,
@@ -82,7 +82,9 @@ async def ble_world(
     try:
         central = await world.start_central(bluez_read_echo=bluez_read_echo)
         for key, (flavour, profile) in phones.items():
-            world.add_phone(key, flavour, PROFILES[profile] if isinstance(profile, str) else profile)
+            world.add_phone(
+                key, flavour, PROFILES[profile] if isinstance(profile, str) else profile
+            )
         rig_box: list[BleRig] = []
 
         async def confirm(phone: Phone, event: CodeToConfirm) -> bool:

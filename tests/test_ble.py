@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio_asyncio
+from bleak.exc import BleakGATTProtocolError, BleakGATTProtocolErrorCode
 
 from bridge import messages as m
+from bridge.endpoint import clock_ms_from_trio
+from bridge.gatt import FROM_PHONE_UUID, INFO_UUID
+from bridge.headunit import CommandFailed
 from bridge.scenarios import FLAVOURS, drive, messages, playlist
 from bridge.session import LinkDown, LinkUp
+from bridge.world import RadioWorld, pacing_for
 from pairing.handshake import Authenticated
 from tests.ble_helpers import TABLET, ble_world, pair_all
+from transports.bumble_phone import BumblePeripheral
+from transports.link import ConnectFailed
+from transports.simulated import PROFILES
 
 ANDROID, IOS = FLAVOURS["android"], FLAVOURS["ios"]
 
 
-@pytest.mark.parametrize(
-    ("profile", "packet"), [("android", 512), ("ios", 182), ("legacy", 20)]
-)
+@pytest.mark.parametrize(("profile", "packet"), [("android", 512), ("ios", 182), ("legacy", 20)])
 async def test_pair_and_every_channel_through_bleak(
-    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path, profile: str, packet: int
+    aio: Any, *, autojump_clock: Any, tmp_path: Path, captures: Path, profile: str, packet: int
 ) -> None:
     flavour = IOS if profile == "ios" else ANDROID
     async with ble_world(tmp_path, captures, {"phone": (flavour, profile)}) as rig:
@@ -50,3 +63,262 @@ async def test_pair_and_every_channel_through_bleak(
         assert (note.id, "On my way") in phone.app.replies
         assert rig.kinds(name, "maneuver")
     assert any(p.suffix == ".btsnoop" and p.stat().st_size > 0 for p in captures.iterdir())
+
+
+async def test_link_loss_mid_transfer_reconnects_and_loses_nothing(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    async with ble_world(tmp_path, captures, {"phone": (ANDROID, "ios")}) as rig:
+        await pair_all(rig)
+        name, phone = ANDROID.name, rig.phones["phone"]
+        sent: list[str] = []
+
+        async def publish() -> None:
+            for i in range(40):
+                if i == 10:  # a 48 KB object in flight when the radio dies
+                    await phone.app.send_object(77, bytes(range(256)) * 192, "image/jpeg")
+                note = m.Notification(
+                    f"n{i}", "WhatsApp", m.Category.MESSAGE, f"message {i}", 0, sender="Ana"
+                )
+                await phone.app.notify(note)
+                sent.append(note.id)
+                await trio.sleep(0.2)
+
+        async with trio.open_nursery() as play:
+            play.start_soon(publish)
+            await rig.until(lambda: len(rig.kinds(name, "notification")) >= 11)
+            rig.world.lose_link("phone")  # mid-transfer: the object is still arriving
+        await rig.until(lambda: len(rig.kinds(name, "notification")) >= len(sent), 120)
+        got = [n.id for n in rig.kinds(name, "notification")]
+        assert got == sent  # exactly once, in order
+        downs = rig.link_events(name, LinkDown)
+        assert downs and downs[0].reason.startswith("link lost")  # bleak gives no HCI reason
+        assert "supervision timeout (HCI 0x08)" in phone.links[0].reason
+        assert len(rig.link_events(name, LinkUp)) == 2
+        auths = rig.link_events(name, Authenticated)
+        assert [a.paired_now for a in auths] == [True, False]  # back without a prompt
+        assert len(rig.prompts) == 1
+        assert len(set(phone.tokens)) == len(phone.tokens) == 2  # a fresh token each time
+
+
+async def test_two_phones_and_a_tablet_at_once(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    cast = {"pixel": (ANDROID, "android"), "iphone": (IOS, "ios"), "tablet": (TABLET, "android")}
+    async with ble_world(tmp_path, captures, cast) as rig:
+        await pair_all(rig, limit=120)
+        assert len(rig.prompts) == 3  # one pairing at a time, each confirmed
+        pixel, iphone, tablet = (rig.phones[k] for k in ("pixel", "iphone", "tablet"))
+        async with trio.open_nursery() as play:
+            play.start_soon(drive, pixel.app, ANDROID)  # navigation on one phone
+            play.start_soon(playlist, tablet.app, TABLET)  # music on the tablet
+            play.start_soon(messages, iphone.app, IOS)  # messages on the other phone
+            await rig.until(
+                lambda: bool(
+                    rig.kinds(ANDROID.name, "maneuver")
+                    and rig.kinds(TABLET.name, "art")
+                    and rig.kinds(IOS.name, "notification")
+                )
+            )
+            await rig.phone_record(TABLET.name).device.media(m.MediaCommand.PAUSE)
+            play.cancel_scope.cancel()
+        assert tablet.app.player is not None and not tablet.app.player.playing
+        assert pixel.app.commands == [] and iphone.app.commands == []  # to the tablet only
+        assert not rig.kinds(TABLET.name, "maneuver") and not rig.kinds(ANDROID.name, "art")
+        assert {p.platform for p in rig.hu.phones.values()} == {"android", "ios"}
+        assert rig.hu.connect_attempts == 3
+
+
+async def test_strangers_phones_are_left_alone(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    """A car park: our phone, and two strangers' phones running the same app."""
+    cast = {"ours": (ANDROID, "android")}
+    async with ble_world(tmp_path, captures, cast) as rig:
+        await pair_all(rig)  # paired in pairing mode, once
+    strangers = {"s1": (IOS, "ios"), "s2": (TABLET, "android")}
+    async with ble_world(tmp_path, captures, {**cast, **strangers}, pairing_mode=False) as rig:
+        await rig.until(lambda: rig.phone_record(ANDROID.name).connected)
+        await trio.sleep(60)
+        assert rig.hu.connect_attempts == 1  # only our phone, recognised from its token
+        assert rig.hu.strangers_ignored > 100  # seen at every advertisement, never connected
+        assert rig.phones["s1"].links == rig.phones["s2"].links == []
+        assert not rig.phones["s1"].connected.is_set()
+        assert [a.paired_now for a in rig.link_events(ANDROID.name, Authenticated)] == [False]
+        assert rig.prompts == []
+
+
+async def test_a_phone_that_stops_advertising_is_not_chased(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    async with ble_world(tmp_path, captures, {"phone": (ANDROID, "android")}) as rig:
+        await pair_all(rig)
+        name, phone = ANDROID.name, rig.phones["phone"]
+        record = rig.phone_record(name)
+        phone.set_advertising(False)  # the app is closed; the link drops later
+        rig.world.lose_link("phone")
+        await rig.until(lambda: bool(rig.link_events(name, LinkDown)))
+        attempts = rig.hu.connect_attempts
+        command: list[Any] = []
+
+        async def pause() -> None:  # the driver taps pause while the phone is away
+            with pytest.raises(CommandFailed):  # no answer within 10 s: the screen says so
+                await record.device.media(m.MediaCommand.PAUSE)
+            command.append("tapped")
+
+        async with trio.open_nursery() as n:
+            n.start_soon(pause)
+            await trio.sleep(5 * 60)
+            assert rig.hu.connect_attempts == attempts  # no connection without a sighting
+            assert not record.connected
+            phone.set_advertising(True)
+            await rig.until(lambda: record.connected)
+        assert rig.hu.connect_attempts == attempts + 1
+        assert command == ["tapped"]
+        await rig.until(lambda: bool(phone.app.commands))  # delivered once it is back
+        assert any(isinstance(c, m.MediaCommandRequest) for c in phone.app.commands)
+
+
+@asynccontextmanager
+async def _raw(tmp_path: Path, captures: Path, **peripheral: Any) -> AsyncIterator[Any]:
+    """A bleak transport and one bare phone peripheral (no protocol running)."""
+    world = RadioWorld(tmp_path, clock_ms=clock_ms_from_trio(), snoop_dir=captures)
+    try:
+        central = await world.start_central(bluez_read_echo=peripheral.pop("echo", False))
+        device = await world.radio.powered("phone", pacing_for(PROFILES["android"]))
+        phone = BumblePeripheral(device, **peripheral)
+        await phone.advertise("stranger")
+        yield central, phone
+    finally:
+        world.close()
+
+
+async def test_values_never_exceed_512_bytes(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    async with _raw(tmp_path, captures, att_mtu=517) as (central, phone):
+        async with central.scan() as sightings:
+            sighting = await sightings.receive()
+        link = await central.connect(sighting)
+        assert link.att_mtu == 517
+        assert link.payload_size == 512  # not 514: GATT values stop at 512
+        with pytest.raises(ValueError, match="limit 512"):
+            await link.send(bytes(513))
+        peer = await phone.accept()
+        for size in (1, 200, 512):
+            await link.send(bytes([size % 256]) * size)
+            assert len(await peer.receive()) == size
+        await peer.send(bytes(512))  # and notifications of 512 come back whole
+        assert len(await link.receive()) == 512
+        assert phone.largest_write == 512
+        await link.aclose()
+
+
+@pytest.mark.parametrize(
+    ("info", "why"),
+    [
+        (b"\x81\x05", "speaks protocol versions [5]"),
+        (b"\xff\x00", "not a version list"),
+    ],
+)
+async def test_a_phone_with_a_bad_info_characteristic_is_refused(
+    aio: Any, *, autojump_clock: Any, tmp_path: Path, captures: Path, info: bytes, why: str
+) -> None:
+    async with _raw(tmp_path, captures) as (central, phone):
+        phone.info.value = info
+        async with central.scan() as sightings:
+            sighting = await sightings.receive()
+        with pytest.raises(ConnectFailed, match=re.escape(why)) as failed:
+            await central.connect(sighting)
+        assert not failed.value.transient  # the head unit will not retry soon
+
+
+async def test_att_errors_from_the_phone_reach_the_caller(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    async with _raw(tmp_path, captures) as (central, phone):
+        async with central.scan() as sightings:
+            sighting = await sightings.receive()
+        link = await central.connect(sighting)
+        with pytest.raises(BleakGATTProtocolError) as error:  # from-phone is notify only
+            await trio_asyncio.aio_as_trio(link.client.read_gatt_char)(str(FROM_PHONE_UUID))
+        assert error.value.code == BleakGATTProtocolErrorCode.READ_NOT_PERMITTED
+        peer = await phone.accept()
+        await peer.send(b"still fine")  # the link survived the error
+        assert await link.receive() == b"still fine"
+        await link.aclose()
+
+
+async def test_a_read_while_notifying_does_not_corrupt_the_stream(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    """Older BlueZ delivers a read's result to the notify callback of the characteristic
+    read, too. The transport only reads the info characteristic, which never notifies."""
+    async with _raw(tmp_path, captures, echo=True, from_phone_readable=True) as (
+        central,
+        phone,
+    ):
+        async with central.scan() as sightings:
+            sighting = await sightings.receive()
+        link = await central.connect(sighting)
+        peer = await phone.accept()
+        sent = [bytes([i]) * 100 for i in range(50)]
+        got: list[bytes] = []
+
+        async def notify() -> None:
+            for value in sent:
+                await peer.send(value)
+
+        async def read_info_meanwhile() -> None:
+            for _ in range(20):
+                info = await trio_asyncio.aio_as_trio(link.client.read_gatt_char)(str(INFO_UUID))
+                assert bytes(info) == b"\x81\x00"
+
+        async with trio.open_nursery() as n:
+            n.start_soon(notify)
+            n.start_soon(read_info_meanwhile)
+            while len(got) < len(sent):
+                got.append(await link.receive())
+        assert got == sent
+        # the rig does reproduce the quirk: reading the notifying characteristic echoes
+        value = await trio_asyncio.aio_as_trio(link.client.read_gatt_char)(str(FROM_PHONE_UUID))
+        assert await link.receive() == bytes(value) == sent[-1]
+        await link.aclose()
+
+
+async def test_tshark_reads_the_bridge_writes_and_notifications_in_a_capture(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        if os.environ.get("BRIDGE_REQUIRE_TSHARK"):
+            pytest.fail("tshark is not installed (Debian: apt-get install tshark)")
+        pytest.skip("tshark is not installed")
+    async with _raw(tmp_path, captures) as (central, phone):
+        async with central.scan() as sightings:
+            sighting = await sightings.receive()
+        link = await central.connect(sighting)
+        peer = await phone.accept()
+        for i in range(5):
+            await link.send(b"to phone %d" % i)
+            assert await peer.receive() == b"to phone %d" % i
+            await peer.send(b"from phone %d" % i)
+            assert await link.receive() == b"from phone %d" % i
+        write_handle = phone.to_phone.handle
+        notify_handle = phone.from_phone.handle
+        await link.aclose()
+    capture = captures / "head-unit.btsnoop"
+    fields = ["btatt.opcode", "btatt.handle", "btatt.value"]
+    out = subprocess.run(
+        [tshark, "-r", str(capture), "-Y", "btatt", "-T", "fields"]
+        + [a for f in fields for a in ("-e", f)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    writes = [bytes.fromhex(v) for op, h, v in rows if op == "0x52" and int(h, 16) == write_handle]
+    notes = [bytes.fromhex(v) for op, h, v in rows if op == "0x1b" and int(h, 16) == notify_handle]
+    assert writes == [b"to phone %d" % i for i in range(5)]
+    assert notes == [b"from phone %d" % i for i in range(5)]

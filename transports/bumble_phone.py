@@ -22,6 +22,7 @@ from typing import Any
 import trio
 import trio_asyncio
 from bumble import gatt
+from bumble.att import ATT_Error, ErrorCode
 from bumble.core import AdvertisingData
 from bumble.device import Connection, Device
 
@@ -54,7 +55,7 @@ class PeripheralLink(Link):
         self._send, self._receive = trio.open_memory_channel[bytes](1024)
         self._closed: LinkClosed | None = None
         self._closing = False
-        self.mtu = connection.att_mtu
+        self.largest_write = 0  # bytes: the largest value the head unit wrote
 
     @property
     def att_mtu(self) -> int:
@@ -69,6 +70,7 @@ class PeripheralLink(Link):
         return self._closed
 
     def on_write(self, value: bytes) -> None:  # asyncio side, same thread
+        self.largest_write = max(self.largest_write, len(value))
         if self._closed is None:
             try:
                 self._send.send_nowait(bytes(value))
@@ -94,6 +96,7 @@ class PeripheralLink(Link):
             raise ValueError(f"packet of {len(packet)} bytes, limit {self.payload_size}")
         await self.wait_send_ready()
         device, char = self._peripheral.device, self._peripheral.from_phone
+        self._peripheral.last_notified = packet
         await trio_asyncio.aio_as_trio(device.notify_subscriber)(self._connection, char, packet)
 
     async def receive(self) -> bytes:
@@ -131,11 +134,13 @@ class BumblePeripheral:
         att_mtu: int = 517,
         apple: bool = False,
         versions: tuple[int, ...] = layout.PROTOCOL_VERSIONS,
+        from_phone_readable: bool = False,
     ) -> None:
         self.device = device
         self.att_mtu = att_mtu
         self.apple = apple
         self.name = ""
+        self.largest_write = 0  # bytes: the largest value any head unit wrote
         self.readable_info = bytes([0x80 | len(versions), *versions])  # CBOR array of uints
         self._links: dict[int, PeripheralLink] = {}
         self._accept_send, self._accept_receive = trio.open_memory_channel[PeripheralLink](16)
@@ -145,11 +150,18 @@ class BumblePeripheral:
             gatt.Characteristic.Permissions.WRITEABLE,
             gatt.CharacteristicValue(write=self._on_write),
         )
+        # Notify only; ``from_phone_readable`` (tests) also makes it readable, returning
+        # the last value notified, as some phone stacks do. Bumble does not enforce the
+        # properties itself: a read of a notify-only value answers Read Not Permitted.
+        self.from_phone_readable = from_phone_readable
+        self.last_notified = b""
+        notify = gatt.Characteristic.Properties.NOTIFY
+        readable = gatt.Characteristic.Properties.READ if from_phone_readable else notify & 0
         self.from_phone: gatt.Characteristic[bytes] = gatt.Characteristic(
             str(layout.FROM_PHONE_UUID),
-            gatt.Characteristic.Properties.NOTIFY,
-            gatt.Characteristic.Permissions(0),
-            b"",
+            notify | readable,
+            gatt.Characteristic.Permissions.READABLE,
+            gatt.CharacteristicValue(read=self._read_from_phone),
         )
         self.info: gatt.Characteristic[bytes] = gatt.Characteristic(
             str(layout.INFO_UUID),
@@ -177,9 +189,15 @@ class BumblePeripheral:
         connection.on(connection.EVENT_DISCONNECTION, ended)
 
     def _on_write(self, connection: Connection, value: bytes) -> None:
+        self.largest_write = max(self.largest_write, len(value))
         link = self._links.get(connection.handle)
         if link is not None:
             link.on_write(value)
+
+    def _read_from_phone(self, connection: Connection) -> bytes:
+        if not self.from_phone_readable:
+            raise ATT_Error(ErrorCode.READ_NOT_PERMITTED)
+        return self.last_notified
 
     def _on_subscription(self, bearer: Any, notify: bool, indicate: bool) -> None:
         connection = getattr(bearer, "connection", bearer)
