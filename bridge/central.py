@@ -193,7 +193,7 @@ class HeadUnit:
             self.strangers_ignored += 1
             return
         self.strangers_seen[sighting.address] = now
-        phone = self.pairing = self._new_phone(None, sighting.name or sighting.address)
+        phone = self.pairing = self._new_phone(None, f"new phone at {sighting.address}")
         phone.busy = True
         phone.address = sighting.address
         phone.platform_hint = sighting.platform_hint

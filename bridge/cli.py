@@ -39,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
         help="link behaviour to simulate (default: android)",
     )
     demo.add_argument("--seed", type=int, default=1, help="seed of the simulated radio")
+    demo.add_argument(
+        "--radio",
+        choices=["simulated", "bumble"],
+        default="simulated",
+        help="simulated: one phone on a simulated link (--profile); bumble: an Android and "
+        "an iOS phone at once on Bumble's virtual BLE radio, the head unit using the bleak "
+        "transport as on a Raspberry Pi",
+    )
     demo.add_argument("--no-drop", action="store_true", help="do not drop the link halfway")
     demo.add_argument(
         "--realtime", action="store_true", help="pace the demo on the wall clock (about 15 s)"
@@ -85,6 +93,19 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         status = EXIT_FAILED
         try:
+            if args.radio == "bumble":
+                from bridge import demo_radio  # noqa: PLC0415 - loads Bumble only when asked
+
+                status = demo_radio.main(
+                    drop=not args.no_drop,
+                    realtime=args.realtime,
+                    out=sys.stdout,
+                    assume_yes=args.yes,
+                    data_dir=args.data_dir,
+                    keylog=KeyLog(args.keylog) if args.keylog else None,
+                    ask=demo._ask,
+                )
+                return status
             status = demo.main(
                 args.profile,
                 seed=args.seed,

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from bridge import cli, demo
+from bridge import cli, demo, demo_radio
 from pairing.trust import TrustStore
 from transports.simulated import PROFILES
 
@@ -113,3 +113,24 @@ def test_a_rejected_pairing_ends_the_demo_and_stores_nothing(tmp_path: Path) -> 
     assert "nothing was stored" in out.getvalue() and "▶" not in out.getvalue()
     assert TrustStore(tmp_path / "head-unit").devices() == []
     assert TrustStore(tmp_path / "phone", role="phone").devices() == []
+
+
+def test_radio_demo_runs_android_and_ios_at_once_over_bleak_and_bumble(tmp_path: Path) -> None:
+    out = io.StringIO()
+    code = demo_radio.main(drop=True, realtime=False, out=out, data_dir=tmp_path / "a")
+    text = out.getvalue()
+    assert code == 0, text
+    assert "ATT MTU 517" in text and "ATT MTU 185" in text
+    assert "connected (512-byte packets)" in text and "connected (182-byte packets)" in text
+    assert len(re.findall(r"pair with '(Pixel 9|iPhone 16)'\? code", text)) == 2
+    assert "Pixel 9    NAV    in 300 m: turn right onto Main St" in text
+    assert "iPhone 16  MSG    reply sent to Anna; marked read" in text
+    assert "iPhone 16  MUSIC  phone paused after" in text
+    assert "recognised from its token: no prompt" in text  # after the tunnel
+    assert "Pixel 9: 2 link(s), iPhone 16: 1 link(s)" in text
+    assert text.rstrip().endswith("0 lost, 0 duplicated, in order")
+    # a second run with the same data: both phones are recognised, nobody is asked
+    again = io.StringIO()
+    assert demo_radio.main(drop=False, realtime=False, out=again, data_dir=tmp_path / "a") == 0
+    assert "pair with" not in again.getvalue()
+    assert again.getvalue().count("recognised from its token") == 2

@@ -1,0 +1,300 @@
+"""``bridge demo --radio bumble``: the head unit and two phones on the Bumble virtual radio.
+
+The head unit runs exactly what it runs on a Raspberry Pi (the bleak transport, the
+scanner policy, one session per phone), with bleak driving a Bumble central instead of
+BlueZ. An Android phone (MTU 517, 15 ms interval) navigates; an iPhone (MTU 185, 30 ms,
+few packets per event) plays music and receives messages; both advertise rotating
+tokens, pair one after the other (both screens show the code, the driver confirms), then
+run at once. Halfway the Android phone's radio goes silent (a supervision timeout): the
+head unit notices, recognises the phone's new token when it comes back, reconnects
+without a prompt, and everything accepted meanwhile arrives once, in order. Virtual time
+by default; ``realtime`` paces it on the wall clock.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+import trio.testing
+import trio_asyncio
+
+from bridge import messages as m
+from bridge.central import Phone
+from bridge.demo import Confirm, _maneuver_text, _yes
+from bridge.endpoint import clock_ms_from_trio
+from bridge.headunit import CommandFailed, DeviceEvent
+from bridge.scenarios import FLAVOURS, drive, messages, playlist
+from bridge.session import LinkDown, LinkUp
+from bridge.world import RadioWorld
+from pairing.handshake import Authenticated, CodeToConfirm, PairingFailed
+from pairing.keylog import KeyLog
+from transports.simulated import PROFILES
+
+DROP_AT = 8.0
+CAST = {"pixel": ("android", "android"), "iphone": ("ios", "ios")}
+
+
+@dataclass
+class RadioDemoResult:
+    sent: dict[str, list[str]] = field(default_factory=dict)
+    received: dict[str, list[str]] = field(default_factory=dict)
+    links: dict[str, int] = field(default_factory=dict)
+    pairing_failed: str | None = None
+
+    def check(self) -> tuple[int, int, bool]:
+        lost = dup = 0
+        ordered = True
+        for phone, sent in self.sent.items():
+            got = self.received.get(phone, [])
+            lost += len(set(sent) - set(got))
+            dup += len(got) - len(set(got))
+            ordered &= [x for x in got if x in set(sent)] == sent
+        return lost, dup, ordered
+
+
+def _key(message: Any) -> str:
+    if isinstance(message, m.Maneuver):
+        return f"maneuver {message.road} {message.distance_m}"
+    return f"notification {message.id}"
+
+
+class _Screen:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.start = trio.current_time()
+
+    def shower(self, who: str) -> Callable[[str, str], None]:
+        return lambda area, text: self.show(who, area, text)
+
+    def show(self, who: str, area: str, text: str) -> None:
+        t = trio.current_time() - self.start
+        print(f"[{t:6.2f}s] {who:<10} {area:<6} {text}", file=self.out, flush=True)
+
+
+async def run_radio_demo(
+    *,
+    drop: bool,
+    out: TextIO,
+    data_dir: Path,
+    confirm: Confirm,
+    keylog: KeyLog | None = None,
+) -> RadioDemoResult:
+    result = RadioDemoResult()
+    async with trio_asyncio.open_loop():
+        world = RadioWorld(data_dir, clock_ms=clock_ms_from_trio())
+        screen = _Screen(out)
+        try:
+            central = await world.start_central()
+            for key, (flavour, profile) in CAST.items():
+                p = PROFILES[profile]
+                world.add_phone(
+                    key, FLAVOURS[flavour], p, show=screen.shower(FLAVOURS[flavour].name)
+                )
+                print(
+                    f"emulated {FLAVOURS[flavour].name} ({flavour}): ATT MTU {p.att_mtu}, "
+                    f"{p.interval * 1000:g} ms interval",
+                    file=out,
+                )
+
+            async def ask(phone: Phone, event: CodeToConfirm) -> bool:
+                screen.show(
+                    "HEAD UNIT", "PAIR", f"pair with {event.peer.name!r}? code {event.code}"
+                )
+                accepted = await confirm(event.code)
+                screen.show(
+                    "HEAD UNIT", "TOUCH", f"driver taps {'Confirm' if accepted else 'Reject'}"
+                )
+                return accepted
+
+            hu = world.head_unit(central, pairing_mode=True, keylog=keylog, confirm=ask)
+            print(
+                "head unit: bleak over a Bumble virtual controller, scanning for the bridge "
+                "service (pairing mode on)\n",
+                file=out,
+                flush=True,
+            )
+            await _play(world, hu, screen, result, drop)
+        finally:
+            world.close()
+    return result
+
+
+async def _play(
+    world: RadioWorld, hu: Any, screen: _Screen, result: RadioDemoResult, drop: bool
+) -> None:
+    phones = world.phones
+    published: dict[str, list[str]] = {p.flavour.name: [] for p in phones.values()}
+    names = {key: p.flavour.name for key, p in phones.items()}
+    paired: set[str] = set()
+    all_paired = trio.Event()
+
+    for phone in phones.values():
+        original = phone.app.send
+        name = phone.flavour.name
+
+        async def send(message: Any, original: Any = original, name: str = name) -> int | None:
+            if isinstance(message, m.Maneuver | m.Notification):
+                published[name].append(_key(message))
+            seq: int | None = await original(message)
+            return seq
+
+        phone.app.send = send  # type: ignore[method-assign]
+
+    async def show_events() -> None:
+        answered: set[str] = set()
+        async for phone, event in hu.events:
+            _show(screen, phone, event, result)
+            if isinstance(event.detail, Authenticated):
+                paired.add(phone.name)
+                if len(paired) == len(phones):
+                    all_paired.set()
+            if isinstance(event.detail, PairingFailed):
+                result.pairing_failed = event.detail.reason
+                all_paired.set()
+            if (
+                event.kind == "now_playing"
+                and event.detail.art is not None
+                and "pause" not in answered
+            ):
+                answered.add("pause")
+                nursery.start_soon(_tap_pause, phone, screen)
+            if (
+                event.kind == "notification"
+                and event.detail.canned_replies
+                and "reply" not in answered
+            ):
+                answered.add("reply")
+                nursery.start_soon(_answer, phone, event.detail, screen)
+
+    async with trio.open_nursery() as nursery:
+        for phone in phones.values():
+            await nursery.start(phone.run)
+        await nursery.start(hu.run)
+        nursery.start_soon(show_events)
+        await all_paired.wait()
+        if result.pairing_failed is not None:
+            nursery.cancel_scope.cancel()
+            return
+        start = trio.current_time()
+        pixel, iphone = phones["pixel"], phones["iphone"]
+        async with trio.open_nursery() as play:
+            play.start_soon(drive, pixel.app, pixel.flavour)
+            play.start_soon(messages, iphone.app, iphone.flavour)
+            await trio.sleep(2.5)
+            play.start_soon(playlist, iphone.app, iphone.flavour)
+            if drop:
+                await trio.sleep_until(start + DROP_AT)
+                screen.show(pixel.flavour.name, "RADIO", "its radio goes silent (a tunnel)")
+                world.lose_link("pixel")
+        with trio.move_on_after(60.0):  # what is still queued arrives
+            while any(set(published[n]) - set(result.received.get(n, [])) for n in published):
+                await trio.sleep(0.1)
+        await trio.sleep(2.0)
+        nursery.cancel_scope.cancel()
+    result.sent = published
+    result.links = {
+        names[k]: len(p.links) + (1 if p.connected.is_set() else 0) for k, p in phones.items()
+    }
+
+
+def _show(screen: _Screen, phone: Phone, event: DeviceEvent, result: RadioDemoResult) -> None:
+    who, detail = phone.name, event.detail
+    match event.kind:
+        case "hello":
+            screen.show(
+                who, "PHONE", f"{detail.name} ({detail.platform}, {detail.model}) says hello"
+            )
+        case "maneuver":
+            result.received.setdefault(who, []).append(_key(detail))
+            screen.show(who, "NAV", _maneuver_text(detail))
+        case "now_playing":
+            sign = "▶" if detail.playing else "⏸"
+            screen.show(
+                who, "MUSIC", f"{sign} {detail.title} — {detail.artist} ({detail.source_app})"
+            )
+        case "art":
+            screen.show(who, "MUSIC", f"album art shown ({len(detail) // 1024} KB)")
+        case "notification":
+            result.received.setdefault(who, []).append(_key(detail))
+            screen.show(who, "MSG", f"{detail.sender} ({detail.app}): {detail.text}")
+        case "link":
+            if isinstance(detail, LinkUp):
+                screen.show(
+                    who, "LINK", f"connected ({detail.payload_size}-byte packets); handshake"
+                )
+            elif isinstance(detail, LinkDown):
+                screen.show(who, "LINK", f"{detail.reason}; waiting for its advertisement")
+            elif isinstance(detail, Authenticated):
+                how = "paired" if detail.paired_now else "recognised from its token: no prompt"
+                screen.show(who, "PAIR", f"{how}; link encrypted")
+            elif isinstance(detail, PairingFailed):
+                screen.show(who, "PAIR", f"pairing failed: {detail.reason}; nothing was stored")
+
+
+async def _tap_pause(phone: Phone, screen: _Screen) -> None:
+    screen.show(phone.name, "TOUCH", "driver taps ⏸ pause while the album art is arriving")
+    start = trio.current_time()
+    try:
+        await phone.device.media(m.MediaCommand.PAUSE)
+    except CommandFailed as e:
+        screen.show(phone.name, "MUSIC", f"pause failed: {e}")
+        return
+    screen.show(
+        phone.name, "MUSIC", f"phone paused after {(trio.current_time() - start) * 1000:.0f} ms"
+    )
+
+
+async def _answer(phone: Phone, note: m.Notification, screen: _Screen) -> None:
+    await trio.sleep(1.0)
+    canned = (note.canned_replies or [""])[0]
+    screen.show(phone.name, "TOUCH", f"driver answers {note.sender}: {canned!r}")
+    try:
+        await phone.device.reply(note.id, canned=0)
+        await phone.device.mark_read(note.id)
+        screen.show(phone.name, "MSG", f"reply sent to {note.sender}; marked read")
+    except CommandFailed as e:
+        screen.show(phone.name, "MSG", f"reply failed: {e}")
+
+
+def main(
+    *,
+    drop: bool,
+    realtime: bool,
+    out: TextIO,
+    assume_yes: bool = True,
+    data_dir: Path | None = None,
+    keylog: KeyLog | None = None,
+    ask: Callable[[str], Awaitable[bool]] | None = None,
+) -> int:
+    clock = None if realtime or not assume_yes else trio.testing.MockClock(autojump_threshold=0)
+    confirm: Confirm = _yes if assume_yes or ask is None else ask
+    with tempfile.TemporaryDirectory(prefix="bridge-demo-") as scratch:
+        directory = data_dir or Path(scratch)
+        result = trio.run(
+            partial(
+                run_radio_demo,
+                drop=drop,
+                out=out,
+                data_dir=directory,
+                confirm=confirm,
+                keylog=keylog,
+            ),
+            clock=clock,
+        )
+    if result.pairing_failed is not None:
+        return 1
+    lost, dup, ordered = result.check()
+    total = sum(len(s) for s in result.sent.values())
+    links = ", ".join(f"{n}: {k} link(s)" for n, k in result.links.items())
+    print(
+        f"\n{total} maneuvers and messages published by the phones ({links}): "
+        f"{lost} lost, {dup} duplicated, {'in order' if ordered else 'OUT OF ORDER'}",
+        file=out,
+    )
+    return 0 if (lost, dup, ordered) == (0, 0, True) else 1
