@@ -27,19 +27,22 @@ import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import trio
 import trio_asyncio
-from bumble import hci
+from bumble import core, hci
 from bumble.controller import Controller
 from bumble.core import PhysicalTransport
 from bumble.device import Device
 from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.snoop import BtSnooper
+from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink
 
 log = logging.getLogger(__name__)
@@ -319,3 +322,35 @@ class VirtualRadio:
         for stream in self._files:
             stream.close()
         self._files.clear()
+
+
+@asynccontextmanager
+async def hci_device(
+    spec: str, name: str, address: str = "C0:DE:C0:DE:00:01"
+) -> AsyncIterator[Device]:
+    """A Bumble device on a real or remote controller (call from trio, inside
+    trio-asyncio's loop): ``spec`` is any Bumble transport, such as ``usb:0``,
+    ``serial:/dev/ttyACM0``, ``tcp-client:127.0.0.1:9000`` or ``android-netsim``.
+    Raises ``OSError`` with Bumble's reason when the transport does not open."""
+    try:
+        transport = await trio_asyncio.aio_as_trio(open_transport)(spec)
+    except (OSError, ValueError, ImportError, core.BaseBumbleError) as e:
+        raise OSError(f"cannot open Bluetooth transport {spec!r}: {e}") from e
+    try:
+        yield Device.with_hci(
+            name,
+            hci.Address(address, hci.Address.RANDOM_DEVICE_ADDRESS),
+            transport.source,
+            transport.sink,
+        )
+    finally:
+        with trio.CancelScope(shield=True):
+            await close_transport(transport)
+
+
+async def close_transport(transport: Any) -> None:
+    """Close a Bumble transport, and let asyncio run the callbacks that really close its
+    socket (they are scheduled for the loop's next iteration)."""
+    await trio_asyncio.aio_as_trio(transport.close)()
+    for _ in range(3):
+        await trio_asyncio.aio_as_trio(asyncio.sleep)(0)

@@ -1,0 +1,92 @@
+"""``bridge-phone`` on a controller reached through a Bumble transport (TCP here; a USB
+dongle on a desk), against the head unit's bleak transport on the same virtual radio."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio_asyncio
+from bumble.controller import Controller
+from bumble.transport import open_transport
+
+from bridge.endpoint import clock_ms_from_trio
+from bridge.session import LinkUp
+from bridge.world import RadioWorld
+from pairing.handshake import Authenticated
+from tools import phone as tool
+from transports.bumble_radio import close_transport
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_the_phone_command_pairs_and_plays_over_a_tcp_controller(
+    aio: Any, tmp_path: Path, captures: Path
+) -> None:
+    world = RadioWorld(tmp_path / "hu", clock_ms=clock_ms_from_trio(), snoop_dir=captures)
+    port = _free_port()
+    # a controller on the virtual radio, exported as HCI over TCP (as a dongle would be)
+    transport = await trio_asyncio.aio_as_trio(open_transport)(f"tcp-server:127.0.0.1:{port}")
+    Controller(
+        "exported", host_source=transport.source, host_sink=transport.sink, link=world.radio.link
+    )
+    out = io.StringIO()
+    accepted: list[Any] = []
+    args = tool._parser().parse_args(
+        ["--transport", f"tcp-client:127.0.0.1:{port}", "--yes",
+         "--data-dir", str(tmp_path / "phone"), "--scenario", "drive", "--duration", "30"]
+    )  # fmt: skip
+    try:
+        central = await world.start_central()
+
+        async def yes(phone: Any, event: Any) -> bool:
+            return True
+
+        hu = world.head_unit(central, confirm=yes)
+        kinds: list[tuple[str, Any]] = []
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(tool.run, args, out)
+                await nursery.start(hu.run)
+                async for _, event in hu.events:
+                    kinds.append((event.kind, event.detail))
+                    if event.kind == "maneuver":
+                        break
+                accepted.append(transport.sink.transport)
+                nursery.cancel_scope.cancel()
+        links = [d for k, d in kinds if isinstance(d, LinkUp)]
+        assert links and links[0].payload_size == 512
+        assert [d.paired_now for k, d in kinds if isinstance(d, Authenticated)] == [True]
+        text = out.getvalue()
+        assert "asks to pair; code" in text and "a head unit connected" in text
+        assert "advertises the bridge service as" in text
+    finally:
+        world.close()
+        with trio.CancelScope(shield=True):
+            for connection in accepted:
+                connection.close()
+            transport.server.close()  # Bumble's TCP server transport leaves both open
+            await close_transport(transport)
+
+
+def test_the_phone_command_explains_a_bad_transport(capsys: pytest.CaptureFixture[str]) -> None:
+    assert tool.main(["--transport", "nonsense:1", "--duration", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == "bridge-phone: cannot open Bluetooth transport 'nonsense:1': unknown transport scheme"
+    )
+    with pytest.raises(SystemExit) as usage:
+        tool.main([])
+    assert usage.value.code == 2
+    assert isinstance(tool._parser(), argparse.ArgumentParser)

@@ -1,0 +1,155 @@
+"""``bridge-phone``: the phone emulator as its own command, on a real or remote controller.
+
+For manual work against a head unit: the emulated phone (the same code as in the tests
+and ``bridge demo --radio bumble``) runs on any controller Bumble can drive (a USB
+dongle, a serial HCI board, a controller exported over TCP, Android's netsim),
+advertises the bridge service with its recognition token, pairs (its user confirms the
+code at the prompt, or ``--yes``), plays its scenarios and answers the head unit's
+commands, printing what happens. Stop it with Ctrl-C.
+
+Exit codes: 0 done, 1 the transport failed or the trust store is damaged, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+import trio_asyncio
+
+from bridge.emulator import EmulatedPhone
+from bridge.endpoint import clock_ms_from_trio
+from bridge.scenarios import FLAVOURS, drive, messages, playlist
+from pairing.handshake import CodeToConfirm
+from pairing.trust import TrustStoreError
+from transports.bumble_phone import BumblePeripheral
+from transports.bumble_radio import hci_device
+from transports.simulated import PROFILES
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SCENARIOS = {"drive": drive, "playlist": playlist, "messages": messages}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bridge-phone",
+        description="Run an emulated phone (a BLE peripheral serving the bridge's GATT "
+        "service) on a Bluetooth controller that Bumble drives.",
+    )
+    parser.add_argument(
+        "--transport",
+        required=True,
+        metavar="SPEC",
+        help="Bumble transport of the controller: usb:0, serial:/dev/ttyACM0, "
+        "tcp-client:HOST:PORT, android-netsim, ...",
+    )
+    parser.add_argument("--flavour", choices=sorted(FLAVOURS), default="android")
+    parser.add_argument(
+        "--scenario",
+        choices=[*SCENARIOS, "all", "none"],
+        default="all",
+        help="what the phone does once paired (default: all at once)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path.home() / ".local" / "share" / "bridge-phone",
+        help="where the phone keeps its identity and trusted head units "
+        "(default: ~/.local/share/bridge-phone/FLAVOUR)",
+    )
+    parser.add_argument(
+        "-y", "--yes", action="store_true", help="confirm pairing codes without asking"
+    )
+    parser.add_argument(
+        "--duration", type=float, metavar="S", help="stop after S seconds (default: Ctrl-C)"
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    return parser
+
+
+async def run(args: argparse.Namespace, out: TextIO) -> int:
+    flavour = FLAVOURS[args.flavour]
+    profile = PROFILES[flavour.link_profile]
+
+    def show(area: str, text: str) -> None:
+        print(f"[{area}] {text}", file=out, flush=True)
+
+    async def confirm(event: CodeToConfirm) -> bool:
+        show("PAIR", f"head unit {event.peer.name!r} asks to pair; code {event.code}")
+        if args.yes:
+            return True
+        answer = await trio.to_thread.run_sync(
+            input, "Does the head unit show the same code? [y/N] ", abandon_on_cancel=True
+        )
+        return str(answer).strip().lower() in ("y", "yes")
+
+    async with trio_asyncio.open_loop(), hci_device(args.transport, flavour.name) as device:
+        peripheral = BumblePeripheral(
+            device, att_mtu=profile.att_mtu, apple=flavour.platform == "ios"
+        )
+        phone = EmulatedPhone(
+            peripheral,
+            flavour,
+            args.data_dir / args.flavour,
+            clock_ms=clock_ms_from_trio(),
+            confirm=confirm,
+            show=show,
+        )
+        with trio.move_on_after(args.duration if args.duration is not None else float("inf")):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(phone.run)
+                show(
+                    "RADIO", f"{flavour.name} advertises the bridge service as {phone.tokens[-1]!r}"
+                )
+                nursery.start_soon(_report, phone, show)
+                await phone.connected.wait()
+                show("LINK", "a head unit connected")
+                for name, scenario in SCENARIOS.items():
+                    if args.scenario in (name, "all"):
+                        nursery.start_soon(scenario, phone.app, flavour)
+    return EXIT_OK
+
+
+async def _report(phone: EmulatedPhone, show: Any) -> None:
+    """What the head unit asked of the phone, as it happens."""
+    seen = 0
+    while True:
+        await trio.sleep(0.2)
+        for command in phone.app.commands[seen:]:
+            show("COMMAND", type(command).__name__)
+        seen = len(phone.app.commands)
+
+
+def _first(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    status = EXIT_FAILED
+    try:
+        status = trio.run(run, args, sys.stdout)
+    except* OSError as group:
+        print(f"bridge-phone: {_first(group)}", file=sys.stderr)
+    except* TrustStoreError as group:
+        print(f"bridge-phone: {_first(group)}", file=sys.stderr)
+    except* KeyboardInterrupt:
+        print("bridge-phone: stopped", file=sys.stderr)
+        status = 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
