@@ -22,7 +22,6 @@ from typing import Any, TextIO
 
 import trio
 import trio.testing
-import trio_asyncio
 
 from bridge import messages as m
 from bridge.central import Phone
@@ -34,6 +33,7 @@ from bridge.session import LinkDown, LinkUp
 from bridge.world import RadioWorld
 from pairing.handshake import Authenticated, CodeToConfirm, PairingFailed
 from pairing.keylog import KeyLog
+from transports.aio import asyncio_loop
 from transports.simulated import PROFILES
 
 DROP_AT = 8.0
@@ -86,7 +86,7 @@ async def run_radio_demo(
     keylog: KeyLog | None = None,
 ) -> RadioDemoResult:
     result = RadioDemoResult()
-    async with trio_asyncio.open_loop():
+    async with asyncio_loop():
         world = RadioWorld(data_dir, clock_ms=clock_ms_from_trio())
         screen = _Screen(out)
         try:

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import trio
-import trio_asyncio
 
 from bridge.emulator import EmulatedPhone
 from bridge.endpoint import clock_ms_from_trio
 from bridge.scenarios import FLAVOURS, drive, messages, playlist
 from pairing.handshake import CodeToConfirm
 from pairing.trust import TrustStoreError
+from transports.aio import asyncio_loop
 from transports.bumble_phone import BumblePeripheral
 from transports.bumble_radio import hci_device
 from transports.simulated import PROFILES
@@ -87,7 +87,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         )
         return str(answer).strip().lower() in ("y", "yes")
 
-    async with trio_asyncio.open_loop(), hci_device(args.transport, flavour.name) as device:
+    async with asyncio_loop(), hci_device(args.transport, flavour.name) as device:
         peripheral = BumblePeripheral(
             device, att_mtu=profile.att_mtu, apple=flavour.platform == "ios"
         )
