@@ -93,29 +93,20 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         status = EXIT_FAILED
         try:
+            common = {
+                "drop": not args.no_drop,
+                "realtime": args.realtime,
+                "out": sys.stdout,
+                "assume_yes": args.yes,
+                "data_dir": args.data_dir,
+                "keylog": KeyLog(args.keylog) if args.keylog else None,
+            }
             if args.radio == "bumble":
                 from bridge import demo_radio  # noqa: PLC0415 - loads Bumble only when asked
 
-                status = demo_radio.main(
-                    drop=not args.no_drop,
-                    realtime=args.realtime,
-                    out=sys.stdout,
-                    assume_yes=args.yes,
-                    data_dir=args.data_dir,
-                    keylog=KeyLog(args.keylog) if args.keylog else None,
-                    ask=demo._ask,
-                )
-                return status
-            status = demo.main(
-                args.profile,
-                seed=args.seed,
-                drop=not args.no_drop,
-                realtime=args.realtime,
-                out=sys.stdout,
-                assume_yes=args.yes,
-                data_dir=args.data_dir,
-                keylog=KeyLog(args.keylog) if args.keylog else None,
-            )
+                status = demo_radio.main(**common, ask=demo._ask)
+            else:
+                status = demo.main(args.profile, seed=args.seed, **common)
         except* TrustStoreError as group:
             print(f"bridge: {group.exceptions[0]}", file=sys.stderr)
         except* BrokenPipeError:  # e.g. piped into head: stop quietly

@@ -25,7 +25,7 @@ import trio.testing
 
 from bridge import messages as m
 from bridge.central import Phone
-from bridge.demo import Confirm, _maneuver_text, _yes
+from bridge.demo import Confirm, _key, _maneuver_text, _yes
 from bridge.endpoint import clock_ms_from_trio
 from bridge.headunit import CommandFailed, DeviceEvent
 from bridge.scenarios import FLAVOURS, drive, messages, playlist
@@ -56,12 +56,6 @@ class RadioDemoResult:
             dup += len(got) - len(set(got))
             ordered &= [x for x in got if x in set(sent)] == sent
         return lost, dup, ordered
-
-
-def _key(message: Any) -> str:
-    if isinstance(message, m.Maneuver):
-        return f"maneuver {message.road} {message.distance_m}"
-    return f"notification {message.id}"
 
 
 class _Screen:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,9 +41,9 @@ from bleak.exc import BleakError
 from bridge import gatt as layout
 from transports.link import (
     MAX_ATT_VALUE,
+    CallbackLink,
     CloseReason,
     ConnectFailed,
-    Link,
     LinkClosed,
     payload_size_for_mtu,
 )
@@ -72,7 +71,7 @@ class Sighting:
         return "ios" if self.apple else "android"
 
 
-class BleakLink(Link):
+class BleakLink(CallbackLink):
     """A connected phone: writes to the to-phone characteristic, notifications from the
     from-phone one."""
 
@@ -83,13 +82,11 @@ class BleakLink(Link):
         from_phone: BleakGATTCharacteristic,
         mtu: int,
     ) -> None:
+        super().__init__()
         self.client = client
         self._to_phone = to_phone
         self.from_phone = from_phone
         self._mtu = mtu
-        self._send, self._receive = trio.open_memory_channel[bytes](math.inf)
-        self._closed: LinkClosed | None = None
-        self._closing = False
         self.versions: tuple[int, ...] = ()
         self._lock = trio.Lock()
 
@@ -107,23 +104,12 @@ class BleakLink(Link):
     def peer(self) -> str:
         return str(self.client.address)
 
-    @property
-    def closed(self) -> LinkClosed | None:
-        return self._closed
-
     # callbacks from bleak (asyncio side, trio's thread)
     def on_notify(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
-        if self._closed is None:
-            self._send.send_nowait(bytes(data))
+        self.deliver(bytes(data))
 
     def on_disconnect(self, _client: BleakClient) -> None:
-        if self._closed is None:
-            self._closed = (
-                LinkClosed(CloseReason.LOCAL)
-                if self._closing
-                else LinkClosed(CloseReason.LINK_LOSS, "the phone disconnected")
-            )
-        self._send.close()
+        self.end(LinkClosed(CloseReason.LINK_LOSS, "the phone disconnected"))
 
     async def send(self, packet: bytes) -> None:
         if not packet or len(packet) > self.payload_size:
@@ -136,10 +122,7 @@ class BleakLink(Link):
                     self._to_phone, packet, response=False
                 )
             except BleakError as e:
-                if self._closed is None:
-                    self._closed = LinkClosed(CloseReason.LINK_LOSS, f"write failed: {e}")
-                    self._send.close()
-                raise self._closed from e
+                raise self.end(LinkClosed(CloseReason.LINK_LOSS, f"write failed: {e}")) from e
 
     async def wait_send_ready(self) -> None:
         if self._closed is not None:
@@ -147,24 +130,11 @@ class BleakLink(Link):
         async with self._lock:  # the previous write has been taken by the stack
             pass
 
-    async def receive(self) -> bytes:
+    async def _disconnect(self) -> None:
         try:
-            return await self._receive.receive()
-        except trio.EndOfChannel:
-            raise self._closed or LinkClosed(CloseReason.LOCAL) from None
-
-    async def aclose(self) -> None:
-        if self._closed is not None:
-            return
-        self._closing = True
-        with trio.CancelScope(shield=True), trio.move_on_after(5.0):
-            try:
-                await trio_asyncio.aio_as_trio(self.client.disconnect)()
-            except BleakError as e:
-                log.debug("disconnect %s: %s", self.peer, e)
-        if self._closed is None:
-            self._closed = LinkClosed(CloseReason.LOCAL)
-            self._send.close()
+            await trio_asyncio.aio_as_trio(self.client.disconnect)()
+        except BleakError as e:
+            log.debug("disconnect %s: %s", self.peer, e)
 
 
 def _versions(raw: bytes) -> tuple[int, ...]:

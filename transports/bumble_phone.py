@@ -28,7 +28,7 @@ from bumble.device import Connection, Device
 
 from bridge import gatt as layout
 from transports.bumble_radio import CONNECTION_TIMEOUT, acl_room
-from transports.link import CloseReason, Link, LinkClosed
+from transports.link import CallbackLink, CloseReason, LinkClosed
 
 log = logging.getLogger(__name__)
 
@@ -38,24 +38,19 @@ REMOTE_USER_TERMINATED = 0x13
 LOCAL_HOST_TERMINATED = 0x16
 
 
-def _reason(code: int, local: bool) -> LinkClosed:
-    if local:
-        return LinkClosed(CloseReason.LOCAL)
+def _reason(code: int) -> LinkClosed:
     if code == CONNECTION_TIMEOUT:
         return LinkClosed(CloseReason.LINK_LOSS, "supervision timeout (HCI 0x08)")
     return LinkClosed(CloseReason.PEER, f"disconnected by the head unit (HCI 0x{code:02X})")
 
 
-class PeripheralLink(Link):
+class PeripheralLink(CallbackLink):
     """One head unit's connection, seen from the phone."""
 
     def __init__(self, peripheral: BumblePeripheral, connection: Connection) -> None:
+        super().__init__(queue=1024)  # credits bound what the head unit has in flight
         self._peripheral = peripheral
         self._connection = connection
-        self._send, self._receive = trio.open_memory_channel[bytes](1024)
-        self._closed: LinkClosed | None = None
-        self._closing = False
-        self.largest_write = 0  # bytes: the largest value the head unit wrote
 
     @property
     def att_mtu(self) -> int:
@@ -65,22 +60,8 @@ class PeripheralLink(Link):
     def peer(self) -> str:
         return str(self._connection.peer_address)
 
-    @property
-    def closed(self) -> LinkClosed | None:
-        return self._closed
-
-    def on_write(self, value: bytes) -> None:  # asyncio side, same thread
-        self.largest_write = max(self.largest_write, len(value))
-        if self._closed is None:
-            try:
-                self._send.send_nowait(bytes(value))
-            except trio.WouldBlock:  # the app stopped reading: a real stack drops too
-                log.warning("phone: dropping a write, receive queue full")
-
     def on_disconnection(self, reason: int) -> None:
-        if self._closed is None:
-            self._closed = _reason(reason, self._closing)
-        self._send.close()
+        self.end(_reason(reason))
 
     async def wait_send_ready(self) -> None:
         if self._closed is not None:
@@ -99,24 +80,11 @@ class PeripheralLink(Link):
         self._peripheral.last_notified = packet
         await trio_asyncio.aio_as_trio(device.notify_subscriber)(self._connection, char, packet)
 
-    async def receive(self) -> bytes:
+    async def _disconnect(self) -> None:
         try:
-            return await self._receive.receive()
-        except trio.EndOfChannel:
-            raise self._closed or LinkClosed(CloseReason.LOCAL) from None
-
-    async def aclose(self) -> None:
-        if self._closed is not None:
-            return
-        self._closing = True
-        with trio.CancelScope(shield=True), trio.move_on_after(5.0):
-            try:
-                await trio_asyncio.aio_as_trio(self._connection.disconnect)(REMOTE_USER_TERMINATED)
-            except Exception as e:  # already gone: the event below says how
-                log.debug("phone: disconnect: %s", e)
-        if self._closed is None:
-            self._closed = LinkClosed(CloseReason.LOCAL)
-            self._send.close()
+            await trio_asyncio.aio_as_trio(self._connection.disconnect)(REMOTE_USER_TERMINATED)
+        except Exception as e:  # already gone: the disconnection event says how
+            log.debug("phone: disconnect: %s", e)
 
 
 class BumblePeripheral:
@@ -192,7 +160,7 @@ class BumblePeripheral:
         self.largest_write = max(self.largest_write, len(value))
         link = self._links.get(connection.handle)
         if link is not None:
-            link.on_write(value)
+            link.deliver(value)
 
     def _read_from_phone(self, connection: Connection) -> bytes:
         if not self.from_phone_readable:

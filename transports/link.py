@@ -9,6 +9,7 @@ module knows whether bleak, Bumble or a simulation is underneath.
 from __future__ import annotations
 
 import abc
+import math
 from enum import Enum
 
 import trio
@@ -108,3 +109,52 @@ class Link(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Close locally. Idempotent; pending receives raise ``LinkClosed(LOCAL)``."""
+
+
+class CallbackLink(Link):
+    """A link whose packets a BLE stack delivers by callback (on trio's thread, as with
+    trio-asyncio): the shared part of the bleak and Bumble links. Subclasses call
+    :meth:`deliver` for each packet and :meth:`end` when the stack reports the
+    disconnection, and implement :meth:`_disconnect`."""
+
+    def __init__(self, queue: float = math.inf) -> None:
+        self._in, self._out = trio.open_memory_channel[bytes](queue)
+        self._closed: LinkClosed | None = None
+        self._closing = False
+        self.dropped = 0  # packets dropped because the queue was full
+
+    @property
+    def closed(self) -> LinkClosed | None:
+        return self._closed
+
+    def deliver(self, packet: bytes) -> None:
+        if self._closed is None:
+            try:
+                self._in.send_nowait(packet)
+            except trio.WouldBlock:  # the application stopped reading: a stack drops too
+                self.dropped += 1
+
+    def end(self, closed: LinkClosed) -> LinkClosed:
+        """The link ended (the first reason stands; a close we asked for is LOCAL)."""
+        if self._closed is None:
+            self._closed = LinkClosed(CloseReason.LOCAL) if self._closing else closed
+        self._in.close()
+        return self._closed
+
+    async def receive(self) -> bytes:
+        try:
+            return await self._out.receive()
+        except trio.EndOfChannel:
+            raise self._closed or LinkClosed(CloseReason.LOCAL) from None
+
+    async def aclose(self) -> None:
+        if self._closed is not None:
+            return
+        self._closing = True
+        with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+            await self._disconnect()
+        self.end(LinkClosed(CloseReason.LOCAL))
+
+    @abc.abstractmethod
+    async def _disconnect(self) -> None:
+        """Ask the stack to disconnect; errors are the subclass's to swallow."""
