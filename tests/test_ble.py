@@ -322,3 +322,18 @@ async def test_tshark_reads_the_bridge_writes_and_notifications_in_a_capture(
     notes = [bytes.fromhex(v) for op, h, v in rows if op == "0x1b" and int(h, 16) == notify_handle]
     assert writes == [b"to phone %d" % i for i in range(5)]
     assert notes == [b"from phone %d" % i for i in range(5)]
+
+
+@pytest.mark.parametrize("apple", [True, False])
+async def test_an_iphone_is_hinted_by_apples_company_id(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path, apple: bool
+) -> None:
+    async with _raw(tmp_path, captures, apple=apple) as (central, _phone):
+        with trio.move_on_after(2.0):  # the scan response follows the advertisement
+            async with central.scan() as sightings:
+                async for sighting in sightings:
+                    if sighting.apple:
+                        break
+        assert sighting.apple is apple
+        assert sighting.platform_hint == ("ios" if apple else "android")
+        assert sighting.name == "stranger"

@@ -58,12 +58,8 @@ _PROPERTY_NAMES = {
 }
 
 
-def _advertisement_data(
-    adv: Advertisement, scan_response: AdvertisingData | None
-) -> AdvertisementData:
-    data = AdvertisingData(list(adv.data.ad_structures))
-    if scan_response is not None:
-        data.ad_structures.extend(scan_response.ad_structures)
+def _advertisement_data(adv: Advertisement) -> AdvertisementData:
+    data = adv.data
     name = data.get(AdvertisingData.COMPLETE_LOCAL_NAME) or data.get(
         AdvertisingData.SHORTENED_LOCAL_NAME
     )
@@ -105,28 +101,19 @@ class BumbleScanner(BaseBleakScanner):
         super().__init__(detection_callback, service_uuids)
         self._device = bumble_device
         self._active = scanning_mode == "active"
-        self._scan_responses: dict[str, AdvertisingData] = {}
         self._listening = False
 
     def _on_advertisement(self, adv: Advertisement) -> None:
-        key = str(adv.address)
-        if adv.is_scan_response:
-            self._scan_responses[key] = adv.data
-            seen = self.seen_devices.get(key)
-            if seen is None:
-                return
-            primary = seen[1].platform_data[0]
-        else:
-            primary = adv
-        data = _advertisement_data(primary, self._scan_responses.get(key))
+        # Bumble's accumulator already merged a scan response into the advertisement
+        data = _advertisement_data(adv)
         if not self.is_allowed_uuid(data.service_uuids):
             return
+        key = str(adv.address)
         device = self.create_or_update_device(key, key, data.local_name, adv.address, data)
         self.call_detection_callbacks(device, data)
 
     async def start(self) -> None:
         self.seen_devices = {}
-        self._scan_responses.clear()
         if not self._listening:
             self._device.on(self._device.EVENT_ADVERTISEMENT, self._on_advertisement)
             self._listening = True

@@ -23,6 +23,7 @@ transport modules import asyncio and Bumble; everything here runs on the loop's 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import math
@@ -223,7 +224,42 @@ class PacedController(Controller):
         ):
             link.defer_completion(self, lambda: Controller.send_hci_packet(self, packet))
             return
+        if isinstance(
+            packet,
+            hci.HCI_LE_Advertising_Report_Event | hci.HCI_LE_Extended_Advertising_Report_Event,
+        ):
+            packet = self._with_scan_responses(packet)
         super().send_hci_packet(packet)
+
+    def _with_scan_responses(self, event: _Reports) -> _Reports:
+        """Bumble 0.0.236's virtual controller answers an active scan with the
+        advertising data again; a real one sends the advertiser's scan response data."""
+        reports: list[Any] = []
+        for report in event.reports:
+            if _is_scan_response(report):
+                advertiser = self.link.find_le_controller(report.address)
+                data = _scan_response_data(advertiser) if advertiser is not None else b""
+                reports.append(dataclasses.replace(report, data=data))
+            else:
+                reports.append(report)
+        return type(event)(reports)
+
+
+_Reports = hci.HCI_LE_Advertising_Report_Event | hci.HCI_LE_Extended_Advertising_Report_Event
+
+
+def _is_scan_response(report: Any) -> bool:
+    if isinstance(report, hci.HCI_LE_Extended_Advertising_Report_Event.Report):
+        flag = hci.HCI_LE_Extended_Advertising_Report_Event.EventType.SCAN_RESPONSE
+        return bool(report.event_type & flag)
+    return bool(report.event_type == hci.HCI_LE_Advertising_Report_Event.EventType.SCAN_RSP)
+
+
+def _scan_response_data(controller: Controller) -> bytes:
+    data = bytes(controller.le_legacy_advertiser.scan_response_data)
+    for adv_set in controller.advertising_sets.values():
+        data = data or bytes(adv_set.scan_response_data)
+    return data
 
 
 async def acl_room(host: Host, handle: int) -> None:
