@@ -337,3 +337,27 @@ async def test_an_iphone_is_hinted_by_apples_company_id(
         assert sighting.apple is apple
         assert sighting.platform_hint == ("ios" if apple else "android")
         assert sighting.name == "stranger"
+
+
+@pytest.mark.parametrize("where", ["connect", "start_notify"])
+async def test_an_unexpected_error_from_the_stack_is_a_failed_connection(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path, where: str
+) -> None:
+    # bleak and dbus-fast fail in more ways than they document (an AssertionError on a
+    # D-Bus reply, a KeyError in bleak's cache): one phone's connection fails, the head
+    # unit goes on, and a connection already made is ended.
+    async with _raw(tmp_path, captures) as (central, phone):
+        base = central.client_backend
+
+        async def broken(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError("bleak internals")
+
+        central.client_backend = type("Broken", (base,), {where: broken})
+        async with central.scan() as sightings:
+            sighting = await sightings.receive()
+        with pytest.raises(ConnectFailed, match="bleak internals") as failed:
+            await central.connect(sighting)
+        assert failed.value.transient
+        await trio.sleep(1.0)
+        assert phone.connected == 0
+        assert not phone.device.connections

@@ -22,8 +22,8 @@ policy (``bridge/central.py``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -47,6 +47,9 @@ from transports.link import (
     LinkClosed,
     payload_size_for_mtu,
 )
+
+if sys.platform == "linux":
+    from transports.bluez import BlueZClient
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +134,7 @@ class BleakLink(CallbackLink):
             pass
 
     async def _disconnect(self) -> None:
-        try:
-            await trio_asyncio.aio_as_trio(self.client.disconnect)()
-        except BleakError as e:
-            log.debug("disconnect %s: %s", self.peer, e)
+        await _bounded_disconnect(self.client)
 
 
 def _versions(raw: bytes) -> tuple[int, ...]:
@@ -159,6 +159,8 @@ class BleakCentral:
         connect_timeout: float = 10.0,
     ) -> None:
         self.scanner_backend = scanner_backend
+        if client_backend is None and sys.platform == "linux":
+            client_backend = BlueZClient  # bleak's, with BlueZ's quirks worked around
         self.client_backend = client_backend
         self.backend_kwargs = dict(backend_kwargs or {})
         self.connect_timeout = connect_timeout
@@ -193,12 +195,12 @@ class BleakCentral:
         try:
             yield receive
         finally:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), trio.move_on_after(5.0):
                 try:
                     await trio_asyncio.aio_as_trio(scanner.stop)()
-                except BleakError as e:
-                    log.debug("scan stop: %s", e)
-                send.close()
+                except Exception as e:
+                    log.debug("scan stop: %r", e)
+            send.close()
 
     async def connect(self, sighting: Sighting) -> BleakLink:
         """Connect and set up the bridge service; raises :class:`ConnectFailed`."""
@@ -215,9 +217,11 @@ class BleakCentral:
             backend=self.client_backend,
             **self.backend_kwargs,
         )
+        connected = False
         try:
             with trio.fail_after(self.connect_timeout * 2):
                 await trio_asyncio.aio_as_trio(client.connect)()
+                connected = True
                 link = await _set_up(client)
                 holder.append(link)
                 await trio_asyncio.aio_as_trio(client.start_notify)(link.from_phone, link.on_notify)
@@ -225,17 +229,29 @@ class BleakCentral:
                     _fail("the phone disconnected during setup", transient=True)
                 return link
         except BaseException as e:
-            with (
-                trio.CancelScope(shield=True),
-                trio.move_on_after(5.0),
-                contextlib.suppress(BleakError),
-            ):
-                await trio_asyncio.aio_as_trio(client.disconnect)()
-            if isinstance(e, BleakError | trio.TooSlowError | TimeoutError | OSError):
-                raise ConnectFailed(
-                    f"connecting to {sighting.address} failed: {e or type(e).__name__}"
-                ) from e
-            raise
+            # A failed ``connect`` has cleaned up after itself (on BlueZ a second
+            # ``disconnect`` would write to the closed D-Bus connection and wait for a
+            # reply that never comes); a failure after it leaves a link to end.
+            if connected:
+                await _bounded_disconnect(client)
+            if isinstance(e, ConnectFailed) or not isinstance(e, Exception):
+                raise
+            if not isinstance(e, BleakError | trio.TooSlowError | TimeoutError | OSError):
+                # bleak and its D-Bus library fail in more ways than they document; one
+                # phone's failed connection must not take the head unit down
+                log.warning("connecting to %s: unexpected error", sighting.address, exc_info=e)
+            raise ConnectFailed(
+                f"connecting to {sighting.address} failed: {str(e) or type(e).__name__}"
+            ) from e
+
+
+async def _bounded_disconnect(client: BleakClient) -> None:
+    """End a connection, whatever happens, within 5 seconds (even when cancelled)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+        try:
+            await trio_asyncio.aio_as_trio(client.disconnect)()
+        except Exception as e:
+            log.debug("disconnect %s: %r", client.address, e)
 
 
 def _fail(text: str, *, transient: bool = False) -> NoReturn:
