@@ -157,6 +157,9 @@ class HeadUnit:
                 self._nursery.start_soon(self._serve, phone)
         return phone
 
+    def _all_phones(self) -> list[Phone]:
+        return [*self.phones.values(), *([self.pairing] if self.pairing is not None else [])]
+
     def phone(self, name_or_key: str | bytes) -> Phone | None:
         for phone in self.phones.values():
             if name_or_key in (phone.name, phone.key):
@@ -177,11 +180,14 @@ class HeadUnit:
 
     def _on_sighting(self, sighting: SightingLike, nursery: trio.Nursery) -> None:
         now = trio.current_time()
+        if any(p.busy and p.address == sighting.address for p in self._all_phones()):
+            return  # connecting or connected to that address already
         match: TrustedDevice | None = resolve(sighting.name or "", self.trust.irks())
         if match is not None:
             phone = self._register(match.key_bytes, match.name, match.platform)
             if phone.busy or now < phone.not_before:
                 return
+            log.debug("%s at %s: connecting", phone.name, sighting.address)
             phone.busy = True
             phone.address = sighting.address
             phone.platform_hint = phone.platform_hint or sighting.platform_hint
@@ -193,6 +199,9 @@ class HeadUnit:
             self.strangers_ignored += 1
             return
         self.strangers_seen[sighting.address] = now
+        log.debug(
+            "a phone not paired at %s (%r): connecting to pair", sighting.address, sighting.name
+        )
         phone = self.pairing = self._new_phone(None, f"new phone at {sighting.address}")
         phone.busy = True
         phone.address = sighting.address

@@ -94,3 +94,47 @@ async def test_an_incompatible_phone_is_tried_again_only_after_five_minutes(
     with trio.move_on_after(650):
         await hu.run()
     assert [round(t) for t in radio.attempts] == [0, 300, 600]
+
+
+class SlowRadio(FlakyRadio):
+    """One address, seen now with the paired phone's token, now without a name (a scan
+    response not merged yet); a connection attempt takes a long while."""
+
+    @asynccontextmanager
+    async def scan(self) -> AsyncIterator[trio.MemoryReceiveChannel[Any]]:
+        send, receive = trio.open_memory_channel[Any](1)
+
+        async def advertise() -> None:
+            while True:
+                await send.send(FakeSighting("AA:BB", self.name))
+                await trio.sleep(0.1)
+                await send.send(FakeSighting("AA:BB", None))
+                await trio.sleep(0.1)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(advertise)
+            yield receive
+            nursery.cancel_scope.cancel()
+
+    async def connect(self, sighting: Any) -> Link:
+        self.attempts.append(trio.current_time())
+        await trio.sleep(20)
+        raise ConnectFailed("took too long")
+
+
+async def test_an_address_being_connected_is_not_also_taken_for_a_stranger(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    # Seen in the BlueZ VM lane: the paired phone's address, sighted once without its
+    # token while the head unit was connecting to it, was connected a second time "to
+    # pair"; both sessions then shared one BLE connection and broke each other.
+    trust = TrustStore(tmp_path / "hu")
+    irk = os.urandom(16)
+    key = X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    trust.add(key, "Pixel 9", "android", irk)
+    radio = SlowRadio(make_token(irk, os.urandom))
+    hu = HeadUnit(radio, trust, tmp_path / "hu", clock_ms=clock_ms_from_trio(), pairing_mode=True)
+    with trio.move_on_after(10):
+        await hu.run()
+    assert radio.attempts == [0.0]
+    assert hu.pairing is None
