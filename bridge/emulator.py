@@ -28,6 +28,7 @@ from pairing.handshake import Authenticated, CodeToConfirm, Handshake, Role
 from pairing.privacy import make_token
 from pairing.trust import TrustStore
 from transports.bumble_phone import BumblePeripheral
+from transports.link import Link
 
 Show = Callable[[str, str], None]
 ConfirmCode = Callable[[CodeToConfirm], Awaitable[bool]]
@@ -82,6 +83,9 @@ class EmulatedPhone:
         show: Show | None = None,
     ) -> None:
         self.peripheral = peripheral
+        # Android phones advertise each set from a new private address; iPhones keep
+        # theirs for about 15 minutes.
+        self.rotate_address = flavour.platform == "android"
         self.flavour = flavour
         self.trust = TrustStore(data_dir, role="phone")
         hello = m.Hello(
@@ -101,6 +105,12 @@ class EmulatedPhone:
         self._advertise = True
         self._changed = trio.Event()
         self.connected = trio.Event()
+        self._link: Link | None = None
+
+    async def drop_link(self) -> None:
+        """End the current connection from the phone's side (Bluetooth switched off)."""
+        if self._link is not None:
+            await self._link.aclose()
 
     def set_advertising(self, on: bool) -> None:
         """Advertise (the app open, Bluetooth on) or not; a connected link is unaffected."""
@@ -120,7 +130,7 @@ class EmulatedPhone:
                     continue
                 token = make_token(self.trust.irk, os.urandom)
                 self.tokens.append(token)
-                await self.peripheral.advertise(token)
+                await self.peripheral.advertise(token, fresh_address=self.rotate_address)
                 link = None
                 with trio.CancelScope() as waiting:
                     changed = self._changed
@@ -148,5 +158,7 @@ class EmulatedPhone:
                     random=os.urandom,
                     irk=self.trust.irk,
                 )
+                self._link = link
                 self.links.append(await self.session.run_link(link, handshake=handshake))
+                self._link = None
                 self.connected = trio.Event()

@@ -8,6 +8,7 @@ uses this instead of importing asyncio or trio-asyncio itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,3 +19,22 @@ import trio_asyncio
 async def asyncio_loop() -> AsyncIterator[None]:
     async with trio_asyncio.open_loop():
         yield
+
+
+def asyncio_task_stacks() -> list[str]:
+    """Where every asyncio task of the running trio-asyncio loop is waiting (for a
+    diagnostic dump of a hang; empty outside a loop)."""
+    try:
+        loop = trio_asyncio.current_loop.get()
+    except LookupError:
+        return []
+    if loop is None:
+        return []
+    lines = []
+    for task in asyncio.all_tasks(loop):
+        try:
+            frames = [f"{f.f_code.co_name}:{f.f_lineno}" for f in task.get_stack()]
+        except Exception as e:  # a dump must not fail
+            frames = [f"({type(e).__name__}: {e})"]
+        lines.append(f"asyncio {task.get_name()}: {' > '.join(frames) or '(not started)'}")
+    return lines

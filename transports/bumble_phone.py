@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 import trio_asyncio
-from bumble import gatt
+from bumble import gatt, hci
 from bumble.att import ATT_Error, ErrorCode
 from bumble.core import AdvertisingData
 from bumble.device import Connection, Device
@@ -191,11 +191,18 @@ class BumblePeripheral:
     async def power_on(self) -> None:
         await trio_asyncio.aio_as_trio(self.device.power_on)()
 
-    async def advertise(self, name: str) -> None:
-        """(Re)start connectable advertising with this name (a recognition token)."""
+    async def advertise(self, name: str, *, fresh_address: bool = False) -> None:
+        """(Re)start connectable advertising with this name (a recognition token);
+        ``fresh_address`` also takes a new random private address first, as Android does
+        for every advertising set (only while no head unit is connected)."""
         self.name = name
         data, scan_response = self.advertising_data(name)
         await self.stop_advertising()
+        if fresh_address and not self._links:
+            address = hci.Address.generate_private_address()
+            command = hci.HCI_LE_Set_Random_Address_Command(random_address=address)
+            await trio_asyncio.aio_as_trio(self.device.send_sync_command)(command)
+            self.device.random_address = address
         await trio_asyncio.aio_as_trio(self.device.start_advertising)(
             advertising_data=data,
             scan_response_data=scan_response,

@@ -126,8 +126,17 @@ class PacedLink(LocalLink):
             return  # the radio is silent: nothing crosses any more
         direction = self._directions.get((sender_controller, destination))
         if direction is None:
+            # stamped with the sender's address in this connection, not its current one
+            # (Bumble's LocalLink takes the current one: a host that takes a new private
+            # address while connected, as Linux does, would have its data dropped)
+            connection = sender_controller.le_connections.get(destination_address)
+            source = (
+                connection.self_address
+                if connection is not None
+                else sender_controller.random_address
+            )
             direction = self._directions[(sender_controller, destination)] = _Direction(
-                destination, sender_controller.random_address
+                destination, source
             )
         direction.queue.append(data)
         direction.queued_bytes += len(data)
@@ -379,6 +388,36 @@ async def hci_device(
             transport.source,
             transport.sink,
         )
+    finally:
+        with trio.CancelScope(shield=True):
+            await close_transport(transport)
+
+
+@asynccontextmanager
+async def kernel_controller(
+    radio: VirtualRadio, address: str, spec: str = "vhci", pacing: Pacing | None = None
+) -> AsyncIterator[Controller]:
+    """A controller of ``radio`` handed to this machine's kernel through Linux's virtual
+    HCI driver (``/dev/vhci``, module ``hci_vhci``): BlueZ sees a new adapter whose
+    radio reaches the radio's other devices (call from trio, inside trio-asyncio's
+    loop). Raises ``OSError`` when the transport does not open."""
+    try:
+        transport = await trio_asyncio.aio_as_trio(open_transport)(spec)
+    except (OSError, ValueError, ImportError, core.BaseBumbleError) as e:
+        raise OSError(f"cannot open Bluetooth transport {spec!r}: {e}") from e
+    controller = PacedController(
+        "kernel",
+        host_source=transport.source,
+        host_sink=transport.sink,
+        link=radio.link,
+        public_address=hci.Address(address, hci.Address.PUBLIC_DEVICE_ADDRESS),
+    )
+    controller.le_acl_data_packet_length = ACL_PACKET_LENGTH
+    controller.total_num_le_acl_data_packets = ACL_BUFFERS
+    if pacing is not None:
+        radio.link.pacing[controller] = pacing
+    try:
+        yield controller
     finally:
         with trio.CancelScope(shield=True):
             await close_transport(transport)
