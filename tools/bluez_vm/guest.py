@@ -1,0 +1,347 @@
+"""The scenarios, inside the guest: the head unit through bleak's BlueZ backend on hci0,
+an Android and an iOS emulated phone on the same virtual radio.
+
+The radio is the project's Bumble one (``transports/bumble_radio.py``): hci0 is one of
+its controllers handed to the kernel through ``/dev/vhci``, so the head unit's path is
+the real one (bleak -> D-Bus -> bluetoothd -> kernel HCI -> controller), and the phones
+are Bumble devices on controllers of the same radio. (BlueZ's own ``btvirt`` emulator
+cannot carry two phones at once: its controllers announce the central's connection
+handle to the peripheral while filing the connection under another, see
+docs/BLUEZ.md.)
+
+Writes ``/out/results.json`` (scenario -> "passed" or why it failed) after each
+scenario, the phones' btsnoop captures and bluetoothd's log to ``/out``. Wall-clock
+time: this is real BlueZ. Exit code 0 iff every scenario asked for passed.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bridge import messages as m
+from bridge.central import HeadUnit, Phone
+from bridge.emulator import EmulatedPhone
+from bridge.endpoint import clock_ms_from_trio
+from bridge.headunit import DeviceEvent
+from bridge.scenarios import FLAVOURS, drive, messages, playlist
+from bridge.session import LinkDown, LinkUp
+from bridge.world import pacing_for
+from pairing.handshake import Authenticated, CodeToConfirm
+from pairing.trust import TrustStore
+from transports.aio import asyncio_loop, asyncio_task_stacks
+from transports.ble import BleakCentral
+from transports.bumble_phone import BumblePeripheral
+from transports.bumble_radio import VirtualRadio, kernel_controller
+from transports.simulated import PROFILES
+
+OUT = Path("/out")
+BLUETOOTHD = "/usr/libexec/bluetooth/bluetoothd"
+HEAD_UNIT_ADDRESS = "00:AA:01:00:00:00"
+SCENARIO_LIMIT = 150.0
+ANDROID, IOS = FLAVOURS["android"], FLAVOURS["ios"]
+
+
+class Lane:
+    def __init__(self, hu: HeadUnit, phones: dict[str, EmulatedPhone]) -> None:
+        self.hu = hu
+        self.phones = phones
+        self.events: list[tuple[Phone, DeviceEvent]] = []
+        self.prompts: list[CodeToConfirm] = []
+        self._changed = trio.Event()
+
+    def kinds(self, name: str, kind: str) -> list[Any]:
+        return [e.detail for p, e in self.events if p.name == name and e.kind == kind]
+
+    def links(self, name: str, cls: type) -> list[Any]:
+        return [d for d in self.kinds(name, "link") if isinstance(d, cls)]
+
+    async def until(self, what: str, predicate: Callable[[], bool], limit: float = 90) -> None:
+        with trio.move_on_after(limit):
+            while not predicate():
+                with trio.move_on_after(0.5):
+                    await self._changed.wait()
+            return
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def pump(self) -> None:
+        async for phone, event in self.hu.events:
+            self.events.append((phone, event))
+            self._changed.set()
+            self._changed = trio.Event()
+
+    def connected(self, name: str) -> bool:
+        phone = self.hu.phone(name)
+        return phone is not None and phone.connected and phone.device.peer is not None
+
+
+async def pair_and_channels(lane: Lane) -> None:
+    """Find the phone, connect through BlueZ, take the real MTU, pair, all channels."""
+    name, phone = ANDROID.name, lane.phones["pixel"]
+    phone.set_advertising(True)
+    await lane.until("the Android phone paired", lambda: lane.connected(name))
+    ups = lane.links(name, LinkUp)
+    assert ups[-1].payload_size == 512, f"payload {ups[-1].payload_size}: MTU not acquired"
+    assert [a.paired_now for a in lane.links(name, Authenticated)][:1] == [True]
+    record = lane.hu.phone(name)
+    assert record is not None
+    async with trio.open_nursery() as play:
+        play.start_soon(drive, phone.app, ANDROID)
+        play.start_soon(messages, phone.app, ANDROID)
+        play.start_soon(playlist, phone.app, ANDROID)
+        await lane.until("a notification", lambda: bool(lane.kinds(name, "notification")))
+        await lane.until("album art", lambda: bool(lane.kinds(name, "art")))
+        await record.device.media(m.MediaCommand.PAUSE)
+        note = lane.kinds(name, "notification")[0]
+        await record.device.reply(note.id, text="On my way")
+        play.cancel_scope.cancel()
+    assert lane.kinds(name, "maneuver"), "no maneuver arrived"
+    assert phone.app.player is not None and not phone.app.player.playing, "pause not applied"
+    assert (note.id, "On my way") in phone.app.replies, "reply not delivered"
+
+
+async def link_loss(lane: Lane) -> None:
+    """The link drops in the middle of a transfer; the head unit reconnects by token,
+    without a prompt, and every message arrives once, in order."""
+    name, phone = ANDROID.name, lane.phones["pixel"]
+    phone.set_advertising(True)
+    await lane.until("the Android phone connected", lambda: lane.connected(name))
+    before = len(lane.links(name, LinkDown))
+    sent: list[str] = []
+    start = len(lane.kinds(name, "notification"))
+
+    async def publish() -> None:
+        for i in range(20):
+            if i == 5:
+                await phone.app.send_object(90 + i, bytes(range(256)) * 96, "image/jpeg")
+            note = m.Notification(f"loss{i}", "Chat", m.Category.MESSAGE, f"m{i}", 0, sender="Bo")
+            await phone.app.notify(note)
+            sent.append(note.id)
+            await trio.sleep(0.3)
+
+    async with trio.open_nursery() as play:
+        play.start_soon(publish)
+        await lane.until(
+            "5 notifications", lambda: len(lane.kinds(name, "notification")) >= start + 5
+        )
+        await phone.drop_link()  # the phone's side ends the connection, mid-transfer
+    await lane.until("the link to go down", lambda: len(lane.links(name, LinkDown)) > before)
+    await lane.until(
+        "every notification after reconnecting",
+        lambda: len(lane.kinds(name, "notification")) >= start + len(sent),
+        120,
+    )
+    got = [n.id for n in lane.kinds(name, "notification")[start:]]
+    assert got == sent, f"got {got}"
+    assert lane.links(name, Authenticated)[-1].paired_now is False, "asked to pair again"
+
+
+async def android_and_ios(lane: Lane) -> None:
+    """An Android phone and an iPhone at once, each on its own controller."""
+    for phone in lane.phones.values():
+        phone.set_advertising(True)
+    await lane.until(
+        "both phones connected", lambda: lane.connected(ANDROID.name) and lane.connected(IOS.name)
+    )
+    ups = lane.links(IOS.name, LinkUp)
+    assert ups[-1].payload_size == 182, f"iOS payload {ups[-1].payload_size}"
+    pixel, iphone = lane.phones["pixel"], lane.phones["iphone"]
+    start = len(lane.kinds(ANDROID.name, "maneuver"))
+    async with trio.open_nursery() as play:
+        play.start_soon(drive, pixel.app, ANDROID)
+        play.start_soon(playlist, iphone.app, IOS)
+        await lane.until(
+            "a maneuver and now playing",
+            lambda: (
+                len(lane.kinds(ANDROID.name, "maneuver")) > start
+                and bool(lane.kinds(IOS.name, "now_playing"))
+            ),
+        )
+        record = lane.hu.phone(IOS.name)
+        assert record is not None
+        await record.device.media(m.MediaCommand.PAUSE)
+        play.cancel_scope.cancel()
+    assert iphone.app.player is not None and not iphone.app.player.playing
+
+
+def task_dump() -> str:
+    """Every trio task and what it awaits, then every asyncio task: what a hang looks like."""
+    lines: list[str] = []
+
+    def walk(task: trio.lowlevel.Task, depth: int) -> None:
+        try:
+            frames = [f"{f.f_code.co_name}:{line}" for f, line in task.iter_await_frames()]
+        except Exception as e:  # a dump must not fail
+            frames = [f"({type(e).__name__}: {e})"]
+        lines.append(f"{'  ' * depth}{task.name}: {' > '.join(frames[-6:])}")
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child, depth + 1)
+
+    root = trio.lowlevel.current_root_task()
+    if root is not None:
+        walk(root, 0)
+    return "\n".join([*lines, *asyncio_task_stacks()])
+
+
+async def logged(
+    run: Callable[..., Awaitable[None]],
+    what: str,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``run(task_status=...)``, logging at once an exception that ends it (otherwise seen
+    only when the whole nursery has ended, which a stuck task may prevent)."""
+    try:
+        await run(task_status=task_status)
+    except BaseException as e:
+        rest = e.split(trio.Cancelled)[1] if isinstance(e, BaseExceptionGroup) else e
+        if rest is not None and not isinstance(rest, trio.Cancelled):
+            logging.exception("%s ended with an error", what)
+        raise
+
+
+#: The running scenario and when it must have ended, watched by a plain thread: it
+#: still runs when no trio deadline can fire (every scope cancelled, one task waiting on an
+#: asyncio future that never completes) or trio's own thread is blocked.
+WATCH: dict[str, Any] = {"name": None, "deadline": None, "token": None}
+
+
+def hung(name: str) -> None:
+    """The scenario overran its deadline by far: dump every thread and every task, record
+    it as hung, and end the process (nothing short of that ends a stuck scenario)."""
+    with Path("/tmp/traceback.txt").open("w") as f:  # tmpfs first: /out might be the problem
+        f.write(f"scenario {name} past its deadline; every thread:\n")
+        f.flush()
+        faulthandler.dump_traceback(f, all_threads=True)
+    dump: list[str] = []
+    token = WATCH["token"]
+    if token is not None:  # trio's tasks, dumped from trio's thread
+
+        def from_trio() -> None:
+            try:
+                dump.append(trio.from_thread.run_sync(task_dump, trio_token=token))
+            except Exception as e:
+                dump.append(f"(no task dump: {type(e).__name__}: {e})")
+
+        helper = threading.Thread(target=from_trio, daemon=True)
+        helper.start()
+        helper.join(10.0)
+    text = Path("/tmp/traceback.txt").read_text() + "\n".join(dump or ["(trio did not answer)"])
+    Path("/tmp/traceback.txt").write_text(text)
+    try:
+        (OUT / "traceback.txt").write_text(text)
+        path = OUT / "results.json"
+        results = json.loads(path.read_text()) if path.exists() else {}
+        results[name] = "failed: hung past its deadline (every task in traceback.txt)"
+        path.write_text(json.dumps(results, indent=1))
+        print(f"scenario {name}: {results[name]}", flush=True)
+    finally:
+        os._exit(3)
+
+
+def thread_watchdog() -> None:
+    while True:
+        time.sleep(1.0)
+        deadline = WATCH["deadline"]
+        if deadline is not None and time.monotonic() > deadline:
+            hung(WATCH["name"])
+
+
+SCENARIOS: dict[str, Callable[[Lane], Awaitable[None]]] = {
+    "pair-and-channels": pair_and_channels,
+    "link-loss": link_loss,
+    "android-and-ios": android_and_ios,
+}
+
+
+async def main(names: list[str]) -> int:
+    results: dict[str, str] = {}
+    data = Path(tempfile.mkdtemp())
+    clock = clock_ms_from_trio()
+    async with asyncio_loop(), AsyncExitStack() as stack:
+        # One virtual radio: the kernel's hci0 (BlueZ's adapter) and the phones.
+        radio = VirtualRadio(snoop_dir=OUT)
+        stack.callback(radio.close)
+        await stack.enter_async_context(kernel_controller(radio, HEAD_UNIT_ADDRESS))
+        phones: dict[str, EmulatedPhone] = {}
+        for key, flavour in (("pixel", ANDROID), ("iphone", IOS)):
+            profile = PROFILES[flavour.link_profile]
+            device = await radio.powered(key, pacing_for(profile))
+            peripheral = BumblePeripheral(device, att_mtu=profile.att_mtu, apple=flavour is IOS)
+            phones[key] = EmulatedPhone(peripheral, flavour, data / key, clock_ms=clock)
+            phones[key].set_advertising(False)
+        bluetoothd_log = stack.enter_context((OUT / "bluetoothd.log").open("w"))
+        bluetoothd = subprocess.Popen(
+            [BLUETOOTHD, "-n", "-d"], stdout=bluetoothd_log, stderr=subprocess.STDOUT
+        )
+        try:
+            await trio.sleep(2.0)  # bluetoothd powers hci0 (AutoEnable)
+
+            async def yes(phone: Phone, event: CodeToConfirm) -> bool:
+                lane.prompts.append(event)
+                return True
+
+            hu = HeadUnit(BleakCentral(connect_timeout=30.0), TrustStore(data / "hu"), data / "hu",
+                          pairing_mode=True, confirm=yes, clock_ms=clock)  # fmt: skip
+            lane = Lane(hu, phones)
+            async with trio.open_nursery() as nursery:
+                for key, phone in phones.items():
+                    await nursery.start(logged, phone.run, f"phone {key}")
+                nursery.start_soon(lane.pump)
+                for attempt in range(30):  # the adapter appears when bluetoothd is ready
+                    try:
+                        await nursery.start(logged, hu.run, "head unit")
+                        break
+                    except Exception as e:
+                        logging.warning("head unit not ready (%s); retrying", e)
+                        await trio.sleep(1.0)
+                        if attempt == 29:
+                            raise
+                WATCH["token"] = trio.lowlevel.current_trio_token()
+                threading.Thread(target=thread_watchdog, daemon=True).start()
+                for name in names:
+                    WATCH.update(name=name, deadline=time.monotonic() + SCENARIO_LIMIT + 20)
+                    try:
+                        with trio.fail_after(SCENARIO_LIMIT):
+                            await SCENARIOS[name](lane)
+                        results[name] = "passed"
+                    except Exception as e:  # an assertion, a timeout, or a bug
+                        results[name] = f"failed: {type(e).__name__}: {e}"
+                        logging.exception("scenario %s failed", name)
+                    (OUT / "results.json").write_text(json.dumps(results, indent=1))
+                    print(f"scenario {name}: {results[name]}", flush=True)
+                    WATCH["deadline"] = None
+                nursery.cancel_scope.cancel()
+        finally:
+            bluetoothd.terminate()
+    return 0 if all(v == "passed" for v in results.values()) and results else 1
+
+
+if __name__ == "__main__":
+    faulthandler.register(signal.SIGTERM, all_threads=True, chain=True)  # a hang shows where
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # bleak's BlueZ backend at debug level (every D-Bus signal) in a file of its own
+    bleak_log = logging.FileHandler(OUT / "bleak.log")
+    bleak_log.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    logging.getLogger("bleak").addHandler(bleak_log)
+    logging.getLogger("bleak").setLevel(logging.DEBUG)
+    logging.getLogger("bleak").propagate = False
+    logging.getLogger("bridge.central").setLevel(logging.DEBUG)
+    sys.exit(trio.run(main, sys.argv[1:] or list(SCENARIOS)))
