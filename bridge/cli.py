@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="append session keys to FILE so captures can be decrypted (insecure: debugging)",
     )
+    demo.add_argument(
+        "--capture",
+        type=Path,
+        metavar="DIR",
+        help="with --radio bumble: write each device's HCI traffic to DIR/NAME.btsnoop "
+        "(Wireshark, bridge-dump)",
+    )
     return parser
 
 
@@ -101,10 +108,18 @@ def main(argv: list[str] | None = None) -> int:
                 "data_dir": args.data_dir,
                 "keylog": KeyLog(args.keylog) if args.keylog else None,
             }
+            if args.capture is not None and args.radio != "bumble":
+                print(
+                    "bridge: --capture records real HCI traffic: use it with --radio bumble",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+            if args.capture is not None:
+                args.capture.mkdir(parents=True, exist_ok=True)
             if args.radio == "bumble":
                 from bridge import demo_radio  # noqa: PLC0415 - loads Bumble only when asked
 
-                status = demo_radio.main(**common, ask=demo._ask)
+                status = demo_radio.main(**common, ask=demo._ask, capture=args.capture)
             else:
                 status = demo.main(args.profile, seed=args.seed, **common)
         except* TrustStoreError as group:

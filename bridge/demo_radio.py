@@ -78,10 +78,11 @@ async def run_radio_demo(
     data_dir: Path,
     confirm: Confirm,
     keylog: KeyLog | None = None,
+    capture: Path | None = None,
 ) -> RadioDemoResult:
     result = RadioDemoResult()
     async with asyncio_loop():
-        world = RadioWorld(data_dir, clock_ms=clock_ms_from_trio())
+        world = RadioWorld(data_dir, clock_ms=clock_ms_from_trio(), snoop_dir=capture)
         screen = _Screen(out)
         try:
             central = await world.start_central()
@@ -265,6 +266,7 @@ def main(
     data_dir: Path | None = None,
     keylog: KeyLog | None = None,
     ask: Callable[[str], Awaitable[bool]] | None = None,
+    capture: Path | None = None,
 ) -> int:
     clock = None if realtime or not assume_yes else trio.testing.MockClock(autojump_threshold=0)
     confirm: Confirm = _yes if assume_yes or ask is None else ask
@@ -278,6 +280,7 @@ def main(
                 data_dir=directory,
                 confirm=confirm,
                 keylog=keylog,
+                capture=capture,
             ),
             clock=clock,
         )

@@ -41,8 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 SUITE = "bookworm"
 PACKAGES = (
-    "bluez,dbus,python3,python3-venv,kmod,udev,linux-image-amd64,"
-    "initramfs-tools,procps,iproute2"
+    "bluez,dbus,python3,python3-venv,kmod,udev,linux-image-amd64,initramfs-tools,procps,iproute2"
 )
 IMAGE_SIZE = "1600M"
 BUILD_VERSION = "1"  # bump to force a rebuild

@@ -1,0 +1,279 @@
+"""bridge-dump on real captures: the radio demo's (made here, with its key log), the
+Android HCI logs of ../shared/captures, the same packets in every container format,
+and bad files."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bridge import demo_radio
+from bridge.errors import ProtocolError
+from pairing.keylog import KeyLog
+from tools.dump import cli
+from tools.dump.att import AttTracker
+from tools.dump.capture import BTSNOOP_EPOCH, CaptureError, HciPacket, read_capture
+from tools.dump.decode import Decoder
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "captures"
+REAL = sorted(SHARED.glob("*btsnoop_hci.log")) if SHARED.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The radio demo (two phones, pairing, a link drop), captured with its key log."""
+    folder = tmp_path_factory.mktemp("demo")
+    status = demo_radio.main(
+        drop=True,
+        realtime=False,
+        out=io.StringIO(),
+        keylog=KeyLog(folder / "keys.log"),
+        capture=folder,
+    )
+    assert status == 0
+    yield folder
+
+
+def run(*args: str | Path) -> tuple[int, str]:
+    out = io.StringIO()
+    code = cli.main([str(a) for a in args], out=out)
+    return code, out.getvalue()
+
+
+def test_the_head_unit_capture_decrypts_into_every_channel(demo: Path) -> None:
+    code, out = run(demo / "head-unit.btsnoop", "--keylog", demo / "keys.log")
+    assert code == 0
+    lines = out.splitlines()
+    assert "XX message 1, 32 bytes" in lines[0]
+    assert any("KK message 1" in line for line in lines)  # the reconnection after the drop
+    assert any("phone->hu  nav     maneuver" in line and "onto Main St" in line for line in lines)
+    assert any("audio   media_command_request pause" in line for line in lines)
+    assert any("msg     notification" in line and "Anna" in line for line in lines)
+    assert any("bulk    bulk_chunk" in line for line in lines)
+    assert not [line for line in lines if " error " in line]
+    assert any(line.split()[1] == "Pixel" for line in lines)  # named from its hello
+    assert any("iPhone 16" in line for line in lines)
+
+
+def test_without_the_keys_records_are_listed_encrypted(demo: Path) -> None:
+    code, out = run(demo / "head-unit.btsnoop")
+    assert code == 0
+    assert "encrypted, " in out and "[decrypted]" not in out
+    assert "handshake" in out  # handshake messages travel in the clear
+
+
+def test_a_key_log_of_other_sessions_decrypts_nothing_and_says_so(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.log"
+    other.write_text(f"BRIDGE_V0 {'11' * 32} {'22' * 32} {'33' * 32}\n")
+    code, out = run(demo / "head-unit.btsnoop", "--keylog", other)
+    assert code == 0 and "[decrypted]" not in out
+    assert "no session in the key log matches this capture" in capsys.readouterr().err
+
+
+def test_a_tampered_record_is_reported_as_failing_to_decrypt(demo: Path, tmp_path: Path) -> None:
+    data = bytearray((demo / "head-unit.btsnoop").read_bytes())
+    packets = list(read_capture(bytes(data)))
+    tracker, decoder = AttTracker(), Decoder()
+    candidates = []
+    for packet in packets:
+        for pdu in tracker.feed(packet):
+            for item in decoder.feed(pdu):
+                if item.kind == "encrypted" and item.size > 40:
+                    candidates.append(packet)
+    target = candidates[10]  # not a stream's first record: the keys are found by then
+    # flip the last byte of that packet (inside the AEAD tag) in the file
+    offset = _record_offset(bytes(data), target.number) + len(target.data)
+    data[offset] ^= 0x01
+    (tmp_path / "t.btsnoop").write_bytes(bytes(data))
+    code, out = run(tmp_path / "t.btsnoop", "--keylog", demo / "keys.log")
+    assert code == 0
+    assert "failed to decrypt with this connection's keys" in out
+    assert "[decrypted]" in out  # the rest still decrypts
+
+
+def _record_offset(data: bytes, number: int) -> int:
+    """Where btsnoop record ``number``'s H4 type byte is."""
+    offset = 16
+    for _ in range(number - 1):
+        offset += 24 + struct.unpack_from(">I", data, offset + 4)[0]
+    return offset + 24
+
+
+def test_filters_json_and_verbose(demo: Path) -> None:
+    code, out = run(
+        demo / "head-unit.btsnoop", "--keylog", demo / "keys.log",
+        "--channel", "nav", "--type", "maneuver", "--json",
+    )  # fmt: skip
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and rows and {r["channel"] for r in rows} == {"navigation"}
+    assert {r["type"] for r in rows} == {"maneuver"} and all(r["decrypted"] for r in rows)
+    assert {r["device"] for r in rows} == {"Pixel 9"}
+    _, out = run(
+        demo / "head-unit.btsnoop", "--keylog", demo / "keys.log", "--device", "iPhone 16",
+        "--type", "media_command_request", "-v",
+    )  # fmt: skip
+    lines = out.splitlines()
+    assert "pause" in lines[0]
+    assert lines[1].strip().startswith("[2, ") and "{0: " in lines[1]  # diagnostic notation
+
+
+def test_stats(demo: Path) -> None:
+    code, out = run(demo / "head-unit.btsnoop", "--keylog", demo / "keys.log", "--stats")
+    assert code == 0
+    table = out[out.index("statistics") :]
+    assert "Pixel 9" in table and "bulk" in table and "gaps" in table
+
+
+def _monitor(packets: list[HciPacket]) -> bytes:
+    out = bytearray(b"btsnoop\0" + struct.pack(">II", 1, 2001))
+    opcodes = {(1, True): 2, (4, False): 3, (2, True): 4, (2, False): 5}
+    for p in packets:
+        flags = opcodes[(int(p.type), p.sent)]
+        stamp = int(p.time * 1e6) + BTSNOOP_EPOCH
+        out += struct.pack(">IIIIq", len(p.data), len(p.data), flags, 0, stamp) + p.data
+    return bytes(out)
+
+
+def _pcapng(packets: list[HciPacket]) -> bytes:
+    def block(kind: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack("<II", kind, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+    out = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    out += block(1, struct.pack("<HHI", 201, 0, 0))
+    for p in packets:
+        data = struct.pack(">I", 0 if p.sent else 1) + bytes([int(p.type)]) + p.data
+        ticks = int(p.time * 1e6)
+        out += block(6, struct.pack("<IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, len(data),
+                                    len(data)) + data)  # fmt: skip
+    return out
+
+
+def _pcap(packets: list[HciPacket]) -> bytes:
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 201)
+    for p in packets:
+        data = struct.pack(">I", 0 if p.sent else 1) + bytes([int(p.type)]) + p.data
+        seconds = int(p.time)
+        out += struct.pack("<IIII", seconds, round((p.time - seconds) * 1e6), len(data), len(data))
+        out += data
+    return out
+
+
+@pytest.mark.parametrize("container", [_monitor, _pcapng, _pcap])
+def test_the_same_packets_in_every_container_decode_the_same(
+    demo: Path, tmp_path: Path, container: object
+) -> None:
+    original = demo / "pixel.btsnoop"
+    packets = [p for p in read_capture(original.read_bytes()) if int(p.type) in (1, 2, 4)]
+    other = tmp_path / "capture"
+    other.write_bytes(container(packets))  # type: ignore[operator]
+    _, expected = run(original, "--keylog", demo / "keys.log", "--json")
+    _, got = run(other, "--keylog", demo / "keys.log", "--json")
+
+    def strip(text: str) -> list[dict[str, object]]:  # frame numbers and times may differ
+        rows = [json.loads(line) for line in text.splitlines()]
+        return [{k: v for k, v in r.items() if k not in ("frame", "time")} for r in rows]
+
+    assert strip(got) == strip(expected) and expected
+
+
+@pytest.mark.skipif(not REAL, reason="../shared/captures is not beside the repository")
+@pytest.mark.parametrize("capture", REAL, ids=lambda p: p.name)
+def test_real_android_logs_have_no_bridge_and_their_att_counts_match_tshark(
+    capture: Path,
+) -> None:
+    code, out = run(capture)
+    assert code == 0
+    assert "no bridge service found" in out.splitlines()[0]
+    total = int(out.splitlines()[1].split()[2])
+    listed = sum(int(line.split()[0]) for line in out.splitlines() if line.startswith("     "))
+    assert listed == total
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        if os.environ.get("BRIDGE_REQUIRE_TSHARK"):
+            pytest.fail("tshark is not installed (Debian: apt-get install tshark)")
+        pytest.skip("tshark is not installed")
+    rows = subprocess.run(
+        [tshark, "-r", str(capture), "-Y", "btatt", "-T", "fields", "-e", "btatt.opcode",
+         "-e", "btatt.handle"],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout.splitlines()  # fmt: skip
+    assert total == len(rows)
+    writes = sum(1 for r in rows if r.split("\t")[0] == "0x52")
+    assert f"{writes:5d}  Write Command" in out or writes == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty or too short"),
+        (b"hello, this is not a capture at all", "not a capture this tool reads"),
+        (b"btsnoop\0\0\0\0\1\0\0\0\x05", "datalink 5"),
+    ],
+)
+def test_bad_files_are_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    path = tmp_path / "bad"
+    path.write_bytes(content)
+    assert run(path)[0] == cli.EXIT_BAD_CAPTURE
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_truncated_capture_shows_what_it_has_then_fails(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = (demo / "head-unit.btsnoop").read_bytes()
+    (tmp_path / "cut").write_bytes(data[: len(data) // 2 + 7])
+    code, out = run(tmp_path / "cut")
+    assert code == cli.EXIT_BAD_CAPTURE and "handshake" in out
+    assert "truncated" in capsys.readouterr().err
+
+
+def test_missing_file_and_bad_key_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(tmp_path / "nothing")[0] == cli.EXIT_BAD_CAPTURE
+    assert "cannot read" in capsys.readouterr().err
+    (tmp_path / "keys").write_text("BRIDGE_V0 zz\n")
+    assert run(tmp_path / "nothing", "--keylog", tmp_path / "keys")[0] == cli.EXIT_BAD_KEYLOG
+    assert "cannot read the key log" in capsys.readouterr().err
+
+
+def _everything(data: bytes) -> None:
+    tracker, decoder = AttTracker(), Decoder({bytes(32): (bytes(32), bytes(32))})
+    for packet in read_capture(data, partial_ok=True):
+        for pdu in tracker.feed(packet):
+            list(decoder.feed(pdu))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2000), st.sampled_from([b"", b"btsnoop\0\0\0\0\1\0\0\x03\xea",
+       b"btsnoop\0\0\0\0\1\0\0\x07\xd1", b"\x0a\x0d\x0d\x0a", b"\xd4\xc3\xb2\xa1"]))  # fmt: skip
+def test_random_files_raise_only_capture_errors(tail: bytes, head: bytes) -> None:
+    with contextlib.suppress(CaptureError):
+        _everything(head + tail)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_captures_raise_only_protocol_errors(demo: Path, data: st.DataObject) -> None:
+    base = bytearray((demo / "pixel.btsnoop").read_bytes()[:12000])
+    for _ in range(data.draw(st.integers(1, 8))):
+        at = data.draw(st.integers(0, len(base) - 1))
+        base[at] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(base)))
+    with contextlib.suppress(ProtocolError):
+        _everything(bytes(base[:cut]))
