@@ -277,3 +277,65 @@ def test_mutated_captures_raise_only_protocol_errors(demo: Path, data: st.DataOb
     cut = data.draw(st.integers(0, len(base)))
     with contextlib.suppress(ProtocolError):
         _everything(bytes(base[:cut]))
+
+
+LUA = Path(__file__).resolve().parents[1] / "tools" / "wireshark" / "bridge.lua"
+
+
+def _tshark() -> str:
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        if os.environ.get("BRIDGE_REQUIRE_TSHARK"):
+            pytest.fail("tshark is not installed (Debian: apt-get install tshark)")
+        pytest.skip("tshark is not installed")
+    return tshark
+
+
+def test_the_wireshark_dissector_agrees_with_bridge_dump(demo: Path) -> None:
+    capture = demo / "head-unit.btsnoop"
+    fields = ["frame.number", "bridge.direction", "bridge.segment.kind", "bridge.record.length",
+              "bridge.record.encrypted", "bridge.frame.channel", "bridge.frame.type"]  # fmt: skip
+    out = subprocess.run(
+        [_tshark(), "-X", f"lua_script:{LUA}", "-r", str(capture), "-Y", "bridge",
+         "-T", "fields", *(a for f in fields for a in ("-e", f))],
+        capture_output=True, text=True, check=True, timeout=300,
+    ).stdout  # fmt: skip
+    rows = [dict(zip(fields, line.split("\t"), strict=True)) for line in out.splitlines()]
+    records = [r for r in rows if r["bridge.record.length"]]
+    _, dumped = run(capture, "--json")
+    items = [json.loads(line) for line in dumped.splitlines()]
+    expected = [i for i in items if i["kind"] in ("frame", "encrypted")]
+    # every record, in the same frames, the same directions and sizes, the same clear ones
+    seen = [
+        (int(r["frame.number"]), r["bridge.direction"], int(r["bridge.record.length"]),
+         r["bridge.record.encrypted"] == "1")
+        for r in records
+    ]  # fmt: skip
+    wanted = [(i["frame"], i["direction"], i["size"], i["kind"] == "encrypted") for i in expected]
+    assert seen == wanted
+    clear = [(r["bridge.frame.channel"], r["bridge.frame.type"]) for r in records
+             if r["bridge.record.encrypted"] == "0"]  # fmt: skip
+    assert clear == [("0", "4")] * 8  # the handshakes: XX, XX and, after the drop, KK
+    assert {r["bridge.segment.kind"] for r in rows} == {"0", "1", "2"}
+
+
+def test_follow_reads_a_capture_as_it_grows(
+    demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = (demo / "head-unit.btsnoop").read_bytes()
+    growing = tmp_path / "growing.btsnoop"
+    growing.write_bytes(data[: len(data) // 3 + 5])  # cut inside a record
+    polls: list[int] = []
+
+    def sleep(seconds: float) -> None:  # the writer appends between polls; then Ctrl-C
+        polls.append(1)
+        if len(polls) == 1:
+            growing.write_bytes(data)
+        else:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("tools.dump.cli.time.sleep", sleep)
+    code, followed = run(growing, "--follow", "--json")
+    _, whole = run(demo / "head-unit.btsnoop", "--json")
+    assert code == 0 and len(polls) == 2
+    assert followed == whole
