@@ -4,12 +4,15 @@ lane itself runs in CI (``.ci/run``)."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 
 import tools.bluez_vm.__main__ as lane
+from bridge import demo_radio
+from pairing.keylog import KeyLog
 
 
 def test_an_unknown_scenario_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,6 +53,7 @@ def fake_guest(
         return code
 
     monkeypatch.setattr(lane, "boot", boot)
+    monkeypatch.setattr(lane, "check_capture", lambda out: None)
     return booted
 
 
@@ -100,3 +104,35 @@ def test_a_hung_guest_is_a_failure_of_every_scenario_it_ran(
     out = capsys.readouterr()
     assert "run 1: the guest hung: no result after 5 s" in out.err
     assert out.out.strip() == "bluez-vm: 0 passed, 3 failed"
+
+
+def test_a_capture_that_does_not_decode_fails_the_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fake_guest(monkeypatch, {"link-loss": "passed"}, 0)
+    monkeypatch.setattr(lane, "check_capture", lambda out: "the btmon capture holds no frames")
+    assert lane.main(["link-loss", "--logs", str(tmp_path)]) == lane.EXIT_FAILED
+    out = capsys.readouterr()
+    assert out.out.strip() == "bluez-vm: 1 passed, 1 failed"
+    assert "run 1: the btmon capture holds no frames" in out.err
+
+
+def test_the_capture_check_decodes_and_decrypts_a_real_capture(tmp_path: Path) -> None:
+    made = tmp_path / "made"
+    made.mkdir()
+    status = demo_radio.main(
+        drop=False, realtime=False, out=io.StringIO(), keylog=KeyLog(made / "keys.log"),
+        capture=made,
+    )  # fmt: skip
+    assert status == 0
+    out = tmp_path / "run-1"
+    out.mkdir()
+    (out / "hci.btsnoop").write_bytes((made / "head-unit.btsnoop").read_bytes())
+    (out / "keys.log").write_text((made / "keys.log").read_text())
+    assert lane.check_capture(out) is None
+    (out / "keys.log").write_text("")  # without the keys, records stay encrypted
+    problem = lane.check_capture(out)
+    assert problem is not None and "did not decode" in problem and "encrypted" in problem
+    (out / "hci.btsnoop").write_bytes(b"not a capture")
+    problem = lane.check_capture(out)
+    assert problem is not None and problem.startswith("the btmon capture could not be decoded")

@@ -37,6 +37,11 @@ import time
 import tomllib
 from pathlib import Path
 
+from pairing.keylog import read_keylog
+from tools.dump.att import AttTracker
+from tools.dump.capture import CaptureError, read_capture
+from tools.dump.decode import Decoder
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 SUITE = "bookworm"
@@ -253,6 +258,36 @@ def results(out: Path) -> dict[str, str]:
     return data
 
 
+def check_capture(out: Path) -> str | None:
+    """Decode btmon's capture of hci0 with bridge-dump's decoder and the run's key log:
+    None if every bridge record in it decrypted and decoded, else what went wrong."""
+    capture, keylog = out / "hci.btsnoop", out / "keys.log"
+    try:
+        keys = read_keylog(keylog) if keylog.exists() else {}
+        tracker, decoder = AttTracker(), Decoder(keys)
+        items = [
+            item
+            for packet in read_capture(capture.read_bytes(), partial_ok=True)
+            for pdu in tracker.feed(packet)
+            for item in decoder.feed(pdu)
+        ]
+    except (OSError, ValueError, CaptureError) as e:
+        return f"the btmon capture could not be decoded: {e}"
+    frames = [i for i in items if i.kind == "frame"]
+    bad = [i for i in items if i.kind != "frame"]
+    if not frames:
+        return "the btmon capture holds no bridge frames"
+    if bad:
+        first = bad[0]
+        return (
+            f"the btmon capture has {len(bad)} records that did not decode "
+            f"(first: frame {first.number}, {first.error or first.kind})"
+        )
+    decrypted = sum(i.decrypted for i in frames)
+    log(f"btmon capture: {len(frames)} bridge frames decoded, {decrypted} of them decrypted")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.bluez_vm",
@@ -302,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
             if code != 0 and all(found.get(s) == "passed" for s in scenarios):
                 failed += 1
                 log(f"run {n}: the guest script exited {code} (see {out / 'guest.log'})")
+            elif code == 0 and (problem := check_capture(out)) is not None:
+                failed += 1
+                log(f"run {n}: {problem}")
             log(f"run {n} took {time.monotonic() - started:.0f} s; logs in {out}")
     except LaneError as e:
         log(str(e))

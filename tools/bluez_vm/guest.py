@@ -42,6 +42,7 @@ from bridge.scenarios import FLAVOURS, drive, messages, playlist
 from bridge.session import LinkDown, LinkUp
 from bridge.world import pacing_for
 from pairing.handshake import Authenticated, CodeToConfirm
+from pairing.keylog import KeyLog
 from pairing.trust import TrustStore
 from transports.aio import asyncio_loop, asyncio_task_stacks
 from transports.ble import BleakCentral
@@ -297,7 +298,8 @@ async def main(names: list[str]) -> int:
                 return True
 
             hu = HeadUnit(BleakCentral(connect_timeout=30.0), TrustStore(data / "hu"), data / "hu",
-                          pairing_mode=True, confirm=yes, clock_ms=clock)  # fmt: skip
+                          pairing_mode=True, confirm=yes, clock_ms=clock,
+                          keylog=KeyLog(OUT / "keys.log"))  # fmt: skip
             lane = Lane(hu, phones)
             async with trio.open_nursery() as nursery:
                 for key, phone in phones.items():
