@@ -20,6 +20,7 @@ from bridge.session import LinkUp
 from bridge.world import RadioWorld
 from pairing.handshake import Authenticated
 from tools import phone as tool
+from tools.dump import cli as dump
 from transports.bumble_radio import close_transport
 
 
@@ -44,7 +45,8 @@ async def test_the_phone_command_pairs_and_plays_over_a_tcp_controller(
     accepted: list[Any] = []
     args = tool._parser().parse_args(
         ["--transport", f"tcp-client:127.0.0.1:{port}", "--yes",
-         "--data-dir", str(tmp_path / "phone"), "--scenario", "drive", "--duration", "30"]
+         "--data-dir", str(tmp_path / "phone"), "--scenario", "drive", "--duration", "30",
+         "--capture", str(captures / "phone.btsnoop")]
     )  # fmt: skip
     try:
         central = await world.start_central()
@@ -70,6 +72,14 @@ async def test_the_phone_command_pairs_and_plays_over_a_tcp_controller(
         text = out.getvalue()
         assert "asks to pair; code" in text and "a head unit connected" in text
         assert "advertises the bridge service as" in text
+        # the phone's own capture decodes: the handshake in the clear, then records
+        dumped = io.StringIO()
+        assert dump.main([str(captures / "phone.btsnoop")], out=dumped) == 0
+        lines = dumped.getvalue().splitlines()
+        assert [line.split("handshake")[1].split(",")[0].strip() for line in lines[:3]] == [
+            "XX message 1", "XX message 2", "XX message 3"
+        ]  # fmt: skip
+        assert "hu->phone" in lines[0] and "encrypted" in lines[-1]
     finally:
         world.close()
         with trio.CancelScope(shield=True):

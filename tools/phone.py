@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--duration", type=float, metavar="S", help="stop after S seconds (default: Ctrl-C)"
     )
+    parser.add_argument(
+        "--capture",
+        type=Path,
+        metavar="FILE",
+        help="write the phone's HCI traffic to FILE (btsnoop: Wireshark, bridge-dump)",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return parser
 
@@ -87,7 +93,10 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         )
         return str(answer).strip().lower() in ("y", "yes")
 
-    async with asyncio_loop(), hci_device(args.transport, flavour.name) as device:
+    async with (
+        asyncio_loop(),
+        hci_device(args.transport, flavour.name, capture=args.capture) as device,
+    ):
         peripheral = BumblePeripheral(
             device, att_mtu=profile.att_mtu, apple=flavour.platform == "ios"
         )

@@ -371,26 +371,33 @@ class VirtualRadio:
 
 @asynccontextmanager
 async def hci_device(
-    spec: str, name: str, address: str = "C0:DE:C0:DE:00:01"
+    spec: str, name: str, address: str = "C0:DE:C0:DE:00:01", *, capture: Path | None = None
 ) -> AsyncIterator[Device]:
     """A Bumble device on a real or remote controller (call from trio, inside
     trio-asyncio's loop): ``spec`` is any Bumble transport, such as ``usb:0``,
     ``serial:/dev/ttyACM0``, ``tcp-client:127.0.0.1:9000`` or ``android-netsim``.
-    Raises ``OSError`` with Bumble's reason when the transport does not open."""
+    ``capture``: write the device's HCI traffic there (btsnoop, Wireshark and bridge-dump
+    read it). Raises ``OSError`` with Bumble's reason when the transport does not open."""
     try:
         transport = await trio_asyncio.aio_as_trio(open_transport)(spec)
     except (OSError, ValueError, ImportError, core.BaseBumbleError) as e:
         raise OSError(f"cannot open Bluetooth transport {spec!r}: {e}") from e
+    stream = capture.open("wb") if capture is not None else None
     try:
-        yield Device.with_hci(
+        device = Device.with_hci(
             name,
             hci.Address(address, hci.Address.RANDOM_DEVICE_ADDRESS),
             transport.source,
             transport.sink,
         )
+        if stream is not None:
+            device.host.snooper = BtSnooper(stream)
+        yield device
     finally:
         with trio.CancelScope(shield=True):
             await close_transport(transport)
+        if stream is not None:
+            stream.close()
 
 
 @asynccontextmanager
