@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,8 +32,8 @@ class FlakyRadio:
     """Advertisements every 100 ms; every connection attempt fails as BlueZ's
     ``le-connection-abort-by-local`` does."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, *names: str | None) -> None:
+        self.names = names  # advertised in turn, one every 100 ms
         self.attempts: list[float] = []
 
     @asynccontextmanager
@@ -40,8 +41,8 @@ class FlakyRadio:
         send, receive = trio.open_memory_channel[Any](1)
 
         async def advertise() -> None:
-            while True:
-                await send.send(FakeSighting("AA:BB", self.name))
+            for name in itertools.cycle(self.names):
+                await send.send(FakeSighting("AA:BB", name))
                 await trio.sleep(0.1)
 
         async with trio.open_nursery() as nursery:
@@ -55,13 +56,19 @@ class FlakyRadio:
         raise ConnectFailed("le-connection-abort-by-local")
 
 
-async def test_failed_connections_back_off_exponentially(
-    autojump_clock: Any, tmp_path: Path
-) -> None:
+def paired(tmp_path: Path) -> tuple[TrustStore, bytes]:
+    """A head unit's trust store with one paired phone, and that phone's IRK."""
     trust = TrustStore(tmp_path / "hu")
     irk = os.urandom(16)
     key = X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     trust.add(key, "Pixel 9", "android", irk)
+    return trust, irk
+
+
+async def test_failed_connections_back_off_exponentially(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    trust, irk = paired(tmp_path)
     radio = FlakyRadio(make_token(irk, os.urandom))
     hu = HeadUnit(
         radio, trust, tmp_path / "hu", clock_ms=clock_ms_from_trio(),
@@ -85,10 +92,7 @@ class IncompatibleRadio(FlakyRadio):
 async def test_an_incompatible_phone_is_tried_again_only_after_five_minutes(
     autojump_clock: Any, tmp_path: Path
 ) -> None:
-    trust = TrustStore(tmp_path / "hu")
-    irk = os.urandom(16)
-    key = X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    trust.add(key, "Pixel 9", "android", irk)
+    trust, irk = paired(tmp_path)
     radio = IncompatibleRadio(make_token(irk, os.urandom))
     hu = HeadUnit(radio, trust, tmp_path / "hu", clock_ms=clock_ms_from_trio())
     with trio.move_on_after(650):
@@ -97,24 +101,7 @@ async def test_an_incompatible_phone_is_tried_again_only_after_five_minutes(
 
 
 class SlowRadio(FlakyRadio):
-    """One address, seen now with the paired phone's token, now without a name (a scan
-    response not merged yet); a connection attempt takes a long while."""
-
-    @asynccontextmanager
-    async def scan(self) -> AsyncIterator[trio.MemoryReceiveChannel[Any]]:
-        send, receive = trio.open_memory_channel[Any](1)
-
-        async def advertise() -> None:
-            while True:
-                await send.send(FakeSighting("AA:BB", self.name))
-                await trio.sleep(0.1)
-                await send.send(FakeSighting("AA:BB", None))
-                await trio.sleep(0.1)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(advertise)
-            yield receive
-            nursery.cancel_scope.cancel()
+    """A connection attempt takes a long while."""
 
     async def connect(self, sighting: Any) -> Link:
         self.attempts.append(trio.current_time())
@@ -128,11 +115,9 @@ async def test_an_address_being_connected_is_not_also_taken_for_a_stranger(
     # Seen in the BlueZ VM lane: the paired phone's address, sighted once without its
     # token while the head unit was connecting to it, was connected a second time "to
     # pair"; both sessions then shared one BLE connection and broke each other.
-    trust = TrustStore(tmp_path / "hu")
-    irk = os.urandom(16)
-    key = X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    trust.add(key, "Pixel 9", "android", irk)
-    radio = SlowRadio(make_token(irk, os.urandom))
+    trust, irk = paired(tmp_path)
+    # now with its token, now without a name (a scan response not merged yet)
+    radio = SlowRadio(make_token(irk, os.urandom), None)
     hu = HeadUnit(radio, trust, tmp_path / "hu", clock_ms=clock_ms_from_trio(), pairing_mode=True)
     with trio.move_on_after(10):
         await hu.run()
