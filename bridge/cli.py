@@ -73,8 +73,9 @@ def _parser() -> argparse.ArgumentParser:
         "--capture",
         type=Path,
         metavar="DIR",
-        help="with --radio bumble: write each device's HCI traffic to DIR/NAME.btsnoop "
-        "(Wireshark, bridge-dump)",
+        help="record the head unit's links in DIR (Wireshark and bridge-dump read them): "
+        "head-unit.pcapng on the simulated link; every device's HCI traffic as "
+        "NAME.btsnoop with --radio bumble",
     )
     return parser
 
@@ -108,12 +109,6 @@ def main(argv: list[str] | None = None) -> int:
                 "data_dir": args.data_dir,
                 "keylog": KeyLog(args.keylog) if args.keylog else None,
             }
-            if args.capture is not None and args.radio != "bumble":
-                print(
-                    "bridge: --capture records real HCI traffic: use it with --radio bumble",
-                    file=sys.stderr,
-                )
-                return EXIT_USAGE
             if args.capture is not None:
                 args.capture.mkdir(parents=True, exist_ok=True)
             if args.radio == "bumble":
@@ -121,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 status = demo_radio.main(**common, ask=demo._ask, capture=args.capture)
             else:
-                status = demo.main(args.profile, seed=args.seed, **common)
+                status = demo.main(args.profile, seed=args.seed, **common, capture=args.capture)
         except* TrustStoreError as group:
             print(f"bridge: {group.exceptions[0]}", file=sys.stderr)
         except* BrokenPipeError:  # e.g. piped into head: stop quietly

@@ -34,6 +34,7 @@ from pairing.handshake import Authenticated, CodeToConfirm, Handshake, PairingFa
 from pairing.keylog import KeyLog
 from pairing.privacy import make_token, resolve
 from pairing.trust import TrustStore
+from transports.recorder import LinkRecorder
 from transports.simulated import PROFILES, LinkProfile, SimulatedLinkPair
 
 DROP_AT = 5.0
@@ -267,6 +268,30 @@ async def run_demo(
     data_dir: Path,
     confirm: Confirm,
     keylog: KeyLog | None = None,
+    capture: Path | None = None,
+) -> DemoResult:
+    """The demo; ``capture``: record the head unit's links in capture/head-unit.pcapng."""
+    recorder = LinkRecorder(capture / "head-unit.pcapng") if capture is not None else None
+    try:
+        return await _run_demo(
+            profile, seed=seed, drop=drop, out=out, data_dir=data_dir, confirm=confirm,
+            keylog=keylog, recorder=recorder,
+        )  # fmt: skip
+    finally:
+        if recorder is not None:
+            recorder.close()
+
+
+async def _run_demo(
+    profile: LinkProfile,
+    *,
+    seed: int,
+    drop: bool,
+    out: TextIO,
+    data_dir: Path,
+    confirm: Confirm,
+    keylog: KeyLog | None,
+    recorder: LinkRecorder | None,
 ) -> DemoResult:
     start = trio.current_time()
     screen = _Screen(out, start)
@@ -326,7 +351,8 @@ async def run_demo(
             pair = SimulatedLinkPair(profile, seed=seed + attempt, name=flavour.name)
             hu_hs, phone_hs = handshakes()
             async with trio.open_nursery() as link:
-                link.start_soon(partial(hu_session.run_link, pair.central, handshake=hu_hs))
+                central = pair.central if recorder is None else recorder.wrap(pair.central)
+                link.start_soon(partial(hu_session.run_link, central, handshake=hu_hs))
                 link.start_soon(
                     partial(phone_session.run_link, pair.peripheral, handshake=phone_hs)
                 )
@@ -400,6 +426,7 @@ def main(
     assume_yes: bool = True,
     data_dir: Path | None = None,
     keylog: KeyLog | None = None,
+    capture: Path | None = None,
 ) -> int:
     """Run the demo; 0 if it paired and everything arrived once and in order.
     Interactive confirmation (``assume_yes=False``) runs on the wall clock."""
@@ -418,6 +445,7 @@ def main(
                 data_dir=directory,
                 confirm=confirm,
                 keylog=keylog,
+                capture=capture,
             ),
             clock=clock,
         )
