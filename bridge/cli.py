@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
-from bridge import __version__, demo
+import trio
+
+from bridge import __version__, daemon, demo, doctor
+from bridge.config import DEFAULT_PATH, Config, ConfigError, load_config
+from bridge.daemon import DaemonError
+from pairing.handshake import CodeToConfirm
 from pairing.keylog import KeyLog
-from pairing.trust import TrustStoreError
+from pairing.trust import FILENAME as TRUST_FILE
+from pairing.trust import TrustStore, TrustStoreError
 from transports.simulated import PROFILES
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran and found a problem (a demo that lost messages)
 EXIT_USAGE = 2  # wrong arguments (argparse's convention)
+EXIT_CONFIG = 3  # the configuration file cannot be used
+EXIT_BUSY = 4  # the head unit's data is in use by the running service
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,7 +88,45 @@ def _parser() -> argparse.ArgumentParser:
         "head-unit.pcapng on the simulated link; every device's HCI traffic as "
         "NAME.btsnoop with --radio bumble",
     )
+    _service_commands(commands)
     return parser
+
+
+def _service_commands(commands: Any) -> None:
+    def config_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config",
+            type=Path,
+            metavar="FILE",
+            help=f"configuration file (default: $BRIDGE_CONFIG or {DEFAULT_PATH})",
+        )
+
+    run = commands.add_parser(
+        "run",
+        help="run the head unit (the service)",
+        description="Run the head unit: reconnect paired phones, serve them, until stopped.",
+    )
+    config_option(run)
+    pair = commands.add_parser(
+        "pair",
+        help="pair a new phone (shows the code; you confirm it)",
+        description="Pairing mode until one phone has paired: compare the 6-digit code on "
+        "both screens and confirm. Stop the service first (it holds the same data).",
+    )
+    config_option(pair)
+    pair.add_argument(
+        "--timeout", type=float, default=120.0, metavar="S", help="give up after S seconds"
+    )
+    devices = commands.add_parser("devices", help="list the paired phones")
+    config_option(devices)
+    devices.add_argument("--json", action="store_true", help="one JSON array")
+    forget = commands.add_parser("forget", help="forget a paired phone")
+    config_option(forget)
+    forget.add_argument("device", metavar="NAME", help="its name or id (bridge devices)")
+    doctor = commands.add_parser(
+        "doctor", help="check this machine for what the head unit needs, and say what to do"
+    )
+    config_option(doctor)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if args.command in SERVICE_COMMANDS:
+        try:
+            config = load_config(args.config)
+            return SERVICE_COMMANDS[args.command](args, config)
+        except ConfigError as e:
+            print(f"bridge: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+        except DaemonError as e:
+            print(f"bridge: {e}", file=sys.stderr)
+            return EXIT_BUSY
+        except TrustStoreError as e:
+            print(f"bridge: {e}", file=sys.stderr)
+            return EXIT_FAILED
     if args.command == "demo":
         if not args.yes and not sys.stdin.isatty():
             print(
@@ -127,6 +189,114 @@ def main(argv: list[str] | None = None) -> int:
         return status
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
+    daemon.setup_logging(config.log.level if not args.verbose else "debug")
+    try:
+        return daemon.run(config)
+    except (OSError, BaseExceptionGroup) as e:  # the radio did not open: no adapter, no D-Bus
+        error = _leaf(e)
+        if not isinstance(error, OSError):
+            raise
+        print(f"bridge: {error}; 'bridge doctor' checks what the radio needs", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _leaf(error: BaseException) -> BaseException:
+    """The first exception inside (possibly nested) exception groups."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def _pair(args: argparse.Namespace, config: Config) -> int:
+    if not sys.stdin.isatty():
+        print("bridge: pairing needs a terminal to confirm the code on", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def confirm(phone: Any, event: CodeToConfirm) -> bool:
+        print(f"\n{event.peer.name} ({event.peer.platform}) asks to pair.")
+        return await demo._ask(event.code)
+
+    async def main() -> str | None:
+        return await daemon.pair(config, confirm, limit=args.timeout)
+
+    try:
+        name = trio.run(main)
+    except (OSError, KeyboardInterrupt, BaseExceptionGroup) as e:
+        error = _leaf(e)
+        if isinstance(error, KeyboardInterrupt):
+            print("bridge: pairing stopped", file=sys.stderr)
+            return 130
+        if not isinstance(error, OSError):
+            raise
+        print(f"bridge: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if name is None:
+        print(f"bridge: no phone paired within {args.timeout:g} s", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"Paired with {name}.")
+    return EXIT_OK
+
+
+def _devices(args: argparse.Namespace, config: Config) -> int:
+    store = config.data_path / "head-unit"
+    devices = TrustStore(store).devices() if (store / TRUST_FILE).exists() else []
+    rows = [
+        {
+            "name": d.name, "platform": d.platform, "id": d.short_id,
+            "paired": _when(d.first_paired), "last_seen": _when(d.last_seen),
+        }
+        for d in sorted(devices, key=lambda d: -d.last_seen)
+    ]  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return EXIT_OK
+    if not rows:
+        print(f"No paired phones (data in {config.data_path}). Pair one with: bridge pair")
+        return EXIT_OK
+    heads = {"name": "NAME", "platform": "PLATFORM", "id": "ID", "paired": "PAIRED",
+             "last_seen": "LAST SEEN"}  # fmt: skip
+    widths = {k: max(len(heads[k]), *(len(r[k]) for r in rows)) for k in heads}
+    for row in [heads, *rows]:
+        print("  ".join(row[k].ljust(widths[k]) for k in heads).rstrip())
+    return EXIT_OK
+
+
+def _when(stamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
+
+
+def _forget(args: argparse.Namespace, config: Config) -> int:
+    if daemon.data_in_use(config.data_path):
+        raise DaemonError(
+            f"the head unit's data in {config.data_path} is in use by the bridge service: "
+            "stop it first (sudo systemctl stop ble-bridge)"
+        )
+    store = config.data_path / "head-unit"
+    if not (store / TRUST_FILE).exists():
+        raise TrustStoreError(f"no paired device is called {args.device!r} (no phone is paired)")
+    device = TrustStore(store).forget(args.device)
+    print(f"Forgot {device.name} ({device.platform}, id {device.short_id}).")
+    return EXIT_OK
+
+
+def _doctor(args: argparse.Namespace, config: Config) -> int:
+    results = doctor.run_checks(config)
+    for check in results:
+        mark = "ok  " if check.ok else "FAIL"
+        print(f"{mark} {check.name}: {check.detail}")
+        if not check.ok and check.fix:
+            print(f"     -> {check.fix}")
+    failed = sum(not c.ok for c in results)
+    print(f"\n{len(results) - failed} of {len(results)} checks passed")
+    return EXIT_OK if not failed else EXIT_FAILED
+
+
+SERVICE_COMMANDS = {
+    "run": _run, "pair": _pair, "devices": _devices, "forget": _forget, "doctor": _doctor,
+}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -191,7 +191,11 @@ class BleakCentral:
             backend=self.scanner_backend,
             **self.backend_kwargs,
         )
-        await trio_asyncio.aio_as_trio(scanner.start)()
+        try:
+            await trio_asyncio.aio_as_trio(scanner.start)()
+        except (OSError, BleakError) as e:
+            send.close()
+            raise OSError(_scan_failure(e)) from e
         try:
             yield receive
         finally:
@@ -252,6 +256,13 @@ async def _bounded_disconnect(client: BleakClient) -> None:
             await trio_asyncio.aio_as_trio(client.disconnect)()
         except Exception as e:
             log.debug("disconnect %s: %r", client.address, e)
+
+
+def _scan_failure(error: Exception) -> str:
+    """One sentence for a scan that could not start (no D-Bus, no BlueZ, no adapter)."""
+    if isinstance(error, FileNotFoundError | ConnectionRefusedError | PermissionError):
+        return f"cannot reach BlueZ over the system D-Bus ({error.strerror or error})"
+    return f"cannot start scanning: {str(error) or type(error).__name__}"
 
 
 def _fail(text: str, *, transient: bool = False) -> NoReturn:

@@ -430,6 +430,11 @@ async def kernel_controller(
             await close_transport(transport)
 
 
+async def power_on(device: Device) -> None:
+    """Power a device on (call from trio, inside trio-asyncio's loop)."""
+    await trio_asyncio.aio_as_trio(device.power_on)()
+
+
 async def close_transport(transport: Any) -> None:
     """Close a Bumble transport, and let asyncio run the callbacks that really close its
     socket (they are scheduled for the loop's next iteration)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import struct
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import trio
 
@@ -185,3 +185,18 @@ class RecordingLink(Link):
     async def aclose(self) -> None:
         await self.link.aclose()
         self._end(self.link.closed or LinkClosed(CloseReason.LOCAL))
+
+
+class RecordingRadio:
+    """A radio (``bridge.central.Radio``: ``scan()`` and ``connect()``) whose links are
+    recorded by ``recorder``."""
+
+    def __init__(self, radio: Any, recorder: LinkRecorder) -> None:
+        self.radio = radio
+        self.recorder = recorder
+
+    def scan(self) -> Any:
+        return self.radio.scan()
+
+    async def connect(self, sighting: Any) -> Link:
+        return self.recorder.wrap(await self.radio.connect(sighting))

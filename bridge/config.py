@@ -1,0 +1,123 @@
+"""The head unit's configuration: a TOML file, every key optional.
+
+Default path: ``/etc/ble-bridge/config.toml`` (``$BRIDGE_CONFIG`` or ``--config``
+elsewhere). A missing default file means every default; a file named on the command
+line must exist. Unknown keys and wrong types are errors that name the key: a typo
+never silently falls back to a default. docs/CONFIG.md lists every key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("/etc/ble-bridge/config.toml")
+
+
+def default_data_dir() -> Path:
+    """systemd's StateDirectory (the service), /var/lib/ble-bridge for root, else the
+    user's data folder."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state)
+    if os.geteuid() == 0:
+        return Path("/var/lib/ble-bridge")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ble-bridge"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class RadioConfig:
+    backend: str = "bluez"  # "bluez" (bleak on BlueZ) or "bumble" (a dongle driven by Bumble)
+    adapter: str = ""  # BlueZ adapter, e.g. "hci1" ("" = BlueZ's default)
+    transport: str = ""  # Bumble transport when backend = "bumble", e.g. "usb:0"
+    connect_timeout: float = 10.0  # seconds per connection attempt
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"  # debug, info, warning, error
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    capture_dir: str = ""  # record every link as pcapng in this folder ("" = off)
+    keylog: str = ""  # append session keys to this file ("" = off; insecure)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "Head unit"  # what phones show
+    data_dir: str = ""  # trust store and message stores ("" = default_data_dir())
+    pairing: bool = False  # accept new phones at start (each still needs the code confirmed)
+    radio: RadioConfig = field(default_factory=RadioConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    path: Path | None = None  # the file it came from (not a key)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else default_data_dir()
+
+
+SECTIONS: dict[str, type[Any]] = {"radio": RadioConfig, "log": LogConfig, "debug": DebugConfig}
+CHOICES = {
+    ("radio", "backend"): {"bluez", "bumble"},
+    ("log", "level"): {"debug", "info", "warning", "error"},
+}
+
+
+def _build(cls: type[Any], table: dict[str, Any], where: str, origin: str) -> Any:
+    known = {f.name: f for f in fields(cls) if f.name != "path"}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{where}.{key}" if where else key
+        if key not in known:
+            raise ConfigError(f"{origin}: unknown key {name!r}")
+        if key in SECTIONS and not where:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{origin}: {name!r} must be a table ([{name}])")
+            values[key] = _build(SECTIONS[key], value, key, origin)
+            continue
+        default = getattr(cls(), key)
+        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
+            value, (int, float) if isinstance(default, float) else type(default)
+        ):
+            kind = {bool: "true or false", str: "a string", float: "a number"}[type(default)]
+            raise ConfigError(f"{origin}: {name!r} must be {kind}, not {value!r}")
+        choices = CHOICES.get((where, key))
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{origin}: {name!r} must be one of {', '.join(sorted(choices))}")
+        values[key] = float(value) if isinstance(default, float) else value
+    return cls(**values)
+
+
+def load_config(path: Path | None = None) -> Config:
+    """The configuration from ``path``, or from the default place if there is one."""
+    explicit = path is not None or "BRIDGE_CONFIG" in os.environ
+    path = path or Path(os.environ.get("BRIDGE_CONFIG", str(DEFAULT_PATH)))
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        return Config()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror})") from None
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    config: Config = _build(Config, table, "", str(path))
+    if config.radio.backend == "bumble" and not config.radio.transport:
+        raise ConfigError(f"{path}: radio.backend = 'bumble' needs radio.transport (e.g. usb:0)")
+    if config.radio.connect_timeout <= 0:
+        raise ConfigError(f"{path}: 'radio.connect_timeout' must be more than 0")
+    return Config(**{f.name: getattr(config, f.name) for f in fields(Config)} | {"path": path})

@@ -1,0 +1,272 @@
+"""``bridge run`` and ``bridge pair``: the head unit as a service, and pairing from a
+terminal.
+
+Strategy. Both build the same :class:`~bridge.central.HeadUnit` from the configuration
+(``bridge/config.py``) on the configured radio: bleak on BlueZ (the Raspberry Pi), or a
+controller Bumble drives (a USB dongle). The data folder holds the trust store and the
+message stores; one process at a time uses it, guarded by a lock file, so ``bridge
+forget`` and ``bridge pair`` refuse to touch it while the service runs instead of
+having their change overwritten.
+
+Logs go to stderr, one line each; under systemd (``$JOURNAL_STREAM`` set) every line
+starts with its syslog priority (``<6>``) so journald files it at the right level. Logs
+never carry message text or keys: a notification is logged as "notification", not what
+it says.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from bridge.central import HeadUnit, Phone, Radio
+from bridge.config import Config
+from bridge.endpoint import clock_ms_from_trio
+from bridge.headunit import DeviceEvent
+from bridge.session import LinkDown, LinkUp
+from pairing.handshake import Authenticated, CodeToConfirm, PairingFailed
+from pairing.keylog import KeyLog
+from pairing.trust import TrustStore
+from transports.aio import asyncio_loop
+from transports.ble import BleakCentral
+from transports.recorder import LinkRecorder, RecordingRadio
+
+log = logging.getLogger("bridge")
+
+LOCK_FILE = "daemon.lock"
+PRIORITIES = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+
+class DaemonError(Exception):
+    """The head unit cannot start; the message says what to do."""
+
+
+class JournalFormatter(logging.Formatter):
+    """``<6>bridge.central: text`` under journald, ``INFO bridge.central: text`` else."""
+
+    def __init__(self, journald: bool) -> None:
+        super().__init__("%(name)s: %(message)s")
+        self.journald = journald
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace("\n", " | ")
+        if self.journald:
+            return f"<{PRIORITIES.get(record.levelname, 6)}>{text}"
+        return f"{record.levelname} {text}"
+
+
+def setup_logging(level: str, stream: TextIO | None = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JournalFormatter("JOURNAL_STREAM" in os.environ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("bleak", "bumble", "asyncio"):  # their debug output is not ours
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+@contextmanager
+def data_lock(data_dir: Path) -> Any:
+    """Hold the data folder for this process; DaemonError if another one has it."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise DaemonError(
+                f"the head unit's data in {data_dir} is in use by process {holder} "
+                "(the bridge service?): stop it first (sudo systemctl stop ble-bridge)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def data_in_use(data_dir: Path) -> bool:
+    """Whether a bridge process holds ``data_dir`` now."""
+    path = data_dir / LOCK_FILE
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+@asynccontextmanager
+async def open_radio(config: Config) -> AsyncIterator[Radio]:
+    """The configured radio (call inside trio-asyncio's loop)."""
+    radio_config = config.radio
+    if radio_config.backend == "bumble":
+        from bridge.world import bumble_central  # noqa: PLC0415 - Bumble only when asked
+
+        async with bumble_central(radio_config.transport, config.name) as central:
+            central.connect_timeout = radio_config.connect_timeout
+            yield central
+        return
+    kwargs: dict[str, Any] = {}
+    if radio_config.adapter:
+        kwargs["bluez"] = {"adapter": radio_config.adapter}
+    yield BleakCentral(connect_timeout=radio_config.connect_timeout, backend_kwargs=kwargs)
+
+
+def describe(phone: Phone, event: DeviceEvent) -> tuple[int, str] | None:
+    """A log line for a head-unit event: its level and text (never message contents)."""
+    detail = event.detail
+    if event.kind != "link":
+        return logging.DEBUG, f"{phone.name}: {event.kind}"
+    if isinstance(detail, LinkUp):
+        return logging.INFO, f"{phone.name}: connected ({detail.payload_size}-byte packets)"
+    if isinstance(detail, LinkDown):
+        return logging.INFO, f"{phone.name}: disconnected ({detail.reason})"
+    if isinstance(detail, Authenticated):
+        how = "paired" if detail.paired_now else "recognised"
+        return logging.INFO, f"{detail.peer.name}: {how} ({detail.peer.platform})"
+    if isinstance(detail, PairingFailed):
+        return logging.WARNING, f"{phone.name}: pairing failed: {detail.reason}"
+    return None
+
+
+Confirm = Callable[[Phone, CodeToConfirm], Awaitable[bool]]
+
+
+async def _no_screen(phone: Phone, event: CodeToConfirm) -> bool:
+    log.warning(
+        "%s asks to pair (code %s), but this service has no screen to confirm it on: "
+        "refused; pair with 'bridge pair' instead",
+        phone.name,
+        event.code,
+    )
+    return False
+
+
+@dataclass
+class Running:
+    head_unit: HeadUnit
+    recorder: LinkRecorder | None
+
+
+@asynccontextmanager
+async def head_unit(
+    config: Config, *, pairing: bool, confirm: Confirm, radio: Radio | None = None
+) -> AsyncIterator[Running]:
+    """The head unit of ``config`` on its radio (or ``radio``), not yet running."""
+    data = config.data_path
+    async with AsyncExitStack() as stack:
+        stack.enter_context(data_lock(data))
+        if radio is None:
+            await stack.enter_async_context(asyncio_loop())
+            radio = await stack.enter_async_context(open_radio(config))
+        recorder = None
+        if config.debug.capture_dir:
+            folder = Path(config.debug.capture_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            recorder = LinkRecorder(folder / f"head-unit-{stamp}.pcapng")
+            stack.callback(recorder.close)
+            radio = RecordingRadio(radio, recorder)
+            log.info("recording every link in %s", recorder.path)
+        keylog = KeyLog(Path(config.debug.keylog)) if config.debug.keylog else None
+        trust = TrustStore(data / "head-unit")
+        hu = HeadUnit(
+            radio, trust, data / "head-unit", name=config.name, confirm=confirm,
+            pairing_mode=pairing, keylog=keylog, clock_ms=clock_ms_from_trio(),
+        )  # fmt: skip
+        yield Running(hu, recorder)
+
+
+async def serve(
+    config: Config,
+    *,
+    radio: Radio | None = None,
+    confirm: Confirm = _no_screen,
+    task_status: trio.TaskStatus[HeadUnit] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``bridge run``: serve phones until cancelled."""
+    async with (
+        head_unit(config, pairing=config.pairing, confirm=confirm, radio=radio) as running,
+        trio.open_nursery() as nursery,
+    ):
+        hu = running.head_unit
+        await nursery.start(hu.run)
+        paired = len(hu.trust.devices())
+        log.info(
+            "head unit %r serving %d paired phone(s)%s; data in %s",
+            config.name, paired, ", pairing mode on" if config.pairing else "",
+            config.data_path,
+        )  # fmt: skip
+        task_status.started(hu)
+        async for phone, event in hu.events:
+            line = describe(phone, event)
+            if line is not None:
+                log.log(*line)
+
+
+async def pair(
+    config: Config,
+    confirm: Confirm,
+    *,
+    limit: float,
+    radio: Radio | None = None,
+    out: TextIO = sys.stdout,
+) -> str | None:
+    """``bridge pair``: pairing mode until one phone has paired (its name) or ``limit``
+    seconds passed (None)."""
+    async with head_unit(config, pairing=True, confirm=confirm, radio=radio) as running:
+        hu = running.head_unit
+        with trio.move_on_after(limit):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(hu.run)
+                print(
+                    f"Pairing mode: open the bridge app on the phone (for {limit:g} s)",
+                    file=out,
+                    flush=True,
+                )
+                paired: Phone | None = None
+                async for phone, event in hu.events:
+                    if isinstance(event.detail, PairingFailed):
+                        print(f"{phone.name}: pairing failed: {event.detail.reason}", file=out)
+                    if isinstance(event.detail, Authenticated) and event.detail.paired_now:
+                        paired = phone
+                    # the phone's hello: it has confirmed and stored us too, the link
+                    # can end (ending it before could leave the phone unpaired)
+                    if event.kind == "hello" and phone is paired:
+                        nursery.cancel_scope.cancel()
+                        return phone.name
+    return None
+
+
+def run(config: Config) -> int:
+    """``bridge run`` until SIGTERM or SIGINT; the exit code."""
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve, config)
+
+                async for signum in signals:
+                    log.info("stopping (%s)", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(main)
+    return 0

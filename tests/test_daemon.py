@@ -1,0 +1,286 @@
+"""``bridge run`` and ``bridge pair`` on the virtual radio (virtual time), and the
+service commands around them: configuration, devices, forget, doctor, logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from bridge import cli, daemon, doctor
+from bridge import messages as m
+from bridge.central import Phone
+from bridge.config import Config, ConfigError, DebugConfig, load_config
+from bridge.endpoint import clock_ms_from_trio
+from bridge.scenarios import FLAVOURS
+from bridge.world import RadioWorld
+from pairing.handshake import CodeToConfirm
+from pairing.trust import TrustStore
+from tools.dump import cli as dump
+from transports.simulated import PROFILES
+
+ANDROID = FLAVOURS["android"]
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_every_key_has_a_default_and_a_file_overrides_them(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, """
+name = "Golf"
+data_dir = "/srv/bridge"
+pairing = true
+[radio]
+adapter = "hci1"
+connect_timeout = 5
+[log]
+level = "debug"
+"""))  # fmt: skip
+    assert (config.name, config.data_path, config.pairing) == ("Golf", Path("/srv/bridge"), True)
+    assert config.radio.adapter == "hci1" and config.radio.connect_timeout == 5.0
+    assert config.radio.backend == "bluez" and config.log.level == "debug"
+    assert config.debug == DebugConfig()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nmae = 'x'", "unknown key 'nmae'"),
+        ("[radio]\nadaptor = 'hci0'", "unknown key 'radio.adaptor'"),
+        ("pairing = 'yes'", "'pairing' must be true or false"),
+        ("[radio]\nconnect_timeout = true", "'radio.connect_timeout' must be a number"),
+        ("[log]\nlevel = 'loud'", "'log.level' must be one of debug, error, info, warning"),
+        ("[radio]\nbackend = 'bumble'", "needs radio.transport"),
+        ("radio = 3", "'radio' must be a table"),
+        ("name = ", "not valid TOML"),
+    ],
+)
+def test_a_bad_configuration_names_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_a_missing_file_is_an_error_only_when_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_config(tmp_path / "absent.toml")
+    monkeypatch.setattr("bridge.config.DEFAULT_PATH", tmp_path / "absent.toml")
+    monkeypatch.delenv("BRIDGE_CONFIG", raising=False)
+    assert load_config() == Config()
+    monkeypatch.setenv("BRIDGE_CONFIG", str(write(tmp_path, "name = 'Env'")))
+    assert load_config().name == "Env"
+
+
+def test_the_cli_says_what_is_wrong_with_the_configuration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "[radio]\nadaptor = 'hci0'")
+    assert cli.main(["devices", "--config", str(path)]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.strip() == f"bridge: {path}: unknown key 'radio.adaptor'"
+
+
+# -- pairing and serving on the virtual radio -----------------------------------------------
+
+
+def config_for(tmp_path: Path, **debug: str) -> Config:
+    return Config(name="Test car", data_dir=str(tmp_path / "data"), debug=DebugConfig(**debug))
+
+
+async def test_pair_then_serve_reconnects_records_and_keeps_text_out_of_the_logs(
+    aio: Any, autojump_clock: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bridge")
+    world = RadioWorld(tmp_path / "world", clock_ms=clock_ms_from_trio())
+    prompts: list[CodeToConfirm] = []
+
+    async def yes(phone: Phone, event: CodeToConfirm) -> bool:
+        prompts.append(event)
+        return True
+
+    config = config_for(tmp_path, capture_dir=str(tmp_path / "captures"))
+    try:
+        central = await world.start_central()
+        phone = world.add_phone("pixel", ANDROID, PROFILES["android"])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(phone.run)
+            out = io.StringIO()
+            name = await daemon.pair(config, yes, limit=60, radio=central, out=out)
+            assert name == "Pixel 9" and len(prompts) == 1
+            assert "Pairing mode" in out.getvalue()
+            # the service: the phone is recognised (Noise KK), no prompt
+            hu = await nursery.start(partial(daemon.serve, config, radio=central))
+            with pytest.raises(daemon.DaemonError, match="in use by process"):
+                async with daemon.head_unit(config, pairing=False, confirm=yes, radio=central):
+                    pass
+            assert daemon.data_in_use(config.data_path)
+            with trio.fail_after(60):
+                while (record := hu.phone("Pixel 9")) is None or record.device.peer is None:
+                    await trio.sleep(0.5)
+            secret = "the door code is 4711"
+            await phone.app.notify(
+                m.Notification("n1", "Chat", m.Category.MESSAGE, secret, 0, sender="Bo")
+            )
+            with trio.fail_after(30):
+                while not record.device.state.inbox:
+                    await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+    finally:
+        world.close()
+    assert len(prompts) == 1
+    text = caplog.text
+    assert "Pixel 9: recognised (android)" in text and "Pixel 9: connected" in text
+    assert "Pixel 9: notification" in text and secret not in text and "Bo" not in text
+    assert not daemon.data_in_use(config.data_path)
+    # the service recorded the link; bridge-dump reads it
+    (capture,) = (tmp_path / "captures").glob("head-unit-*.pcapng")
+    dumped = io.StringIO()
+    assert dump.main([str(capture)], out=dumped) == 0
+    assert "KK message 1" in dumped.getvalue()
+
+
+async def test_without_a_screen_the_service_refuses_a_pairing_and_says_why(
+    aio: Any, autojump_clock: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = RadioWorld(tmp_path / "world", clock_ms=clock_ms_from_trio())
+    config = Config(data_dir=str(tmp_path / "data"), pairing=True)
+    try:
+        central = await world.start_central()
+        phone = world.add_phone("pixel", ANDROID, PROFILES["android"])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(phone.run)
+            await nursery.start(partial(daemon.serve, config, radio=central))
+            with trio.fail_after(60):
+                while "no screen to confirm it on" not in caplog.text:
+                    await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+    finally:
+        world.close()
+    assert "refused; pair with 'bridge pair' instead" in caplog.text
+
+
+# -- devices, forget ---------------------------------------------------------------------------
+
+
+def test_devices_and_forget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    path = write(tmp_path, f"data_dir = '{data}'")
+    assert cli.main(["devices", "--config", str(path)]) == 0
+    assert "No paired phones" in capsys.readouterr().out
+    store = TrustStore(data / "head-unit")
+    store.add(bytes(32), "Pixel 9", "android", bytes(16))
+    store.add(bytes([1]) * 32, "iPad", "ios", bytes(16))
+    assert cli.main(["devices", "--config", str(path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["NAME", "PLATFORM", "ID", "PAIRED", "LAST", "SEEN"]
+    assert {line.split()[0] for line in table[1:]} == {"Pixel", "iPad"}
+    assert cli.main(["devices", "--json", "--config", str(path)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} == {"Pixel 9", "iPad"} and rows[0]["id"]
+    assert cli.main(["forget", "iPad", "--config", str(path)]) == 0
+    assert "Forgot iPad (ios" in capsys.readouterr().out
+    assert cli.main(["forget", "iPad", "--config", str(path)]) == cli.EXIT_FAILED
+    assert "no paired device is called 'iPad'" in capsys.readouterr().err
+    with daemon.data_lock(data):  # the service runs: its copy would undo the change
+        assert cli.main(["forget", "Pixel 9", "--config", str(path)]) == cli.EXIT_BUSY
+    assert "stop it first" in capsys.readouterr().err
+    assert [d.name for d in TrustStore(data / "head-unit").devices()] == ["Pixel 9"]
+
+
+# -- doctor --------------------------------------------------------------------------------
+
+
+def fake_machine(
+    tmp_path: Path, *, adapters: list[str], soft: bool = False, version: str = "5.66",
+    bus: bool = True, powered: bool = True,
+) -> doctor.Machine:  # fmt: skip
+    root = tmp_path / "root"
+    for name in adapters:
+        (root / "sys/class/bluetooth" / name).mkdir(parents=True)
+    rf = root / "sys/class/rfkill/rfkill0"
+    rf.mkdir(parents=True)
+    (rf / "type").write_text("bluetooth\n")
+    (rf / "soft").write_text("1\n" if soft else "0\n")
+    (rf / "hard").write_text("0\n")
+    tools = {"bluetoothd": "/usr/sbin/bluetoothd", "bluetoothctl": "/usr/bin/bluetoothctl"}
+
+    def run(cmd: list[str]) -> str | None:
+        if cmd[-1] == "--version":
+            return version + "\n"
+        return f"Controller 00:AA\n\tPowered: {'yes' if powered else 'no'}\n"
+
+    return doctor.Machine(
+        root=root, which=tools.get, run=run,
+        connect=lambda path: None if bus else "No such file or directory",
+    )  # fmt: skip
+
+
+def test_doctor_passes_a_good_machine(tmp_path: Path) -> None:
+    checks = doctor.run_checks(config_for(tmp_path), fake_machine(tmp_path, adapters=["hci0"]))
+    assert [c.name for c in checks if not c.ok] == []
+    assert {c.name for c in checks} >= {
+        "BlueZ",
+        "Bluetooth adapter",
+        "rfkill",
+        "D-Bus",
+        "adapter powered",
+    }
+
+
+@pytest.mark.parametrize(
+    ("machine", "failing", "fix"),
+    [
+        ({"adapters": []}, "Bluetooth adapter", "plug in a Bluetooth adapter"),
+        ({"adapters": ["hci0"], "soft": True}, "rfkill", "sudo rfkill unblock bluetooth"),
+        ({"adapters": ["hci0"], "version": "5.50"}, "BlueZ", "upgrade"),
+        ({"adapters": ["hci0"], "bus": False}, "D-Bus", "systemctl start dbus"),
+        ({"adapters": ["hci0"], "powered": False}, "adapter powered", "bluetoothctl power on"),
+    ],
+)
+def test_doctor_says_what_to_do(
+    tmp_path: Path, machine: dict[str, Any], failing: str, fix: str
+) -> None:
+    checks = doctor.run_checks(config_for(tmp_path), fake_machine(tmp_path, **machine))
+    bad = [c for c in checks if not c.ok]
+    assert [c.name for c in bad] == [failing] and fix in bad[0].fix
+
+
+def test_doctor_names_a_configured_adapter_that_is_not_there(tmp_path: Path) -> None:
+    config = Config(data_dir=str(tmp_path / "data"))
+    config = Config(data_dir=config.data_dir, radio=type(config.radio)(adapter="hci1"))
+    checks = doctor.run_checks(config, fake_machine(tmp_path, adapters=["hci0"]))
+    bad = [c for c in checks if not c.ok]
+    assert bad[0].name == "Bluetooth adapter" and "set radio.adapter to one of hci0" in bad[0].fix
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+
+def test_journald_gets_priorities(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    out = io.StringIO()
+    monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
+    daemon.setup_logging("info", out)
+    logging.getLogger("bridge.central").warning("two\nlines")
+    logging.getLogger("bridge.central").debug("hidden")
+    monkeypatch.delenv("JOURNAL_STREAM")
+    daemon.setup_logging("info", out)
+    logging.getLogger("bridge").info("plain")
+    assert out.getvalue().splitlines() == [
+        "<4>bridge.central: two | lines",
+        "INFO bridge: plain",
+    ]
