@@ -50,7 +50,7 @@ PACKAGES = (
 )
 IMAGE_SIZE = "1600M"
 BUILD_VERSION = "1"  # bump to force a rebuild
-SCENARIOS = ("pair-and-channels", "link-loss", "android-and-ios")
+SCENARIOS = ("pair-and-channels", "link-loss", "android-and-ios", "doctor")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

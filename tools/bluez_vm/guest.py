@@ -35,6 +35,8 @@ import trio
 
 from bridge import messages as m
 from bridge.central import HeadUnit, Phone
+from bridge.config import Config
+from bridge.doctor import run_checks
 from bridge.emulator import EmulatedPhone
 from bridge.endpoint import clock_ms_from_trio
 from bridge.headunit import DeviceEvent
@@ -179,6 +181,17 @@ async def android_and_ios(lane: Lane) -> None:
     assert iphone.app.player is not None and not iphone.app.player.playing
 
 
+async def doctor(lane: Lane) -> None:
+    """``bridge doctor`` on a machine with real BlueZ: every check passes."""
+    config = Config(data_dir=str(Path(tempfile.mkdtemp()) / "data"))
+    checks = await trio.to_thread.run_sync(run_checks, config)
+    for check in checks:
+        logging.info("doctor: %s %s: %s", "ok" if check.ok else "FAIL", check.name, check.detail)
+    failed = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
+    assert not failed, f"bridge doctor failed: {'; '.join(failed)}"
+    assert {c.name for c in checks} >= {"BlueZ", "Bluetooth adapter", "D-Bus", "adapter powered"}
+
+
 def task_dump() -> str:
     """Every trio task and what it awaits, then every asyncio task: what a hang looks like."""
     lines: list[str] = []
@@ -267,6 +280,7 @@ SCENARIOS: dict[str, Callable[[Lane], Awaitable[None]]] = {
     "pair-and-channels": pair_and_channels,
     "link-loss": link_loss,
     "android-and-ios": android_and_ios,
+    "doctor": doctor,
 }
 
 
