@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PATH = Path("/etc/ble-bridge/config.toml")
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 def default_data_dir() -> Path:
@@ -42,6 +43,14 @@ class RadioConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    enabled: bool = True  # the local WebSocket API and the screen's web page
+    host: str = "127.0.0.1"  # loopback only: 127.0.0.1, ::1 or localhost
+    port: int = 8765
+    token_file: str = ""  # "" = data_dir/api-token (created owner-only)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"  # debug, info, warning, error
 
@@ -58,6 +67,7 @@ class Config:
     data_dir: str = ""  # trust store and message stores ("" = default_data_dir())
     pairing: bool = False  # accept new phones at start (each still needs the code confirmed)
     radio: RadioConfig = field(default_factory=RadioConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     log: LogConfig = field(default_factory=LogConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     path: Path | None = None  # the file it came from (not a key)
@@ -66,8 +76,14 @@ class Config:
     def data_path(self) -> Path:
         return Path(self.data_dir) if self.data_dir else default_data_dir()
 
+    @property
+    def token_path(self) -> Path:
+        return Path(self.api.token_file) if self.api.token_file else self.data_path / "api-token"
 
-SECTIONS: dict[str, type[Any]] = {"radio": RadioConfig, "log": LogConfig, "debug": DebugConfig}
+
+SECTIONS: dict[str, type[Any]] = {
+    "radio": RadioConfig, "api": ApiConfig, "log": LogConfig, "debug": DebugConfig,
+}  # fmt: skip
 CHOICES = {
     ("radio", "backend"): {"bluez", "bumble"},
     ("log", "level"): {"debug", "info", "warning", "error"},
@@ -90,7 +106,12 @@ def _build(cls: type[Any], table: dict[str, Any], where: str, origin: str) -> An
         if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
             value, (int, float) if isinstance(default, float) else type(default)
         ):
-            kind = {bool: "true or false", str: "a string", float: "a number"}[type(default)]
+            kind = {
+                bool: "true or false",
+                str: "a string",
+                float: "a number",
+                int: "a whole number",
+            }[type(default)]
             raise ConfigError(f"{origin}: {name!r} must be {kind}, not {value!r}")
         choices = CHOICES.get((where, key))
         if choices is not None and value not in choices:
@@ -120,4 +141,8 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: radio.backend = 'bumble' needs radio.transport (e.g. usb:0)")
     if config.radio.connect_timeout <= 0:
         raise ConfigError(f"{path}: 'radio.connect_timeout' must be more than 0")
+    if config.api.host not in LOOPBACK:
+        raise ConfigError(f"{path}: 'api.host' must be a loopback address (the API is local only)")
+    if not 0 <= config.api.port <= 65535:
+        raise ConfigError(f"{path}: 'api.port' must be 0 to 65535")
     return Config(**{f.name: getattr(config, f.name) for f in fields(Config)} | {"path": path})

@@ -30,6 +30,7 @@ from typing import Any, TextIO
 
 import trio
 
+from bridge.api import ApiServer, ApiState, load_or_create_token
 from bridge.central import HeadUnit, Phone, Radio
 from bridge.config import Config
 from bridge.endpoint import clock_ms_from_trio
@@ -151,10 +152,9 @@ Confirm = Callable[[Phone, CodeToConfirm], Awaitable[bool]]
 
 async def _no_screen(phone: Phone, event: CodeToConfirm) -> bool:
     log.warning(
-        "%s asks to pair (code %s), but this service has no screen to confirm it on: "
-        "refused; pair with 'bridge pair' instead",
+        "%s asks to pair, but this service has no screen to confirm the code on (the "
+        "local API is off): refused; pair with 'bridge pair' instead",
         phone.name,
-        event.code,
     )
     return False
 
@@ -194,28 +194,59 @@ async def head_unit(
         yield Running(hu, recorder)
 
 
+@dataclass
+class Service:
+    """What ``serve`` started: the head unit, and the API's port (None if off)."""
+
+    head_unit: HeadUnit
+    api: ApiState | None
+    api_port: int | None
+
+
 async def serve(
     config: Config,
     *,
     radio: Radio | None = None,
-    confirm: Confirm = _no_screen,
-    task_status: trio.TaskStatus[HeadUnit] = trio.TASK_STATUS_IGNORED,
+    confirm: Confirm | None = None,
+    task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """``bridge run``: serve phones until cancelled."""
+    """``bridge run``: serve phones, and the local API, until cancelled. Pairing codes
+    are confirmed on the API's screen (or by ``confirm``)."""
+    screens: list[ApiState] = []
+
+    async def on_screen(phone: Phone, event: CodeToConfirm) -> bool:
+        if not screens:
+            return await _no_screen(phone, event)
+        return await screens[0].confirm(phone, event)
+
     async with (
-        head_unit(config, pairing=config.pairing, confirm=confirm, radio=radio) as running,
+        head_unit(
+            config, pairing=config.pairing, confirm=confirm or on_screen, radio=radio
+        ) as running,
         trio.open_nursery() as nursery,
     ):
         hu = running.head_unit
         await nursery.start(hu.run)
-        paired = len(hu.trust.devices())
+        api_port = None
+        if config.api.enabled:
+            state = ApiState(hu, clock_ms_from_trio())
+            screens.append(state)
+            token = load_or_create_token(config.token_path)
+            server = ApiServer(state, token)
+            api_port = await nursery.start(server.serve, config.api.host, config.api.port)
+            log.info(
+                "local API and screen on http://%s:%d/ (token in %s)",
+                config.api.host, api_port, config.token_path,
+            )  # fmt: skip
         log.info(
             "head unit %r serving %d paired phone(s)%s; data in %s",
-            config.name, paired, ", pairing mode on" if config.pairing else "",
-            config.data_path,
+            config.name, len(hu.trust.devices()),
+            ", pairing mode on" if config.pairing else "", config.data_path,
         )  # fmt: skip
-        task_status.started(hu)
+        task_status.started(Service(hu, screens[0] if screens else None, api_port))
         async for phone, event in hu.events:
+            for screen in screens:
+                screen.on_device_event(phone, event)
             line = describe(phone, event)
             if line is not None:
                 log.log(*line)

@@ -16,7 +16,7 @@ import trio
 from bridge import cli, daemon, doctor
 from bridge import messages as m
 from bridge.central import Phone
-from bridge.config import Config, ConfigError, DebugConfig, load_config
+from bridge.config import ApiConfig, Config, ConfigError, DebugConfig, load_config
 from bridge.endpoint import clock_ms_from_trio
 from bridge.scenarios import FLAVOURS
 from bridge.world import RadioWorld
@@ -96,7 +96,10 @@ def test_the_cli_says_what_is_wrong_with_the_configuration(
 
 
 def config_for(tmp_path: Path, **debug: str) -> Config:
-    return Config(name="Test car", data_dir=str(tmp_path / "data"), debug=DebugConfig(**debug))
+    return Config(
+        name="Test car", data_dir=str(tmp_path / "data"), debug=DebugConfig(**debug),
+        api=ApiConfig(port=0),
+    )  # fmt: skip
 
 
 async def test_pair_then_serve_reconnects_records_and_keeps_text_out_of_the_logs(
@@ -121,7 +124,8 @@ async def test_pair_then_serve_reconnects_records_and_keeps_text_out_of_the_logs
             assert name == "Pixel 9" and len(prompts) == 1
             assert "Pairing mode" in out.getvalue()
             # the service: the phone is recognised (Noise KK), no prompt
-            hu = await nursery.start(partial(daemon.serve, config, radio=central))
+            service = await nursery.start(partial(daemon.serve, config, radio=central))
+            hu = service.head_unit
             with pytest.raises(daemon.DaemonError, match="in use by process"):
                 async with daemon.head_unit(config, pairing=False, confirm=yes, radio=central):
                     pass
@@ -155,7 +159,7 @@ async def test_without_a_screen_the_service_refuses_a_pairing_and_says_why(
     aio: Any, autojump_clock: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     world = RadioWorld(tmp_path / "world", clock_ms=clock_ms_from_trio())
-    config = Config(data_dir=str(tmp_path / "data"), pairing=True)
+    config = Config(data_dir=str(tmp_path / "data"), pairing=True, api=ApiConfig(enabled=False))
     try:
         central = await world.start_central()
         phone = world.add_phone("pixel", ANDROID, PROFILES["android"])
@@ -163,12 +167,13 @@ async def test_without_a_screen_the_service_refuses_a_pairing_and_says_why(
             await nursery.start(phone.run)
             await nursery.start(partial(daemon.serve, config, radio=central))
             with trio.fail_after(60):
-                while "no screen to confirm it on" not in caplog.text:
+                while "no screen to confirm the code on" not in caplog.text:
                     await trio.sleep(0.5)
             nursery.cancel_scope.cancel()
     finally:
         world.close()
     assert "refused; pair with 'bridge pair' instead" in caplog.text
+    assert "the local API is off" in caplog.text
 
 
 # -- devices, forget ---------------------------------------------------------------------------

@@ -1,0 +1,477 @@
+"""The local API: JSON over a WebSocket on localhost, for the head unit's screen and any
+other local client (docs/API.md).
+
+Strategy. :class:`ApiState` is the sans-IO part: it turns head-unit events into JSON
+events and client operations into calls on the head unit, and knows nothing of sockets.
+:class:`ApiServer` is the trio driver: an HTTP/1.1 listener (h11) that serves the
+screen's static files and upgrades ``/api`` to a WebSocket (wsproto); each client
+first authenticates with the token from a file only the service's user can read.
+
+Every client message is one JSON object with an ``op``; anything else closes the
+connection with code 1003 and a reason, never crashes the service. Commands to a phone
+run in their own tasks (a phone may take seconds to answer) and are answered with
+``{"reply_to": seq, "ok": ...}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import mimetypes
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h11
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Event,
+    Ping,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+from bridge import messages as m
+from bridge.central import HeadUnit, Phone
+from bridge.headunit import CommandFailed, DeviceEvent
+from pairing.handshake import CodeToConfirm
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 16384  # bytes of one client message
+MAX_REQUEST = 8192  # bytes of an HTTP request head
+UNAUTHORIZED, BAD_MESSAGE = 4001, 1003
+SCREEN = Path(__file__).resolve().parent / "screen"
+
+
+def load_or_create_token(path: Path) -> str:
+    """The API token in ``path``, created (owner-only) if there is none."""
+    try:
+        token = path.read_text().strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.replace(tmp, path)
+    return token
+
+
+# -- JSON views of the head unit's state --------------------------------------------------
+
+
+def _enum(value: Any) -> Any:
+    return value.name.lower() if hasattr(value, "name") else value
+
+
+def device_json(phone: Phone, now_ms: int) -> dict[str, Any]:
+    state = phone.device.state
+    out: dict[str, Any] = {
+        "name": phone.name,
+        "platform": phone.platform,
+        "connected": phone.connected,
+        "route": None,
+        "maneuver": None,
+        "now_playing": None,
+        "inbox": [],
+    }
+    if state.route is not None:
+        r = state.route
+        out["route"] = {
+            "state": _enum(r.state), "destination": r.destination,
+            "remaining_m": r.remaining_m, "remaining_s": r.remaining_s,
+        }  # fmt: skip
+    if state.maneuver is not None:
+        x = state.maneuver
+        out["maneuver"] = {
+            "type": _enum(x.maneuver), "distance_m": x.distance_m,
+            "display_distance": x.display_distance, "display_unit": _enum(x.display_unit),
+            "road": x.road, "roundabout_exit": x.roundabout_exit,
+            "lanes": [
+                {"directions": [_enum(d) for d in lane.directions], "recommended": lane.recommended}
+                for lane in x.lanes or []
+            ],
+        }  # fmt: skip
+    if state.now_playing is not None:
+        p = state.now_playing
+        out["now_playing"] = {
+            "title": p.title, "artist": p.artist, "album": p.album,
+            "duration_ms": p.duration_ms, "position_ms": state.position_ms(now_ms),
+            "state": _enum(p.state), "source_app": p.source_app,
+            "art": _data_url(state.art) if state.art else None,
+        }  # fmt: skip
+    for item in state.inbox.values():
+        n = item.notification
+        out["inbox"].append({
+            "id": n.id, "app": n.app, "category": _enum(n.category), "sender": n.sender,
+            "title": n.title, "text": n.text, "time_ms": n.time_ms, "read": item.read,
+            "canned_replies": n.canned_replies or [],
+            "actions": [{"id": a.id, "label": a.label} for a in n.actions or []],
+        })  # fmt: skip
+    return out
+
+
+def _data_url(image: bytes) -> str:
+    kind = "image/png" if image.startswith(b"\x89PNG") else "image/jpeg"
+    return f"data:{kind};base64,{base64.b64encode(image).decode()}"
+
+
+# -- the sans-IO part ---------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """A client operation that cannot be done; the message goes back to the client."""
+
+
+@dataclass
+class PairingPrompt:
+    id: int
+    phone: Phone
+    event: CodeToConfirm
+    answer: trio.Event = field(default_factory=trio.Event)
+    accepted: bool = False
+
+
+class ApiState:
+    """What every client sees and may do; one per head unit."""
+
+    def __init__(self, hu: HeadUnit, clock_ms: Callable[[], int]) -> None:
+        self.hu = hu
+        self.clock_ms = clock_ms
+        self.prompts: dict[int, PairingPrompt] = {}
+        self._next_prompt = 1
+        self._listeners: list[trio.MemorySendChannel[dict[str, Any]]] = []
+
+    # events out
+    def listen(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
+        send, receive = trio.open_memory_channel[dict[str, Any]](256)
+        self._listeners.append(send)
+        return receive
+
+    def broadcast(self, event: dict[str, Any]) -> None:
+        for send in list(self._listeners):
+            try:
+                send.send_nowait(event)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                self._listeners.remove(send)  # a client that does not read is dropped
+                send.close()
+
+    def snapshot(self) -> dict[str, Any]:
+        now = self.clock_ms()
+        return {
+            "event": "state",
+            "name": self.hu.name,
+            "pairing": self.hu.pairing_mode,
+            "devices": [device_json(p, now) for p in self.hu.phones.values()],
+            "prompts": [self._prompt_json(p) for p in self.prompts.values()],
+        }
+
+    def _prompt_json(self, prompt: PairingPrompt) -> dict[str, Any]:
+        peer = prompt.event.peer
+        return {
+            "id": prompt.id, "name": peer.name, "platform": peer.platform,
+            "code": prompt.event.code,
+        }  # fmt: skip
+
+    def on_device_event(self, phone: Phone, event: DeviceEvent) -> None:
+        self.broadcast({"event": "device", "device": device_json(phone, self.clock_ms())})
+
+    # pairing: the head unit's confirm callback
+    async def confirm(self, phone: Phone, event: CodeToConfirm) -> bool:
+        prompt = PairingPrompt(self._next_prompt, phone, event)
+        self._next_prompt += 1
+        self.prompts[prompt.id] = prompt
+        self.broadcast({"event": "pairing_request", **self._prompt_json(prompt)})
+        try:
+            await prompt.answer.wait()
+            return prompt.accepted
+        finally:
+            del self.prompts[prompt.id]
+            self.broadcast({"event": "pairing_closed", "id": prompt.id})
+
+    # operations in
+    def _phone(self, request: dict[str, Any]) -> Phone:
+        name = request.get("device")
+        phone = self.hu.phone(name) if isinstance(name, str) else None
+        if phone is None:
+            raise ApiError(f"no device called {name!r}")
+        return phone
+
+    async def run_op(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Carry out one authenticated operation; the reply's fields."""
+        op = request.get("op")
+        if op == "state":
+            return {"state": self.snapshot()}
+        if op == "confirm":
+            prompt = self.prompts.get(request.get("id"))  # type: ignore[arg-type]
+            accept = request.get("accept")
+            if prompt is None or not isinstance(accept, bool):
+                raise ApiError("confirm needs the id of an open pairing prompt and accept")
+            prompt.accepted = accept
+            prompt.answer.set()
+            return {}
+        if op == "pairing":
+            on = request.get("on")
+            if not isinstance(on, bool):
+                raise ApiError("pairing needs on: true or false")
+            self.hu.pairing_mode = on
+            self.broadcast({"event": "pairing", "on": on})
+            return {}
+        phone = self._phone(request)
+        try:
+            if op == "media":
+                command = _member(m.MediaCommand, request.get("command"))
+                value = request.get("value")
+                if value is not None and not isinstance(value, int):
+                    raise ApiError("value must be a whole number")
+                await phone.device.media(command, value)
+            elif op == "reply":
+                text, canned = request.get("text"), request.get("canned")
+                if not isinstance(text, str | None) or not isinstance(canned, int | None):
+                    raise ApiError("reply needs text (a string) or canned (a number)")
+                await phone.device.reply(_id(request), text=text, canned=canned)
+            elif op == "mark_read":
+                await phone.device.mark_read(_id(request))
+            elif op == "dismiss":
+                await phone.device.dismiss(_id(request))
+            elif op == "action":
+                action = request.get("action")
+                if not isinstance(action, str):
+                    raise ApiError("action needs the action's id")
+                await phone.device.perform_action(_id(request), action)
+            else:
+                raise ApiError(f"unknown op {op!r}")
+        except CommandFailed as e:
+            raise ApiError(f"{phone.name}: {e}") from e
+        except ValueError as e:  # a message the codec refuses (text too long...)
+            raise ApiError(str(e)) from e
+        return {}
+
+
+def _id(request: dict[str, Any]) -> str:
+    value = request.get("id")
+    if not isinstance(value, str):
+        raise ApiError("id must be the notification's id")
+    return value
+
+
+def _member(enum: Any, name: object) -> Any:
+    try:
+        return enum[str(name).upper()]
+    except KeyError:
+        raise ApiError(f"unknown {enum.__name__} {name!r}") from None
+
+
+# -- the trio driver -----------------------------------------------------------------------
+
+
+class ApiServer:
+    def __init__(self, state: ApiState, token: str, screen: Path = SCREEN) -> None:
+        self.state = state
+        self.token = token
+        self.screen = screen
+        self.clients = 0
+
+    async def serve(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(self._client, listeners)
+
+    async def _client(self, stream: trio.SocketStream) -> None:
+        try:
+            async with stream:
+                await self._handle(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            log.debug("API client gone: %s", e)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        raw = b""
+        with trio.move_on_after(10):
+            while b"\r\n\r\n" not in raw and len(raw) < MAX_REQUEST:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    return
+                raw += chunk
+        http = h11.Connection(h11.SERVER)
+        http.receive_data(raw)
+        try:
+            request = http.next_event()
+        except h11.RemoteProtocolError:
+            await stream.send_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            return
+        if not isinstance(request, h11.Request):
+            return
+        headers = {k.lower(): v.lower() for k, v in request.headers}
+        if request.target.split(b"?")[0] == b"/api" and headers.get(b"upgrade") == b"websocket":
+            await self._websocket(stream, raw)
+        else:
+            await self._static(stream, http, request)
+
+    async def _static(
+        self, stream: trio.SocketStream, http: h11.Connection, request: h11.Request
+    ) -> None:
+        target = request.target.decode("latin-1").split("?")[0]
+        name = "index.html" if target in ("", "/") else target.lstrip("/")
+        path = (self.screen / name).resolve()
+        ok = (
+            request.method in (b"GET", b"HEAD")
+            and path.is_file()
+            and self.screen.resolve() in path.parents
+        )
+        body = path.read_bytes() if ok else b"not found\n"
+        kind = (
+            (mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+            if ok
+            else "text/plain"
+        )
+        response = h11.Response(
+            status_code=200 if ok else 404,
+            headers=[("content-type", kind), ("content-length", str(len(body))),
+                     ("cache-control", "no-store"), ("x-content-type-options", "nosniff")],
+        )  # fmt: skip
+        data = http.send(response) or b""
+        if request.method != b"HEAD":
+            data += http.send(h11.Data(data=body)) or b""
+        data += http.send(h11.EndOfMessage()) or b""
+        await stream.send_all(data)
+
+    async def _websocket(self, stream: trio.SocketStream, raw: bytes) -> None:
+        ws = WSConnection(ConnectionType.SERVER)
+        out = trio.open_memory_channel[dict[str, Any]](64)
+        client = _Client(self, stream, ws, out[0])
+        try:
+            ws.receive_data(raw)
+        except RemoteProtocolError:
+            await stream.send_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            return
+        self.clients += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                client.nursery = nursery
+                nursery.start_soon(client.writer, out[1])
+                await client.reader()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.clients -= 1
+            if client.events is not None:
+                client.events.close()
+
+
+class _Client:
+    def __init__(
+        self, server: ApiServer, stream: trio.SocketStream, ws: WSConnection,
+        out: trio.MemorySendChannel[dict[str, Any]],
+    ) -> None:  # fmt: skip
+        self.server = server
+        self.stream = stream
+        self.ws = ws
+        self.out = out
+        self.nursery: trio.Nursery | None = None
+        self.authenticated = False
+        self.events: trio.MemoryReceiveChannel[dict[str, Any]] | None = None
+        self.closing = False
+        self._text = ""
+
+    async def send_ws(self, event: Event) -> None:
+        data = self.ws.send(event)
+        if data:
+            await self.stream.send_all(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.closing:
+            self.closing = True
+            await self.send_ws(CloseConnection(code=code, reason=reason))
+
+    async def writer(self, queue: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+        async for event in queue:
+            await self.send_ws(TextMessage(data=json.dumps(event, ensure_ascii=False)))
+
+    async def forward(self, events: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+        async for event in events:
+            await self.out.send(event)
+        await self.close(1011, "too slow to read events")  # the state dropped us
+
+    async def reader(self) -> None:
+        while True:
+            for event in self.ws.events():
+                if isinstance(event, Request):
+                    await self.send_ws(AcceptConnection())
+                elif isinstance(event, Ping):
+                    await self.send_ws(event.response())
+                elif isinstance(event, CloseConnection):
+                    if not self.closing:
+                        self.closing = True
+                        await self.send_ws(event.response())
+                    return
+                elif isinstance(event, TextMessage):
+                    self._text += event.data
+                    if len(self._text) > MAX_MESSAGE:
+                        await self.close(1009, "message too big")
+                        return
+                    if event.message_finished:
+                        text, self._text = self._text, ""
+                        if not await self.on_text(text):
+                            return
+                else:  # binary messages, rejections: not part of the API
+                    await self.close(BAD_MESSAGE, "the API speaks JSON text messages")
+                    return
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return
+            try:
+                self.ws.receive_data(data)
+            except RemoteProtocolError:
+                return
+
+    async def on_text(self, text: str) -> bool:
+        """Handle one client message; False once the connection is closing."""
+        try:
+            request = json.loads(text)
+        except ValueError:
+            request = None
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            await self.close(BAD_MESSAGE, "each message must be a JSON object with an op")
+            return False
+        state = self.server.state
+        if not self.authenticated:
+            token = request.get("token")
+            if (
+                request["op"] != "auth"
+                or not isinstance(token, str)
+                or not hmac.compare_digest(token.encode(), self.server.token.encode())
+            ):
+                await self.close(UNAUTHORIZED, "authenticate first: {op: auth, token}")
+                return False
+            self.authenticated = True
+            self.events = state.listen()
+            assert self.nursery is not None
+            await self.out.send(state.snapshot())
+            self.nursery.start_soon(self.forward, self.events)
+            return True
+        assert self.nursery is not None
+        self.nursery.start_soon(self.run, request)
+        return True
+
+    async def run(self, request: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"reply_to": request.get("seq"), "ok": True}
+        try:
+            reply.update(await self.server.state.run_op(request))
+        except ApiError as e:
+            reply.update(ok=False, error=str(e))
+        await self.out.send(reply)

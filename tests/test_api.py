@@ -1,0 +1,215 @@
+"""The local API (docs/API.md) end to end: ``bridge run`` on the virtual radio with an
+emulated phone, and a WebSocket client on localhost (wsproto over trio sockets)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Request,
+    TextMessage,
+)
+
+from bridge import daemon
+from bridge import messages as m
+from bridge.config import ApiConfig, Config
+from bridge.endpoint import clock_ms_from_trio
+from bridge.scenarios import FLAVOURS
+from bridge.world import RadioWorld
+from transports.simulated import PROFILES
+
+
+class Client:
+    """A WebSocket client of the API."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.closed: CloseConnection | None = None
+        self.pending: list[dict[str, Any]] = []
+        self.seq = 0
+
+    async def open(self) -> None:
+        await self.stream.send_all(self.ws.send(Request(host="localhost", target="/api")))
+        while True:
+            for event in await self._events():
+                if isinstance(event, AcceptConnection):
+                    return
+
+    async def _events(self) -> list[Any]:
+        data = await self.stream.receive_some(65536)
+        self.ws.receive_data(data or None)
+        return list(self.ws.events())
+
+    async def send(self, message: dict[str, Any] | str) -> None:
+        text = message if isinstance(message, str) else json.dumps(message)
+        await self.stream.send_all(self.ws.send(TextMessage(data=text)))
+
+    async def op(self, **request: Any) -> dict[str, Any]:
+        """Send an operation and wait for its reply."""
+        self.seq += 1
+        await self.send({**request, "seq": self.seq})
+        return await self.receive(lambda e: e.get("reply_to") == self.seq)
+
+    async def receive(self, match: Any = lambda e: True, limit: float = 60) -> dict[str, Any]:
+        with trio.fail_after(limit):
+            while True:
+                for i, event in enumerate(self.pending):
+                    if match(event):
+                        return self.pending.pop(i)
+                for event in await self._events():
+                    if isinstance(event, TextMessage):
+                        self.pending.append(json.loads(event.data))
+                    elif isinstance(event, CloseConnection):
+                        self.closed = event
+                        raise ConnectionError(f"closed {event.code}: {event.reason}")
+
+
+@asynccontextmanager
+async def connect(port: int) -> AsyncIterator[Client]:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        client = Client(stream)
+        await client.open()
+        yield client
+
+
+@asynccontextmanager
+async def service(
+    tmp_path: Path, **phones: str
+) -> AsyncIterator[tuple[daemon.Service, RadioWorld]]:
+    world = RadioWorld(tmp_path / "world", clock_ms=clock_ms_from_trio())
+    config = Config(name="Test car", data_dir=str(tmp_path / "data"), pairing=True,
+                    api=ApiConfig(port=0))  # fmt: skip
+    try:
+        central = await world.start_central()
+        async with trio.open_nursery() as nursery:
+            for key, flavour in phones.items():
+                phone = world.add_phone(key, FLAVOURS[flavour], PROFILES[flavour])
+                await nursery.start(phone.run)
+            running = await nursery.start(partial(daemon.serve, config, radio=central))
+            yield running, world
+            nursery.cancel_scope.cancel()
+    finally:
+        world.close()
+
+
+def token(tmp_path: Path) -> str:
+    path = tmp_path / "data" / "api-token"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # only the service's user reads it
+    return path.read_text().strip()
+
+
+async def test_pairing_confirmed_on_the_screen_then_commands_reach_the_phone(
+    aio: Any, autojump_clock: Any, tmp_path: Path
+) -> None:
+    async with (
+        service(tmp_path, pixel="android") as (running, world),
+        connect(running.api_port or 0) as client,
+    ):
+        await client.send({"op": "auth", "token": token(tmp_path)})
+        state = await client.receive(lambda e: e.get("event") == "state")
+        assert state["name"] == "Test car" and state["pairing"] is True
+        prompt = await client.receive(lambda e: e.get("event") == "pairing_request")
+        assert prompt["name"] == "Pixel 9" and len(prompt["code"].replace(" ", "")) == 6
+        assert await client.op(op="confirm", id=prompt["id"], accept=True) == {
+            "reply_to": client.seq, "ok": True,
+        }  # fmt: skip
+        device = await client.receive(
+            lambda e: e.get("event") == "device" and e["device"]["connected"]
+            and e["device"]["name"] == "Pixel 9"
+        )  # fmt: skip
+        assert device["device"]["platform"] == "android"
+        phone = world.phones["pixel"]
+        await phone.app.notify(m.Notification(
+            "n1", "Chat", m.Category.MESSAGE, "Running late", 0, sender="Bo",
+            canned_replies=["On my way"],
+        ))  # fmt: skip
+        update = await client.receive(lambda e: e.get("event") == "device" and e["device"]["inbox"])
+        (note,) = update["device"]["inbox"]
+        assert (note["id"], note["sender"], note["text"]) == ("n1", "Bo", "Running late")
+        assert (await client.op(op="reply", device="Pixel 9", id="n1", canned=0))["ok"]
+        assert ("n1", "On my way") in phone.app.replies
+        assert (await client.op(op="mark_read", device="Pixel 9", id="n1"))["ok"]
+        await phone.app.play([m.NowPlaying("Song", "Artist", duration_ms=200_000)])
+        await client.receive(lambda e: e.get("event") == "device" and e["device"]["now_playing"])
+        assert (await client.op(op="media", device="Pixel 9", command="pause"))["ok"]
+        assert phone.app.player is not None and not phone.app.player.playing
+        # refused operations say why and keep the connection
+        bad = await client.op(op="media", device="Pixel 9", command="louder")
+        assert bad == {
+            "reply_to": client.seq,
+            "ok": False,
+            "error": "unknown MediaCommand 'louder'",
+        }
+        bad = await client.op(op="media", device="Nokia", command="pause")
+        assert bad["error"] == "no device called 'Nokia'"
+        assert (await client.op(op="pairing", on=False))[
+            "ok"
+        ] and not running.head_unit.pairing_mode
+
+
+async def test_a_rejected_code_pairs_nothing(aio: Any, autojump_clock: Any, tmp_path: Path) -> None:
+    async with (
+        service(tmp_path, pixel="android") as (running, _),
+        connect(running.api_port or 0) as client,
+    ):
+        await client.send({"op": "auth", "token": token(tmp_path)})
+        prompt = await client.receive(lambda e: e.get("event") == "pairing_request")
+        await client.op(op="confirm", id=prompt["id"], accept=False)
+        await client.receive(lambda e: e == {"event": "pairing_closed", "id": prompt["id"]})
+        assert running.head_unit.trust.devices() == []
+
+
+@pytest.mark.parametrize(
+    ("first", "code", "reason"),
+    [
+        ({"op": "auth", "token": "guess"}, 4001, "authenticate first"),
+        ({"op": "media", "device": "x", "command": "pause"}, 4001, "authenticate first"),
+        ("not json", 1003, "JSON object with an op"),
+        ([1, 2], 1003, "JSON object with an op"),
+    ],
+)
+async def test_no_token_no_api(
+    aio: Any, autojump_clock: Any, tmp_path: Path, *, first: Any, code: int, reason: str
+) -> None:
+    async with service(tmp_path) as (running, _), connect(running.api_port or 0) as client:
+        await client.send(first if isinstance(first, str) else json.dumps(first))
+        with pytest.raises(ConnectionError):
+            await client.receive()
+        assert client.closed is not None
+        assert client.closed.code == code and reason in (client.closed.reason or "")
+
+
+async def test_static_files_and_nothing_outside_them(
+    aio: Any, autojump_clock: Any, tmp_path: Path
+) -> None:
+    async with service(tmp_path) as (running, _):
+
+        async def get(target: str) -> bytes:
+            stream = await trio.open_tcp_stream("127.0.0.1", running.api_port or 0)
+            async with stream:
+                await stream.send_all(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                data = b""
+                while chunk := await stream.receive_some(65536):
+                    data += chunk
+                    if b"\r\n\r\n" in data:
+                        head, _, body = data.partition(b"\r\n\r\n")
+                        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                        if len(body) >= length:
+                            break
+                return data
+
+        assert (await get("/../../../etc/passwd")).startswith(b"HTTP/1.1 404")
+        assert (await get("/nothing.js")).startswith(b"HTTP/1.1 404")
