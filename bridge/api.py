@@ -81,6 +81,7 @@ def _enum(value: Any) -> Any:
 def device_json(phone: Phone, now_ms: int) -> dict[str, Any]:
     state = phone.device.state
     out: dict[str, Any] = {
+        "id": phone.key.hex()[:16] if phone.key else "",
         "name": phone.name,
         "platform": phone.platform,
         "connected": phone.connected,
@@ -176,7 +177,7 @@ class ApiState:
             "event": "state",
             "name": self.hu.name,
             "pairing": self.hu.pairing_mode,
-            "devices": [device_json(p, now) for p in self.hu.phones.values()],
+            "devices": [device_json(p, now) for p in self.hu.phones.values() if p.key],
             "prompts": [self._prompt_json(p) for p in self.prompts.values()],
         }
 
@@ -188,6 +189,8 @@ class ApiState:
         }  # fmt: skip
 
     def on_device_event(self, phone: Phone, event: DeviceEvent) -> None:
+        if phone.key is None:  # still pairing: it becomes a device once paired
+            return
         self.broadcast({"event": "device", "device": device_json(phone, self.clock_ms())})
 
     # pairing: the head unit's confirm callback

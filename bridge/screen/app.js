@@ -1,0 +1,253 @@
+// The head unit's screen: a client of the local API (docs/API.md). No build step, no
+// libraries, nothing from the network but the head unit's own WebSocket.
+"use strict";
+
+const SYMBOLS = {
+  depart: "↑", name_change: "↑", straight: "↑", destination_straight: "⚑",
+  keep_left: "↖", keep_right: "↗", slight_left: "↖", slight_right: "↗",
+  turn_left: "←", turn_right: "→", sharp_left: "↙", sharp_right: "↘",
+  u_turn_left: "↶", u_turn_right: "↷", on_ramp_left: "↖", on_ramp_right: "↗",
+  off_ramp_left: "↖", off_ramp_right: "↗", fork_left: "↖", fork_right: "↗",
+  merge_left: "↗", merge_right: "↖", merge: "↑", roundabout_enter: "⟲",
+  roundabout_exit: "⟲", roundabout_enter_and_exit: "⟲", ferry_boat: "⛴",
+  ferry_train: "⛴", destination: "⚑", destination_left: "⚑", destination_right: "⚑",
+};
+const LANE = {
+  straight: "↑", slight_left: "↖", slight_right: "↗", left: "←", right: "→",
+  sharp_left: "↙", sharp_right: "↘", u_turn_left: "↶", u_turn_right: "↷",
+};
+const UNITS = { meters: "m", kilometers: "km", miles: "mi", feet: "ft", yards: "yd" };
+
+const $ = (id) => document.getElementById(id);
+const state = { devices: new Map(), prompts: new Map(), pairing: false, name: "Head unit" };
+let socket = null;
+let seq = 0;
+let retry = 500;
+let replying = null; // {device, id}
+
+function token() {
+  const match = location.hash.match(/token=([^&]+)/);
+  if (match) {
+    sessionStorage.setItem("bridge-token", decodeURIComponent(match[1]));
+    history.replaceState(null, "", location.pathname); // keep it out of sight
+  }
+  return sessionStorage.getItem("bridge-token");
+}
+
+function send(op) {
+  if (socket && socket.readyState === WebSocket.OPEN) {
+    seq += 1;
+    socket.send(JSON.stringify({ ...op, seq }));
+  }
+}
+
+function connect() {
+  const t = token();
+  if (!t) { $("login").hidden = false; return; }
+  socket = new WebSocket(`ws://${location.host}/api`);
+  socket.onopen = () => socket.send(JSON.stringify({ op: "auth", token: t }));
+  socket.onmessage = (message) => onEvent(JSON.parse(message.data));
+  socket.onclose = (close) => {
+    setStatus(false);
+    if (close.code === 4001) {
+      sessionStorage.removeItem("bridge-token");
+      $("login").hidden = false;
+      return;
+    }
+    setTimeout(connect, retry);
+    retry = Math.min(retry * 2, 8000);
+  };
+}
+
+function setStatus(online) {
+  const status = $("status");
+  status.textContent = online ? "connected" : "reconnecting…";
+  status.className = `status ${online ? "online" : "offline"}`;
+}
+
+function onEvent(event) {
+  switch (event.event) {
+    case "state":
+      retry = 500;
+      setStatus(true);
+      state.name = event.name;
+      state.pairing = event.pairing;
+      state.devices = new Map(event.devices.map((d) => [d.id, d]));
+      state.prompts = new Map(event.prompts.map((p) => [p.id, p]));
+      break;
+    case "device":
+      state.devices.set(event.device.id, event.device);
+      break;
+    case "pairing_request":
+      state.prompts.set(event.id, event);
+      break;
+    case "pairing_closed":
+      state.prompts.delete(event.id);
+      break;
+    case "pairing":
+      state.pairing = event.on;
+      break;
+    default:
+      if ("reply_to" in event && !event.ok) console.warn("refused:", event.error);
+      return;
+  }
+  render();
+}
+
+function render() {
+  $("title").textContent = state.name;
+  document.title = state.name;
+  const pairing = $("pairing");
+  pairing.setAttribute("aria-pressed", String(state.pairing));
+  pairing.textContent = state.pairing ? "Pairing: on" : "Pair a phone";
+  const main = $("devices");
+  const shown = [...state.devices.values()].filter((d) => d.connected || d.route || d.now_playing);
+  $("empty").hidden = shown.length > 0;
+  for (const section of main.querySelectorAll(".device")) {
+    if (!shown.some((d) => d.id === section.dataset.id)) section.remove();
+  }
+  for (const device of shown) renderDevice(main, device);
+  renderPrompt();
+}
+
+function section(main, device) {
+  let node = [...main.querySelectorAll(".device")].find((s) => s.dataset.id === device.id);
+  if (!node) {
+    node = $("device-template").content.firstElementChild.cloneNode(true);
+    node.dataset.id = device.id;
+    for (const command of ["toggle", "next", "previous"]) {
+      node.querySelector(`.${command}`).onclick = () =>
+        send({ op: "media", device: node.dataset.name, command });
+    }
+    main.appendChild(node);
+  }
+  node.dataset.name = device.name;
+  return node;
+}
+
+function renderDevice(main, device) {
+  const node = section(main, device);
+  node.querySelector(".label").textContent = device.name;
+  node.querySelector(".dot").classList.toggle("on", device.connected);
+  const nav = node.querySelector(".nav");
+  const maneuver = device.maneuver;
+  nav.hidden = !maneuver;
+  if (maneuver) {
+    nav.querySelector(".symbol").textContent = SYMBOLS[maneuver.type] || "↑";
+    const exit = maneuver.roundabout_exit ? ` · exit ${maneuver.roundabout_exit}` : "";
+    nav.querySelector(".distance").textContent =
+      `${maneuver.display_distance} ${UNITS[maneuver.display_unit] || ""}${exit}`;
+    nav.querySelector(".road").textContent = maneuver.road;
+    const lanes = nav.querySelector(".lanes");
+    lanes.replaceChildren(...maneuver.lanes.map((lane) => {
+      const span = document.createElement("span");
+      span.className = `lane${lane.recommended ? " recommended" : ""}`;
+      span.textContent = lane.directions.map((d) => LANE[d] || "↑").join("");
+      return span;
+    }));
+    const route = device.route;
+    nav.querySelector(".eta").textContent = route && route.remaining_m != null
+      ? `${(route.remaining_m / 1000).toFixed(1)} km${route.remaining_s != null ? ` · ${Math.round(route.remaining_s / 60)} min` : ""}${route.destination ? ` to ${route.destination}` : ""}`
+      : "";
+  }
+  const music = node.querySelector(".music");
+  const playing = device.now_playing;
+  music.hidden = !playing;
+  if (playing) {
+    music.querySelector(".title").textContent = playing.title;
+    music.querySelector(".artist").textContent = playing.artist;
+    const art = music.querySelector(".art");
+    art.onerror = () => { art.style.visibility = "hidden"; };
+    art.style.visibility = "";
+    art.src = playing.art || "";
+    const toggle = music.querySelector(".toggle");
+    toggle.dataset.state = playing.state === "playing" ? "playing" : "paused";
+    toggle.setAttribute("aria-label", playing.state === "playing" ? "Pause" : "Play");
+    music.dataset.position = playing.position_ms ?? 0;
+    music.dataset.duration = playing.duration_ms ?? 0;
+    music.dataset.playing = playing.state === "playing";
+    music.dataset.since = Date.now();
+  }
+  const inbox = node.querySelector(".inbox");
+  inbox.hidden = device.inbox.length === 0;
+  inbox.replaceChildren(...device.inbox.slice().reverse().map((note) => {
+    const li = document.createElement("li");
+    li.className = note.read ? "" : "unread";
+    li.dataset.id = note.id;
+    const text = document.createElement("div");
+    text.className = "text";
+    const sender = document.createElement("div");
+    sender.className = "sender";
+    sender.textContent = note.sender || note.title || note.app;
+    const body = document.createElement("div");
+    body.className = "body";
+    body.textContent = note.text;
+    text.append(sender, body);
+    const open = document.createElement("button");
+    open.className = "open";
+    open.textContent = "Reply";
+    open.onclick = () => openReply(device.name, note);
+    li.append(text, open);
+    return li;
+  }));
+}
+
+function renderPrompt() {
+  const prompt = [...state.prompts.values()][0];
+  $("prompt").hidden = !prompt;
+  if (!prompt) return;
+  $("prompt-name").textContent = prompt.name;
+  $("prompt-code").textContent = prompt.code;
+  $("confirm").onclick = () => send({ op: "confirm", id: prompt.id, accept: true });
+  $("reject").onclick = () => send({ op: "confirm", id: prompt.id, accept: false });
+}
+
+function openReply(device, note) {
+  replying = { device, id: note.id };
+  $("reply-to").textContent = note.sender || note.app;
+  $("reply-text").textContent = note.text;
+  $("canned").replaceChildren(...note.canned_replies.map((text, index) => {
+    const button = document.createElement("button");
+    button.textContent = text;
+    button.onclick = () => { send({ op: "reply", device, id: note.id, canned: index }); closeReply(); };
+    return button;
+  }));
+  $("reply-input").value = "";
+  $("reply").hidden = false;
+  if (!note.read) send({ op: "mark_read", device, id: note.id });
+}
+
+function closeReply() {
+  replying = null;
+  $("reply").hidden = true;
+}
+
+function tick() {
+  const now = new Date();
+  $("clock").textContent = now.toTimeString().slice(0, 5);
+  for (const music of document.querySelectorAll(".music")) {
+    const duration = Number(music.dataset.duration);
+    if (!duration) continue;
+    let position = Number(music.dataset.position);
+    if (music.dataset.playing === "true") position += Date.now() - Number(music.dataset.since);
+    music.querySelector(".bar").style.width = `${Math.min(100, (100 * position) / duration)}%`;
+  }
+}
+
+$("pairing").onclick = () => send({ op: "pairing", on: !state.pairing });
+$("reply-close").onclick = closeReply;
+$("reply-form").onsubmit = (event) => {
+  event.preventDefault();
+  const text = $("reply-input").value.trim();
+  if (replying && text) send({ op: "reply", device: replying.device, id: replying.id, text });
+  closeReply();
+};
+$("login-form").onsubmit = (event) => {
+  event.preventDefault();
+  sessionStorage.setItem("bridge-token", $("login-token").value.trim());
+  $("login").hidden = true;
+  connect();
+};
+setInterval(tick, 500);
+tick();
+connect();

@@ -1,0 +1,100 @@
+"""``python -m tools.screen_demo``: the head unit service (``bridge run``) with its screen,
+and two emulated phones on the virtual BLE radio, in real time.
+
+Open the printed address in a browser: pair each phone by confirming its code on the
+screen, then watch the Android phone navigate while the iPhone plays music and gets
+messages; tap pause, reply to a message. What each phone receives is printed (the
+browser tests read it). ``--yes`` confirms pairings without the screen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from bridge import daemon
+from bridge.config import ApiConfig, Config
+from bridge.endpoint import clock_ms_from_trio
+from bridge.scenarios import FLAVOURS, drive, messages, playlist
+from bridge.world import RadioWorld
+from transports.aio import asyncio_loop
+from transports.simulated import PROFILES
+
+CAST = {"pixel": "android", "iphone": "ios"}
+
+
+async def run(args: argparse.Namespace, out: TextIO) -> None:
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    data = Path(args.data_dir or tempfile.mkdtemp(prefix="bridge-screen-"))
+    config = Config(
+        name="Demo car", data_dir=str(data / "head-unit"), pairing=True,
+        api=ApiConfig(port=args.port),
+    )  # fmt: skip
+    async with asyncio_loop():
+        world = RadioWorld(data / "phones", clock_ms=clock_ms_from_trio())
+        try:
+            central = await world.start_central()
+            async with trio.open_nursery() as nursery:
+                for key, flavour in CAST.items():
+                    phone = world.add_phone(key, FLAVOURS[flavour], PROFILES[flavour])
+                    await nursery.start(phone.run)
+                confirm = daemon.yes if args.yes else None
+                service = await nursery.start(
+                    partial(daemon.serve, config, radio=central, confirm=confirm)
+                )
+                token = config.token_path.read_text().strip()
+                say(f"screen: http://127.0.0.1:{service.api_port}/#token={token}")
+                for key, flavour in CAST.items():
+                    nursery.start_soon(_play, world.phones[key], FLAVOURS[flavour], key, say)
+        finally:
+            world.close()
+
+
+async def _play(phone: Any, flavour: Any, key: str, say: Any) -> None:
+    """Once paired and connected, the phone's scenario; and what it receives, printed."""
+    await phone.connected.wait()
+    say(f"phone {flavour.name}: connected")
+    async with trio.open_nursery() as nursery:
+        if key == "pixel":
+            nursery.start_soon(partial(drive, phone.app, flavour, step=4.0))
+        else:
+            nursery.start_soon(playlist, phone.app, flavour)
+            nursery.start_soon(messages, phone.app, flavour)
+        seen, replies = 0, 0
+        while True:
+            await trio.sleep(0.2)
+            for command in phone.app.commands[seen:]:
+                name = type(command).__name__
+                detail = getattr(command, "command", None)
+                say(
+                    f"phone {flavour.name}: {name} {detail.name.lower() if detail else ''}".rstrip()
+                )
+            seen = len(phone.app.commands)
+            for note_id, text in phone.app.replies[replies:]:
+                say(f"phone {flavour.name}: reply to {note_id}: {text}")
+            replies = len(phone.app.replies)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.screen_demo", description=__doc__)
+    parser.add_argument("--port", type=int, default=8765, help="the screen's port (0: any)")
+    parser.add_argument("--data-dir", type=Path, help="keep identities here (default: fresh)")
+    parser.add_argument("--yes", action="store_true", help="confirm pairing codes by itself")
+    args = parser.parse_args(argv)
+    try:
+        trio.run(run, args, sys.stdout)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
