@@ -85,6 +85,7 @@ def device_json(phone: Phone, now_ms: int) -> dict[str, Any]:
         "name": phone.name,
         "platform": phone.platform,
         "connected": phone.connected,
+        "ready": phone.connected and phone.device.peer is not None,  # its hello arrived
         "route": None,
         "maneuver": None,
         "now_playing": None,
@@ -478,3 +479,61 @@ class _Client:
         except ApiError as e:
             reply.update(ok=False, error=str(e))
         await self.out.send(reply)
+
+
+# -- a client (bridge pair while the service runs; tests) ------------------------------------
+
+
+class ApiClient:
+    """A WebSocket client of the API over a trio stream."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.closed: CloseConnection | None = None
+        self.pending: list[dict[str, Any]] = []
+        self.seq = 0
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> ApiClient:
+        client = cls(await trio.open_tcp_stream(host, port))
+        await client.stream.send_all(client.ws.send(Request(host=host, target="/api")))
+        while True:
+            for event in await client._events():
+                if isinstance(event, AcceptConnection):
+                    return client
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    async def _events(self) -> list[Event]:
+        data = await self.stream.receive_some(65536)
+        self.ws.receive_data(bytes(data) or None)
+        return list(self.ws.events())
+
+    async def send(self, message: dict[str, Any] | str) -> None:
+        text = message if isinstance(message, str) else json.dumps(message)
+        await self.stream.send_all(self.ws.send(TextMessage(data=text)))
+
+    async def op(self, **request: Any) -> dict[str, Any]:
+        """Send an operation and wait for its reply."""
+        self.seq += 1
+        await self.send({**request, "seq": self.seq})
+        seq = self.seq
+        return await self.receive(lambda e: e.get("reply_to") == seq)
+
+    async def receive(
+        self, match: Callable[[dict[str, Any]], bool] = lambda e: True
+    ) -> dict[str, Any]:
+        """The next message that ``match`` accepts (others are kept for later);
+        ConnectionError once the server closed the connection."""
+        while True:
+            for i, event in enumerate(self.pending):
+                if match(event):
+                    return self.pending.pop(i)
+            for ws_event in await self._events():
+                if isinstance(ws_event, TextMessage):
+                    self.pending.append(json.loads(ws_event.data))
+                elif isinstance(ws_event, CloseConnection):
+                    self.closed = ws_event
+                    raise ConnectionError(f"closed {ws_event.code}: {ws_event.reason}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -107,6 +108,13 @@ def _service_commands(commands: Any) -> None:
         description="Run the head unit: reconnect paired phones, serve them, until stopped.",
     )
     config_option(run)
+    run.add_argument(
+        "--capture",
+        type=Path,
+        metavar="DIR",
+        help="record every link as pcapng in DIR (bridge-dump, Wireshark); "
+        "overrides debug.capture_dir",
+    )
     pair = commands.add_parser(
         "pair",
         help="pair a new phone (shows the code; you confirm it)",
@@ -193,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, config: Config) -> int:
     daemon.setup_logging(config.log.level if not args.verbose else "debug")
+    if args.capture is not None:
+        config = dataclasses.replace(
+            config, debug=dataclasses.replace(config.debug, capture_dir=str(args.capture))
+        )
     try:
         return daemon.run(config)
     except (OSError, BaseExceptionGroup) as e:  # the radio did not open: no adapter, no D-Bus
@@ -219,13 +231,21 @@ def _pair(args: argparse.Namespace, config: Config) -> int:
         print(f"\n{event.peer.name} ({event.peer.platform}) asks to pair.")
         return await demo._ask(event.code)
 
+    async def confirm_request(request: dict[str, Any]) -> bool:
+        print(f"\n{request['name']} ({request['platform']}) asks to pair.")
+        return await demo._ask(request["code"])
+
     async def main() -> str | None:
+        if daemon.data_in_use(config.data_path) and config.api.enabled:
+            return await daemon.pair_through_service(config, confirm_request, limit=args.timeout)
         return await daemon.pair(config, confirm, limit=args.timeout)
 
     try:
         name = trio.run(main)
-    except (OSError, KeyboardInterrupt, BaseExceptionGroup) as e:
+    except (OSError, KeyboardInterrupt, DaemonError, BaseExceptionGroup) as e:
         error = _leaf(e)
+        if isinstance(error, DaemonError):
+            raise error from None
         if isinstance(error, KeyboardInterrupt):
             print("bridge: pairing stopped", file=sys.stderr)
             return 130

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 import trio
 
-from bridge.api import ApiServer, ApiState, load_or_create_token
+from bridge.api import ApiClient, ApiServer, ApiState, load_or_create_token
 from bridge.central import HeadUnit, Phone, Radio
 from bridge.config import Config
 from bridge.endpoint import clock_ms_from_trio
@@ -284,6 +284,64 @@ async def pair(
                         nursery.cancel_scope.cancel()
                         return phone.name
     return None
+
+
+async def pair_through_service(
+    config: Config,
+    ask: Callable[[dict[str, Any]], Awaitable[bool]],
+    *,
+    limit: float,
+    out: TextIO = sys.stdout,
+) -> str | None:
+    """``bridge pair`` while the service runs: pairing mode through its API, each code
+    confirmed by ``ask`` (the screen may answer too); the new phone's name, or None."""
+    try:
+        token = config.token_path.read_text().strip()
+    except OSError as e:
+        raise DaemonError(
+            f"the service is running, but its API token {config.token_path} cannot be read "
+            f"({e.strerror}): run this as the service's user (sudo -u ble-bridge bridge pair)"
+        ) from None
+    host, port = config.api.host, config.api.port
+    try:
+        client = await ApiClient.open(host, port)
+    except OSError as e:
+        raise DaemonError(
+            f"the service is running, but its API at {host}:{port} does not answer "
+            f"({e.strerror or e}): is api.enabled off?"
+        ) from None
+    was_on = True
+    try:
+        await client.send({"op": "auth", "token": token})
+        state = await client.receive(lambda e: e.get("event") == "state")
+        known = {d["id"] for d in state["devices"]}
+        was_on = state["pairing"]
+        await client.op(op="pairing", on=True)
+        print(
+            f"Pairing mode (through the running service): open the bridge app on the phone "
+            f"(for {limit:g} s)",
+            file=out,
+            flush=True,
+        )
+        with trio.move_on_after(limit):
+            while True:
+                event = await client.receive(
+                    lambda e: e.get("event") in ("pairing_request", "device")
+                )
+                if event["event"] == "pairing_request":
+                    await client.op(op="confirm", id=event["id"], accept=await ask(event))
+                    continue
+                device = event["device"]
+                if device["id"] and device["id"] not in known and device["ready"]:
+                    return str(device["name"])
+        return None
+    except ConnectionError as e:
+        raise DaemonError(f"the service closed the API connection ({e})") from None
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            if not was_on and client.closed is None:
+                await client.op(op="pairing", on=False)
+            await client.aclose()
 
 
 def run(config: Config) -> int:

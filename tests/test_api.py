@@ -3,6 +3,7 @@ emulated phone, and a WebSocket client on localhost (wsproto over trio sockets).
 
 from __future__ import annotations
 
+import io
 import json
 import stat
 from collections.abc import AsyncIterator
@@ -13,16 +14,10 @@ from typing import Any
 
 import pytest
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    CloseConnection,
-    Request,
-    TextMessage,
-)
 
 from bridge import daemon
 from bridge import messages as m
+from bridge.api import ApiClient
 from bridge.config import ApiConfig, Config
 from bridge.endpoint import clock_ms_from_trio
 from bridge.scenarios import FLAVOURS
@@ -30,67 +25,22 @@ from bridge.world import RadioWorld
 from transports.simulated import PROFILES
 
 
-class Client:
-    """A WebSocket client of the API."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self.closed: CloseConnection | None = None
-        self.pending: list[dict[str, Any]] = []
-        self.seq = 0
-
-    async def open(self) -> None:
-        await self.stream.send_all(self.ws.send(Request(host="localhost", target="/api")))
-        while True:
-            for event in await self._events():
-                if isinstance(event, AcceptConnection):
-                    return
-
-    async def _events(self) -> list[Any]:
-        data = await self.stream.receive_some(65536)
-        self.ws.receive_data(data or None)
-        return list(self.ws.events())
-
-    async def send(self, message: dict[str, Any] | str) -> None:
-        text = message if isinstance(message, str) else json.dumps(message)
-        await self.stream.send_all(self.ws.send(TextMessage(data=text)))
-
-    async def op(self, **request: Any) -> dict[str, Any]:
-        """Send an operation and wait for its reply."""
-        self.seq += 1
-        await self.send({**request, "seq": self.seq})
-        return await self.receive(lambda e: e.get("reply_to") == self.seq)
-
-    async def receive(self, match: Any = lambda e: True, limit: float = 60) -> dict[str, Any]:
-        with trio.fail_after(limit):
-            while True:
-                for i, event in enumerate(self.pending):
-                    if match(event):
-                        return self.pending.pop(i)
-                for event in await self._events():
-                    if isinstance(event, TextMessage):
-                        self.pending.append(json.loads(event.data))
-                    elif isinstance(event, CloseConnection):
-                        self.closed = event
-                        raise ConnectionError(f"closed {event.code}: {event.reason}")
-
-
 @asynccontextmanager
-async def connect(port: int) -> AsyncIterator[Client]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        client = Client(stream)
-        await client.open()
-        yield client
+async def connect(port: int) -> AsyncIterator[ApiClient]:
+    client = await ApiClient.open("127.0.0.1", port)
+    try:
+        with trio.fail_after(120):  # virtual time: a test that waits in vain ends at once
+            yield client
+    finally:
+        await client.aclose()
 
 
 @asynccontextmanager
 async def service(
-    tmp_path: Path, **phones: str
+    tmp_path: Path, *, pairing: bool = True, **phones: str
 ) -> AsyncIterator[tuple[daemon.Service, RadioWorld]]:
     world = RadioWorld(tmp_path / "world", clock_ms=clock_ms_from_trio())
-    config = Config(name="Test car", data_dir=str(tmp_path / "data"), pairing=True,
+    config = Config(name="Test car", data_dir=str(tmp_path / "data"), pairing=pairing,
                     api=ApiConfig(port=0))  # fmt: skip
     try:
         central = await world.start_central()
@@ -213,3 +163,35 @@ async def test_static_files_and_nothing_outside_them(
 
         assert (await get("/../../../etc/passwd")).startswith(b"HTTP/1.1 404")
         assert (await get("/nothing.js")).startswith(b"HTTP/1.1 404")
+
+
+async def test_bridge_pair_goes_through_the_running_service(
+    aio: Any, autojump_clock: Any, tmp_path: Path
+) -> None:
+    asked: list[dict[str, Any]] = []
+
+    async def ask(request: dict[str, Any]) -> bool:
+        asked.append(request)
+        return True
+
+    async with service(tmp_path, pairing=False, pixel="android") as (running, world):
+        assert not running.head_unit.pairing_mode  # strangers are left alone until asked
+        port = running.api_port or 0
+        config = Config(data_dir=str(tmp_path / "data"), api=ApiConfig(port=port))
+        name = await daemon.pair_through_service(config, ask, limit=60, out=io.StringIO())
+        assert name == "Pixel 9" and [a["name"] for a in asked] == ["Pixel 9"]
+        assert [d.name for d in running.head_unit.trust.devices()] == ["Pixel 9"]
+        assert not running.head_unit.pairing_mode  # back as it was
+        await world.phones["pixel"].connected.wait()
+
+
+async def test_bridge_pair_says_when_the_service_api_is_unreachable(tmp_path: Path) -> None:
+    config = Config(data_dir=str(tmp_path / "data"), api=ApiConfig(port=1))
+    config.data_path.mkdir(parents=True)
+    config.token_path.write_text("token")
+
+    async def ask(request: dict[str, Any]) -> bool:
+        return True
+
+    with pytest.raises(daemon.DaemonError, match=r"its API at 127\.0\.0\.1:1 does not answer"):
+        await daemon.pair_through_service(config, ask, limit=5)
