@@ -12,6 +12,7 @@ meanwhile arrives, once, in order. Virtual time by default (instant and repeatab
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -268,31 +269,9 @@ async def run_demo(
     data_dir: Path,
     confirm: Confirm,
     keylog: KeyLog | None = None,
-    capture: Path | None = None,
+    recorder: LinkRecorder | None = None,
 ) -> DemoResult:
-    """The demo; ``capture``: record the head unit's links in capture/head-unit.pcapng."""
-    recorder = LinkRecorder(capture / "head-unit.pcapng") if capture is not None else None
-    try:
-        return await _run_demo(
-            profile, seed=seed, drop=drop, out=out, data_dir=data_dir, confirm=confirm,
-            keylog=keylog, recorder=recorder,
-        )  # fmt: skip
-    finally:
-        if recorder is not None:
-            recorder.close()
-
-
-async def _run_demo(
-    profile: LinkProfile,
-    *,
-    seed: int,
-    drop: bool,
-    out: TextIO,
-    data_dir: Path,
-    confirm: Confirm,
-    keylog: KeyLog | None,
-    recorder: LinkRecorder | None,
-) -> DemoResult:
+    """The demo; ``recorder`` records the head unit's links."""
     start = trio.current_time()
     screen = _Screen(out, start)
     flavour: Flavour = FLAVOURS["ios" if profile.name == "ios" else "android"]
@@ -433,7 +412,8 @@ def main(
     profile = PROFILES[profile_name]
     clock = None if realtime or not assume_yes else trio.testing.MockClock(autojump_threshold=0)
     confirm = _yes if assume_yes else _ask
-    with tempfile.TemporaryDirectory(prefix="bridge-demo-") as scratch:
+    recording = LinkRecorder(capture / "head-unit.pcapng") if capture else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="bridge-demo-") as scratch, recording as recorder:
         directory = data_dir or Path(scratch)
         result = trio.run(
             partial(
@@ -445,7 +425,7 @@ def main(
                 data_dir=directory,
                 confirm=confirm,
                 keylog=keylog,
-                capture=capture,
+                recorder=recorder,
             ),
             clock=clock,
         )

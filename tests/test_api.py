@@ -8,7 +8,6 @@ import json
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,8 @@ from bridge import daemon
 from bridge import messages as m
 from bridge.api import ApiClient
 from bridge.config import ApiConfig, Config
-from bridge.endpoint import clock_ms_from_trio
-from bridge.scenarios import FLAVOURS
 from bridge.world import RadioWorld
-from transports.simulated import PROFILES
+from tools.screen_demo import service_with_phones
 
 
 @asynccontextmanager
@@ -39,20 +36,10 @@ async def connect(port: int) -> AsyncIterator[ApiClient]:
 async def service(
     tmp_path: Path, *, pairing: bool = True, **phones: str
 ) -> AsyncIterator[tuple[daemon.Service, RadioWorld]]:
-    world = RadioWorld(tmp_path / "world", clock_ms=clock_ms_from_trio())
     config = Config(name="Test car", data_dir=str(tmp_path / "data"), pairing=pairing,
                     api=ApiConfig(port=0))  # fmt: skip
-    try:
-        central = await world.start_central()
-        async with trio.open_nursery() as nursery:
-            for key, flavour in phones.items():
-                phone = world.add_phone(key, FLAVOURS[flavour], PROFILES[flavour])
-                await nursery.start(phone.run)
-            running = await nursery.start(partial(daemon.serve, config, radio=central))
-            yield running, world
-            nursery.cancel_scope.cancel()
-    finally:
-        world.close()
+    async with service_with_phones(config, phones, tmp_path / "world") as running:
+        yield running
 
 
 def token(tmp_path: Path) -> str:

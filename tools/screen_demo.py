@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,24 +40,40 @@ async def run(args: argparse.Namespace, out: TextIO) -> None:
         name="Demo car", data_dir=str(data / "head-unit"), pairing=True,
         api=ApiConfig(port=args.port),
     )  # fmt: skip
-    async with asyncio_loop():
-        world = RadioWorld(data / "phones", clock_ms=clock_ms_from_trio())
-        try:
-            central = await world.start_central()
-            async with trio.open_nursery() as nursery:
-                for key, flavour in CAST.items():
-                    phone = world.add_phone(key, FLAVOURS[flavour], PROFILES[flavour])
-                    await nursery.start(phone.run)
-                confirm = daemon.yes if args.yes else None
-                service = await nursery.start(
-                    partial(daemon.serve, config, radio=central, confirm=confirm)
-                )
-                token = config.token_path.read_text().strip()
-                say(f"screen: http://127.0.0.1:{service.api_port}/#token={token}")
-                for key, flavour in CAST.items():
-                    nursery.start_soon(_play, world.phones[key], FLAVOURS[flavour], key, say)
-        finally:
-            world.close()
+    async with (
+        asyncio_loop(),
+        service_with_phones(config, CAST, data / "phones", daemon.yes if args.yes else None) as (
+            service,
+            world,
+        ),
+        trio.open_nursery() as nursery,
+    ):
+        token = config.token_path.read_text().strip()
+        say(f"screen: http://127.0.0.1:{service.api_port}/#token={token}")
+        for key, flavour in CAST.items():
+            nursery.start_soon(_play, world.phones[key], FLAVOURS[flavour], key, say)
+
+
+@asynccontextmanager
+async def service_with_phones(
+    config: Config, cast: dict[str, str], folder: Path, confirm: daemon.Confirm | None = None
+) -> AsyncIterator[tuple[daemon.Service, RadioWorld]]:
+    """``bridge run`` on the virtual radio with emulated phones (``cast``: key ->
+    flavour) advertising; inside trio-asyncio's loop."""
+    world = RadioWorld(folder, clock_ms=clock_ms_from_trio())
+    try:
+        central = await world.start_central()
+        async with trio.open_nursery() as nursery:
+            for key, flavour in cast.items():
+                phone = world.add_phone(key, FLAVOURS[flavour], PROFILES[flavour])
+                await nursery.start(phone.run)
+            service = await nursery.start(
+                partial(daemon.serve, config, radio=central, confirm=confirm)
+            )
+            yield service, world
+            nursery.cancel_scope.cancel()
+    finally:
+        world.close()
 
 
 async def _play(phone: Any, flavour: Any, key: str, say: Any) -> None:

@@ -82,15 +82,23 @@ class LinkRecorder:
         self.path = path
         self._stream = path.open("wb")
         self._writer = PcapngWriter(self._stream)
-        self._wall = time.time()
-        self._start = trio.current_time()
+        self._clock: tuple[float, float] | None = None  # wall and trio time of the first record
         self._links = 0
 
     def now(self) -> float:
-        return self._wall + (trio.current_time() - self._start)
+        if self._clock is None:
+            self._clock = (time.time(), trio.current_time())
+        wall, start = self._clock
+        return wall + (trio.current_time() - start)
 
     def close(self) -> None:
         self._stream.close()
+
+    def __enter__(self) -> LinkRecorder:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def wrap(self, link: Link) -> Link:
         self._links += 1
