@@ -123,7 +123,7 @@ def test_pair_navigate_pause_and_reply_from_the_screen(demo: Demo, page: Page) -
     toggle = iphone.locator(".music .toggle")
     expect(toggle).to_have_attribute("data-state", "playing", timeout=30_000)
     toggle.click()
-    demo.wait_for(lambda line: line == "phone iPhone 16: MediaCommandRequest toggle", 20)
+    demo.wait_for(lambda line: line == "phone iPhone 16: MediaCommandRequest pause", 20)
     expect(toggle).to_have_attribute("data-state", "paused", timeout=20_000)
     expect(toggle).to_have_attribute("aria-label", "Play")
     shot(page, "now-playing")
@@ -139,6 +139,9 @@ def test_pair_navigate_pause_and_reply_from_the_screen(demo: Demo, page: Page) -
     demo.wait_for(lambda line: line == "phone iPhone 16: reply to msg-1: See you at the door", 20)
     expect(page.locator("#reply")).to_be_hidden()
     shot(page, "after-reply")
+    expect(pixel.locator(".nav .eta")).to_contain_text("arrive ")
+    page.set_viewport_size({"width": 1024, "height": 600})  # the other common panel
+    shot(page, "1024x600")
 
 
 def test_the_screen_asks_for_the_token_when_it_has_none(demo: Demo, page: Page) -> None:

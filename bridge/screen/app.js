@@ -115,10 +115,15 @@ function section(main, device) {
   if (!node) {
     node = $("device-template").content.firstElementChild.cloneNode(true);
     node.dataset.id = device.id;
-    for (const command of ["toggle", "next", "previous"]) {
+    for (const command of ["next", "previous"]) {
       node.querySelector(`.${command}`).onclick = () =>
         send({ op: "media", device: node.dataset.name, command });
     }
+    const toggle = node.querySelector(".toggle");  // says what it will do: pause or play
+    toggle.onclick = () => send({
+      op: "media", device: node.dataset.name,
+      command: toggle.dataset.state === "playing" ? "pause" : "play",
+    });
     main.appendChild(node);
   }
   node.dataset.name = device.name;
@@ -146,9 +151,14 @@ function renderDevice(main, device) {
       return span;
     }));
     const route = device.route;
-    nav.querySelector(".eta").textContent = route && route.remaining_m != null
-      ? `${(route.remaining_m / 1000).toFixed(1)} km${route.remaining_s != null ? ` · ${Math.round(route.remaining_s / 60)} min` : ""}${route.destination ? ` to ${route.destination}` : ""}`
-      : "";
+    const parts = [];
+    if (route && route.remaining_s != null) {
+      const arrival = new Date(Date.now() + route.remaining_s * 1000);
+      parts.push(`arrive ${arrival.toTimeString().slice(0, 5)}`);
+    }
+    if (route && route.remaining_m != null) parts.push(`${(route.remaining_m / 1000).toFixed(1)} km`);
+    if (route && route.destination) parts.push(route.destination);
+    nav.querySelector(".eta").textContent = parts.join(" · ");
   }
   const music = node.querySelector(".music");
   const playing = device.now_playing;
