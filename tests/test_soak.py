@@ -1,0 +1,34 @@
+"""The fault soak (tools/soak.py), short: 1,000 messages both ways across 20 link drops and
+two head-unit crashes, in virtual time. The long run (10,000 / 100 / 2) is
+``python -m tools.soak``; its last result is in docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio.testing
+
+from tools.soak import SoakResult, soak
+
+
+async def test_nothing_lost_duplicated_or_reordered_across_drops_and_restarts(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    result = await soak(tmp_path, messages=1000, drops=20, restarts=2, seed=7)
+    assert (result.drops, result.restarts) == (20, 2)
+    assert len(result.notifications) == 800 and len(result.replies) == 200
+    assert SoakResult.check(result.notifications, result.delivered) == (0, 0, True)
+    assert SoakResult.check(result.replies, result.answered) == (0, 0, True)
+    assert result.ok()
+    # the last life's inbox holds what the earlier lives received: it came from the file
+    assert result.inbox == 800
+
+
+def test_the_check_sees_loss_duplication_and_reordering() -> None:
+    sent = ["a", "b", "c"]
+    assert SoakResult.check(sent, ["a", "b", "c"]) == (0, 0, True)
+    assert SoakResult.check(sent, ["a", "c"]) == (1, 0, True)
+    assert SoakResult.check(sent, ["a", "b", "b", "c"])[1] == 1
+    assert SoakResult.check(sent, ["b", "a", "c"])[2] is False
+    broken = SoakResult(notifications=sent, delivered=["a", "c", "b"])
+    assert not broken.ok()

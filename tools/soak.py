@@ -1,0 +1,187 @@
+"""``python -m tools.soak``: the fault soak. Messages both ways across many injected link
+drops and head-unit crashes, on the simulated link in virtual time; then: how many were
+lost, duplicated or out of order per channel (all must be 0).
+
+The phone sends notifications (messaging, phone -> head unit); the head unit replies to
+them (messaging, head unit -> phone); both sides keep their SQLite stores, so what was
+accepted survives a crash. Links are dropped (a supervision timeout) after random
+lengths; the head unit crashes at chosen moments and starts again from its files. The
+last link stays up until everything is across.
+
+Defaults are the issue's: 10,000 messages, 100 drops, 2 restarts (about 20 s here);
+the test suite runs a short version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from bridge import messages as m
+from bridge.endpoint import clock_ms_from_trio
+from bridge.headunit import PhoneDevice
+from bridge.phone import PhoneApp
+from bridge.session import PeerSession
+from bridge.store import MessageStore
+from transports.simulated import PROFILES, SimulatedLinkPair
+
+REPLY_EVERY = 4  # the head unit answers one notification in four
+
+
+@dataclass
+class SoakResult:
+    notifications: list[str] = field(default_factory=list)  # sent by the phone, in order
+    delivered: list[str] = field(default_factory=list)  # applied by the head unit
+    replies: list[str] = field(default_factory=list)  # accepted by the head unit, in order
+    answered: list[str] = field(default_factory=list)  # applied by the phone
+    drops: int = 0
+    restarts: int = 0
+    resent: int = 0  # duplicates the receivers recognised and dropped
+    inbox: int = 0  # notifications in the last head unit's inbox (restored from its file)
+    seconds: float = 0.0  # virtual
+
+    @staticmethod
+    def check(sent: list[str], got: list[str]) -> tuple[int, int, bool]:
+        """(lost, duplicated, in order) of one channel and direction."""
+        lost = len(set(sent) - set(got))
+        duplicated = len(got) - len(set(got))
+        return lost, duplicated, got == [s for s in sent if s in set(got)]
+
+    def ok(self) -> bool:
+        return all(
+            result == (0, 0, True)
+            for result in (
+                self.check(self.notifications, self.delivered),
+                self.check(self.replies, self.answered),
+            )
+        )
+
+
+async def soak(
+    folder: Path, *, messages: int, drops: int, restarts: int, seed: int = 1
+) -> SoakResult:
+    rng = random.Random(seed)
+    profile = dataclasses.replace(PROFILES["ios"], supervision_timeout=0.5)
+    clock = clock_ms_from_trio()
+    result = SoakResult()
+    start = trio.current_time()
+    notes = messages * REPLY_EVERY // (REPLY_EVERY + 1)  # the rest are replies
+    phone_hello = m.Hello(m.PROTOCOL_VERSIONS, "android", "Pixel 9", clock_ms=clock())
+    phone_session = PeerSession("phone", hello=phone_hello)
+    phone = PhoneApp(phone_session, store=MessageStore(folder / "phone"), clock_ms=clock)
+    send_lock = trio.Lock()  # held while the head unit hands a reply over: never crash then
+
+    async def notify() -> None:
+        for i in range(notes):
+            note = m.Notification(f"n{i}", "SMS", m.Category.MESSAGE, f"message {i}", i, "Mum")
+            await phone.notify(note)
+            result.notifications.append(note.id)
+            await trio.sleep(rng.uniform(0, 0.02))
+
+    async def head_unit(device: PhoneDevice) -> None:
+        async for event in device.events:
+            if event.kind != "notification":
+                continue
+            result.delivered.append(event.detail.id)
+            if len(result.delivered) % REPLY_EVERY == 0 and len(result.replies) < messages - notes:
+                async with send_lock:
+                    reply_id = f"r{len(result.replies)}"
+                    await device.send(m.Reply(event.detail.id, text=reply_id))
+                    result.replies.append(reply_id)
+
+    def done() -> bool:
+        return (
+            len(result.delivered) >= notes
+            and len(phone.replies) >= len(result.replies)
+            and len(result.replies) >= messages - notes
+        )
+
+    lives = restarts + 1
+    per_life = [drops // lives + (1 if k < drops % lives else 0) for k in range(lives)]
+    async with trio.open_nursery() as outer:
+        outer.start_soon(phone.run)
+        outer.start_soon(notify)
+        for life, links in enumerate(per_life):
+            hu_session = PeerSession("hu", hello=m.Hello(m.PROTOCOL_VERSIONS, "head-unit", "Car"))
+            store = MessageStore(folder / "hu")  # the files of the last life
+            device = PhoneDevice(hu_session, store=store, clock_ms=clock)
+            async with trio.open_nursery() as hu:
+                hu.start_soon(device.run)
+                hu.start_soon(head_unit, device)
+                for k in range(links + 1):
+                    pair = SimulatedLinkPair(profile, seed=rng.randrange(1 << 30))
+                    async with trio.open_nursery() as link:
+                        link.start_soon(hu_session.run_link, pair.central)
+                        link.start_soon(phone_session.run_link, pair.peripheral)
+                        await trio.sleep(rng.uniform(0.2, 1.2))
+                        if k < links:
+                            pair.lose_link()
+                            result.drops += 1
+                        elif life < lives - 1:  # the head unit crashes mid-link
+                            async with send_lock:
+                                result.restarts += 1
+                                hu.cancel_scope.cancel()
+                        else:  # the last link stays up until everything is across
+                            while not done():
+                                await trio.sleep(0.5)
+                            hu_session.close("done")
+                    await trio.sleep(rng.uniform(0, 0.3))
+                hu.cancel_scope.cancel()
+            result.resent += device.duplicates
+            result.inbox = len(device.state.inbox)
+            store.close()
+        outer.cancel_scope.cancel()
+    result.answered = [text for _, text in phone.replies]
+    result.resent += phone.duplicates
+    result.seconds = trio.current_time() - start
+    return result
+
+
+def report(result: SoakResult, wall: float) -> str:
+    lines = [
+        f"{len(result.notifications) + len(result.replies)} messages, {result.drops} link "
+        f"drops, {result.restarts} head-unit restarts, {result.seconds:.0f} s simulated "
+        f"({wall:.1f} s here); {result.resent} resent copies recognised and dropped",
+        f"{'channel':<34} {'sent':>6} {'lost':>5} {'dup':>5}  order",
+    ]
+    for name, sent, got in (
+        ("messaging, phone -> head unit", result.notifications, result.delivered),
+        ("messaging, head unit -> phone", result.replies, result.answered),
+    ):
+        lost, duplicated, ordered = SoakResult.check(sent, got)
+        order = "kept" if ordered else "BROKEN"
+        lines.append(f"{name:<34} {len(sent):>6} {lost:>5} {duplicated:>5}  {order}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.soak", description=__doc__)
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--drops", type=int, default=100)
+    parser.add_argument("--restarts", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bridge-soak-") as folder:
+        result = trio.run(
+            lambda: soak(
+                Path(folder), messages=args.messages, drops=args.drops,
+                restarts=args.restarts, seed=args.seed,
+            ),
+            clock=trio.testing.MockClock(autojump_threshold=0),
+        )  # fmt: skip
+    print(report(result, time.monotonic() - started))
+    return 0 if result.ok() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
