@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio.testing
 
-from tools.soak import SoakResult, soak
+from tools.soak import SoakResult, fleet, soak
 
 
 async def test_nothing_lost_duplicated_or_reordered_across_drops_and_restarts(
@@ -32,3 +32,14 @@ def test_the_check_sees_loss_duplication_and_reordering() -> None:
     assert SoakResult.check(sent, ["b", "a", "c"])[2] is False
     broken = SoakResult(notifications=sent, delivered=["a", "c", "b"])
     assert not broken.ok()
+
+
+async def test_a_fleet_keeps_its_memory_and_tasks_flat(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # short: 2 devices, 6 simulated minutes (the documented run: 8 devices, 10 minutes)
+    result = await fleet(tmp_path, devices=2, minutes=6, seed=3)
+    assert result.messages > 500 and result.commands > 0 and result.drops > 0
+    assert len(result.samples) == 7
+    assert result.memory_growth() <= 1.25  # live memory, after a collection
+    assert result.task_growth() <= 8  # a link's tasks come and go; none pile up

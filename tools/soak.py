@@ -15,6 +15,7 @@ the test suite runs a short version.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import random
 import sys
@@ -146,6 +147,149 @@ async def soak(
     return result
 
 
+@dataclass
+class FleetResult:
+    devices: int
+    samples: list[tuple[float, int, int]] = field(default_factory=list)  # (s, bytes, tasks)
+    messages: int = 0  # application messages the head unit received
+    commands: int = 0  # commands the phones received
+    drops: int = 0
+
+    def steady(self) -> list[tuple[float, int, int]]:
+        """The samples after the first third (warm-up: stores, caches, first links)."""
+        return self.samples[len(self.samples) // 3 :]
+
+    def memory_growth(self) -> float:
+        """Last steady sample over the first, in traced bytes (1.0 = flat)."""
+        steady = self.steady()
+        return steady[-1][1] / steady[0][1]
+
+    def task_growth(self) -> int:
+        """Tasks at the last steady sample minus the fewest in the steady state."""
+        steady = self.steady()
+        return steady[-1][2] - min(t for _, _, t in steady)
+
+
+def _count_tasks() -> int:
+    def count(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(count(c) for n in task.child_nurseries for c in n.child_tasks)
+
+    root = trio.lowlevel.current_root_task()
+    return count(root) if root is not None else 0
+
+
+async def fleet(folder: Path, *, devices: int, minutes: float, seed: int = 1) -> FleetResult:
+    """``devices`` phones on their own simulated links for ``minutes`` of virtual time:
+    every channel busy (the route, the playlist with art, messages; the head unit
+    pausing, playing and marking read), links dropping every 20-60 s; traced memory and
+    the number of tasks sampled every simulated minute."""
+    import gc  # noqa: PLC0415
+    import tracemalloc  # noqa: PLC0415 - only this check traces allocations
+
+    from bridge.headunit import CommandFailed  # noqa: PLC0415
+    from bridge.scenarios import FLAVOURS, drive, messages, playlist  # noqa: PLC0415
+
+    rng = random.Random(seed)
+    clock = clock_ms_from_trio()
+    result = FleetResult(devices)
+    flavours = [FLAVOURS["android"], FLAVOURS["ios"]]
+
+    async def one(i: int) -> None:
+        flavour = flavours[i % 2]
+        profile = PROFILES[flavour.link_profile]
+        phone_session = PeerSession(
+            f"phone{i}", hello=m.Hello(m.PROTOCOL_VERSIONS, flavour.platform, f"Phone {i}")
+        )
+        hu_session = PeerSession(f"hu{i}", hello=m.Hello(m.PROTOCOL_VERSIONS, "head-unit", "Car"))
+        phone = PhoneApp(phone_session, store=MessageStore(folder / f"p{i}"), clock_ms=clock)
+        device = PhoneDevice(hu_session, store=MessageStore(folder / f"h{i}"), clock_ms=clock)
+
+        async def links() -> None:
+            while True:
+                pair = SimulatedLinkPair(profile, seed=rng.randrange(1 << 30))
+                async with trio.open_nursery() as link:
+                    link.start_soon(hu_session.run_link, pair.central)
+                    link.start_soon(phone_session.run_link, pair.peripheral)
+                    await trio.sleep(rng.uniform(20, 60))
+                    pair.lose_link()
+                    result.drops += 1
+                await trio.sleep(rng.uniform(0.2, 2.0))
+
+        async def phone_side() -> None:
+            while True:  # the scenarios again and again
+                async with trio.open_nursery() as play:
+                    play.start_soon(drive, phone, flavour)
+                    play.start_soon(playlist, phone, flavour)
+                    play.start_soon(messages, phone, flavour)
+                await trio.sleep(5)
+
+        async def head_unit_side() -> None:
+            async for event in device.events:
+                result.messages += 1
+                if event.kind == "notification" and rng.random() < 0.5:
+                    with contextlib.suppress(CommandFailed):
+                        await device.mark_read(event.detail.id)
+                elif event.kind == "now_playing" and rng.random() < 0.3:
+                    command = m.MediaCommand.PAUSE if event.detail.playing else m.MediaCommand.PLAY
+                    with contextlib.suppress(CommandFailed):
+                        await device.media(command)
+
+        async def forget_logs() -> None:
+            # the emulated phone logs what it received, for tests: counted and dropped,
+            # so that what is measured is the bridge's memory, not the emulator's logs
+            while True:
+                await trio.sleep(10)
+                result.commands += len(phone.commands)
+                for log in (phone.commands, phone.events, phone.replies, phone.actions):
+                    log.clear()
+
+        async with trio.open_nursery() as nursery:
+            for task in (phone.run, device.run, links, phone_side, head_unit_side, forget_logs):
+                nursery.start_soon(task)
+            await trio.sleep(minutes * 60 + 1)
+            result.commands += len(phone.commands)
+            nursery.cancel_scope.cancel()
+        for store in (phone.store, device.store):
+            if store is not None:
+                store.close()
+
+    tracemalloc.start()
+    try:
+        async with trio.open_nursery() as nursery:
+            for i in range(devices):
+                nursery.start_soon(one, i)
+            start = trio.current_time()
+            for minute in range(int(minutes) + 1):
+                await trio.sleep_until(start + minute * 60)
+                gc.collect()  # live memory: cycles left by ended links are garbage, not use
+                result.samples.append(
+                    (
+                        trio.current_time() - start,
+                        tracemalloc.get_traced_memory()[0],
+                        _count_tasks(),
+                    )
+                )
+    finally:
+        tracemalloc.stop()
+    return result
+
+
+def fleet_report(result: FleetResult, wall: float) -> str:
+    lines = [
+        f"{result.devices} devices, {result.samples[-1][0] / 60:.0f} simulated minutes "
+        f"({wall:.0f} s here): {result.messages} messages to the head unit, "
+        f"{result.commands} commands to the phones, {result.drops} link drops",
+        "minute  traced memory  tasks",
+    ]
+    for t, size, tasks in result.samples:
+        lines.append(f"{t / 60:6.0f}  {size / 1e6:9.2f} MB  {tasks:5d}")
+    lines.append(
+        f"steady state: memory x{result.memory_growth():.3f} from first to last sample, "
+        f"tasks +{result.task_growth()} over the fewest"
+    )
+    return "\n".join(lines)
+
+
 def report(result: SoakResult, wall: float) -> str:
     lines = [
         f"{len(result.notifications) + len(result.replies)} messages, {result.drops} link "
@@ -169,8 +313,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drops", type=int, default=100)
     parser.add_argument("--restarts", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--fleet", type=int, metavar="N", help="instead: N devices, every channel, --minutes"
+    )
+    parser.add_argument("--minutes", type=float, default=10.0)
     args = parser.parse_args(argv)
     started = time.monotonic()
+    if args.fleet:
+        with tempfile.TemporaryDirectory(prefix="bridge-fleet-") as folder:
+            fleet_result = trio.run(
+                lambda: fleet(
+                    Path(folder), devices=args.fleet, minutes=args.minutes, seed=args.seed
+                ),
+                clock=trio.testing.MockClock(autojump_threshold=0),
+            )
+        print(fleet_report(fleet_result, time.monotonic() - started))
+        flat = fleet_result.memory_growth() <= 1.10 and fleet_result.task_growth() <= 4 * args.fleet
+        return 0 if flat else 1
     with tempfile.TemporaryDirectory(prefix="bridge-soak-") as folder:
         result = trio.run(
             lambda: soak(
