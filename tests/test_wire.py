@@ -3,6 +3,7 @@ the demo's capture with bridge-dump's decoder."""
 
 from __future__ import annotations
 
+from tools.bench.handshake import flights
 from tools.bench.wire import measure
 
 
@@ -13,3 +14,10 @@ def test_the_wire_measurements_read_the_capture() -> None:
     assert android.pause_packets == 1 and android.pause_value <= 32
     assert legacy.pause_packets == 2 and legacy.pause_value == 20  # MTU 23: 20-byte values
     assert android.known_messages < android.pairing_messages
+
+
+def test_round_trips_to_the_first_application_frame() -> None:
+    assert flights(known=True) == 2  # Noise KK: one round trip, the goal
+    # Noise XX (3 flights), commitment, nonce, nonce (3), the confirmations (2): 4 round
+    # trips; the goal of 2 needs the commitment and nonces folded into XX's messages
+    assert flights(known=False) == 8
