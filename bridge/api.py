@@ -493,6 +493,7 @@ class ApiClient:
         self.closed: CloseConnection | None = None
         self.pending: list[dict[str, Any]] = []
         self.seq = 0
+        self._text = ""
 
     @classmethod
     async def open(cls, host: str, port: int) -> ApiClient:
@@ -532,8 +533,11 @@ class ApiClient:
                 if match(event):
                     return self.pending.pop(i)
             for ws_event in await self._events():
-                if isinstance(ws_event, TextMessage):
-                    self.pending.append(json.loads(ws_event.data))
+                if isinstance(ws_event, TextMessage):  # possibly in several fragments
+                    self._text += ws_event.data
+                    if ws_event.message_finished:
+                        self.pending.append(json.loads(self._text))
+                        self._text = ""
                 elif isinstance(ws_event, CloseConnection):
                     self.closed = ws_event
                     raise ConnectionError(f"closed {ws_event.code}: {ws_event.reason}")
