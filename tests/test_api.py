@@ -3,6 +3,7 @@ emulated phone, and a WebSocket client on localhost (wsproto over trio sockets).
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import stat
@@ -18,6 +19,7 @@ from bridge import daemon
 from bridge import messages as m
 from bridge.api import ApiClient
 from bridge.config import ApiConfig, Config
+from bridge.scenarios import ART
 from bridge.world import RadioWorld
 from tools.screen_demo import service_with_phones
 
@@ -79,8 +81,16 @@ async def test_pairing_confirmed_on_the_screen_then_commands_reach_the_phone(
         assert (await client.op(op="reply", device="Pixel 9", id="n1", canned=0))["ok"]
         assert ("n1", "On my way") in phone.app.replies
         assert (await client.op(op="mark_read", device="Pixel 9", id="n1"))["ok"]
-        await phone.app.play([m.NowPlaying("Song", "Artist", duration_ms=200_000)])
-        await client.receive(lambda e: e.get("event") == "device" and e["device"]["now_playing"])
+        await phone.app.play([m.NowPlaying("Song", "Artist", duration_ms=200_000)], art=ART)
+        with_art = await client.receive(
+            lambda e: (
+                e.get("event") == "device"
+                and bool(e["device"]["now_playing"])
+                and bool(e["device"]["now_playing"]["art"])
+            )
+        )  # a message of some 60 KB: it arrives in pieces, the client joins them
+        art = with_art["device"]["now_playing"]["art"]
+        assert art.startswith("data:image/") and base64.b64decode(art.split(",", 1)[1]) == ART
         assert (await client.op(op="media", device="Pixel 9", command="pause"))["ok"]
         assert phone.app.player is not None and not phone.app.player.playing
         # refused operations say why and keep the connection
