@@ -16,6 +16,7 @@ run in their own tasks (a phone may take seconds to answer) and are answered wit
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import json
 import logging
@@ -127,6 +128,7 @@ def device_json(phone: Phone, now_ms: int) -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=16)  # one encoding per picture, not one per device event
 def _data_url(image: bytes) -> str:
     kind = "image/png" if image.startswith(b"\x89PNG") else "image/jpeg"
     return f"data:{kind};base64,{base64.b64encode(image).decode()}"

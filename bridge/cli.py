@@ -17,6 +17,7 @@ import trio
 from bridge import __version__, daemon, demo, doctor
 from bridge.config import DEFAULT_PATH, Config, ConfigError, load_config
 from bridge.daemon import DaemonError
+from bridge.errors import first_error
 from pairing.handshake import CodeToConfirm
 from pairing.keylog import KeyLog
 from pairing.trust import FILENAME as TRUST_FILE
@@ -208,18 +209,11 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     try:
         return daemon.run(config)
     except (OSError, BaseExceptionGroup) as e:  # the radio did not open: no adapter, no D-Bus
-        error = _leaf(e)
+        error = first_error(e)
         if not isinstance(error, OSError):
             raise
         print(f"bridge: {error}; 'bridge doctor' checks what the radio needs", file=sys.stderr)
         return EXIT_FAILED
-
-
-def _leaf(error: BaseException) -> BaseException:
-    """The first exception inside (possibly nested) exception groups."""
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
 
 
 def _pair(args: argparse.Namespace, config: Config) -> int:
@@ -243,7 +237,7 @@ def _pair(args: argparse.Namespace, config: Config) -> int:
     try:
         name = trio.run(main)
     except (OSError, KeyboardInterrupt, DaemonError, BaseExceptionGroup) as e:
-        error = _leaf(e)
+        error = first_error(e)
         if isinstance(error, DaemonError):
             raise error from None
         if isinstance(error, KeyboardInterrupt):

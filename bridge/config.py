@@ -8,6 +8,7 @@ never silently falls back to a default. docs/CONFIG.md lists every key.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -145,4 +146,4 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: 'api.host' must be a loopback address (the API is local only)")
     if not 0 <= config.api.port <= 65535:
         raise ConfigError(f"{path}: 'api.port' must be 0 to 65535")
-    return Config(**{f.name: getattr(config, f.name) for f in fields(Config)} | {"path": path})
+    return dataclasses.replace(config, path=path)

@@ -42,3 +42,10 @@ class LocalProtocolError(Exception):
 
 class QueueFullError(Exception):
     """A bounded send queue is full: the caller should wait for acknowledgements."""
+
+
+def first_error(error: BaseException) -> BaseException:
+    """The first exception inside (possibly nested) exception groups, or ``error``."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import trio_asyncio
 
+from tests.helpers import needed
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
@@ -41,3 +43,9 @@ def captures(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
         target = ARTIFACTS / "captures" / name
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(folder, target)
+
+
+@pytest.fixture
+def tshark() -> str:
+    """Debian's tshark (the capture tests): required where BRIDGE_REQUIRE_TSHARK is set."""
+    return needed("tshark", "BRIDGE_REQUIRE_TSHARK", "Debian: apt-get install tshark")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import shutil
+
+import pytest
 
 from bridge.segment import Kind, RecordSource, Segmenter, header_byte
 
@@ -86,3 +90,14 @@ def pump(
         if not moved:
             return got_a, got_b
     raise AssertionError("segmenters did not settle")
+
+
+def needed(tool: str, env: str, hint: str) -> str:
+    """The path of ``tool``. Missing, the test is skipped, or fails where ``env`` is set
+    (CI sets it: there a skipped test would prove nothing)."""
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get(env):
+            pytest.fail(f"{tool} is not installed ({hint})")
+        pytest.skip(f"{tool} is not installed")
+    return path

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -287,13 +285,8 @@ async def test_a_read_while_notifying_does_not_corrupt_the_stream(
 
 
 async def test_tshark_reads_the_bridge_writes_and_notifications_in_a_capture(
-    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path, tshark: str
 ) -> None:
-    tshark = shutil.which("tshark")
-    if tshark is None:
-        if os.environ.get("BRIDGE_REQUIRE_TSHARK"):
-            pytest.fail("tshark is not installed (Debian: apt-get install tshark)")
-        pytest.skip("tshark is not installed")
     async with _raw(tmp_path, captures) as (central, phone):
         async with central.scan() as sightings:
             sighting = await sightings.receive()

@@ -5,9 +5,7 @@ virtual radio, in real time). Screenshots go to test-artifacts/screen/."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -17,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.helpers import needed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-artifacts" / "screen"
@@ -31,23 +31,31 @@ class Demo:
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.lines: list[str] = []
+        self._changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            self.lines.append(line.rstrip())
+            with self._changed:
+                self.lines.append(line.rstrip())
+                self._changed.notify_all()
+        with self._changed:  # the demo ended
+            self._changed.notify_all()
 
     def wait_for(self, predicate: Callable[[str], bool], limit: float = 60) -> str:
+        """The first output line (so far or to come) that ``predicate`` accepts."""
         deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if predicate(line):
-                    return line
-            if self.process.poll() is not None:
-                raise AssertionError("the demo ended:\n" + "\n".join(self.lines))
-            time.sleep(0.1)
-        raise AssertionError("not seen in time; output:\n" + "\n".join(self.lines))
+        with self._changed:
+            while True:
+                found = next((line for line in self.lines if predicate(line)), None)
+                if found is not None:
+                    return found
+                if self.process.poll() is not None:
+                    raise AssertionError("the demo ended:\n" + "\n".join(self.lines))
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._changed.wait(left):
+                    raise AssertionError("not seen in time; output:\n" + "\n".join(self.lines))
 
 
 @pytest.fixture
@@ -64,11 +72,7 @@ def demo() -> Iterator[Demo]:
 
 @pytest.fixture
 def page() -> Iterator[Page]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if os.environ.get("BRIDGE_REQUIRE_BROWSER"):
-            pytest.fail("Chromium is not installed (Debian: apt-get install chromium)")
-        pytest.skip("Chromium is not installed")
+    chromium = needed("chromium", "BRIDGE_REQUIRE_BROWSER", "Debian: apt-get install chromium")
     # Playwright runs its own asyncio loop; trio-asyncio (imported by other tests) has
     # replaced asyncio's loop policy with its own, which refuses that: asyncio's default
     # policy for the time of the test.

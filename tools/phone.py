@@ -22,6 +22,7 @@ import trio
 
 from bridge.emulator import EmulatedPhone
 from bridge.endpoint import clock_ms_from_trio
+from bridge.errors import first_error
 from bridge.scenarios import FLAVOURS, drive, messages, playlist
 from pairing.handshake import CodeToConfirm
 from pairing.trust import TrustStoreError
@@ -133,12 +134,6 @@ async def _report(phone: EmulatedPhone, show: Any) -> None:
         seen = len(phone.app.commands)
 
 
-def _first(error: BaseException) -> BaseException:
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -151,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = trio.run(run, args, sys.stdout)
     except* OSError as group:
-        print(f"bridge-phone: {_first(group)}", file=sys.stderr)
+        print(f"bridge-phone: {first_error(group)}", file=sys.stderr)
     except* TrustStoreError as group:
-        print(f"bridge-phone: {_first(group)}", file=sys.stderr)
+        print(f"bridge-phone: {first_error(group)}", file=sys.stderr)
     except* KeyboardInterrupt:
         print("bridge-phone: stopped", file=sys.stderr)
         status = 130

@@ -32,9 +32,6 @@ def asyncio_task_stacks() -> list[str]:
         return []
     lines = []
     for task in asyncio.all_tasks(loop):
-        try:
-            frames = [f"{f.f_code.co_name}:{f.f_lineno}" for f in task.get_stack()]
-        except Exception as e:  # a dump must not fail
-            frames = [f"({type(e).__name__}: {e})"]
+        frames = [f"{f.f_code.co_name}:{f.f_lineno}" for f in task.get_stack()]
         lines.append(f"asyncio {task.get_name()}: {' > '.join(frames) or '(not started)'}")
     return lines

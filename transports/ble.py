@@ -202,7 +202,7 @@ class BleakCentral:
             with trio.CancelScope(shield=True), trio.move_on_after(5.0):
                 try:
                     await trio_asyncio.aio_as_trio(scanner.stop)()
-                except Exception as e:
+                except (BleakError, OSError) as e:  # BlueZ gone or the adapter removed
                     log.debug("scan stop: %r", e)
             send.close()
 
@@ -254,7 +254,7 @@ async def _bounded_disconnect(client: BleakClient) -> None:
     with trio.CancelScope(shield=True), trio.move_on_after(5.0):
         try:
             await trio_asyncio.aio_as_trio(client.disconnect)()
-        except Exception as e:
+        except (BleakError, OSError) as e:  # already gone, or BlueZ's D-Bus connection
             log.debug("disconnect %s: %r", client.address, e)
 
 

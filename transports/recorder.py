@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import struct
 import time
+import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -65,8 +66,8 @@ class PcapngWriter:
         self.stream.flush()
 
 
-def _uuid(value: object) -> bytes:
-    return bytes(reversed(getattr(value, "bytes")))  # noqa: B009 - uuid.UUID's bytes
+def _uuid(value: uuid.UUID) -> bytes:
+    return bytes(reversed(value.bytes))  # little-endian, as ATT carries it
 
 
 def _acl(handle: int, sent: bool, att: bytes) -> bytes:

@@ -17,11 +17,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import trio
 
+from bridge.api import ApiClient
 from bridge.config import ApiConfig, Config
 from bridge.emulator import EmulatedPhone
 from bridge.endpoint import clock_ms_from_trio
@@ -84,13 +84,18 @@ def _rss(pid: int) -> tuple[int, int]:
     return values["VmRSS"], values["VmHWM"]
 
 
-async def _connected(config: Config, want: int, limit: float) -> int:
-    from bridge.api import ApiClient  # noqa: PLC0415
+async def _connected(config: Config, want: int, limit: float, settle: float) -> int:
+    """Phones ready (waiting up to ``limit`` s for ``want``), then ``settle`` s of traffic."""
+    ready = await _ready(config, want, limit)
+    await trio.sleep(settle)
+    return ready
 
-    token = config.token_path.read_text().strip()
+
+async def _ready(config: Config, want: int, limit: float) -> int:
     with trio.move_on_after(limit):
         while True:
-            try:
+            try:  # the daemon writes its token, then listens: until then, try again
+                token = config.token_path.read_text().strip()
                 client = await ApiClient.open("127.0.0.1", config.api.port)
             except OSError:
                 await trio.sleep(0.5)
@@ -135,9 +140,7 @@ def measure(count: int = 4, settle: float = 30.0) -> tuple[int, int, int]:
             )  # fmt: skip
             try:
                 config = Config(data_dir=str(data / "daemon"), api=ApiConfig(port=api_port))
-                time.sleep(2)
-                ready = trio.run(_connected, config, count, 120.0)
-                time.sleep(settle)
+                ready = trio.run(_connected, config, count, 120.0, settle)
                 rss, peak = _rss(daemon.pid)
             finally:
                 daemon.terminate()

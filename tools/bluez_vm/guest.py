@@ -39,7 +39,8 @@ from bridge.config import Config
 from bridge.doctor import run_checks
 from bridge.emulator import EmulatedPhone
 from bridge.endpoint import clock_ms_from_trio
-from bridge.headunit import DeviceEvent
+from bridge.errors import first_error
+from bridge.headunit import CommandFailed, DeviceEvent
 from bridge.scenarios import FLAVOURS, drive, messages, playlist
 from bridge.session import LinkDown, LinkUp
 from bridge.world import pacing_for
@@ -197,10 +198,7 @@ def task_dump() -> str:
     lines: list[str] = []
 
     def walk(task: trio.lowlevel.Task, depth: int) -> None:
-        try:
-            frames = [f"{f.f_code.co_name}:{line}" for f, line in task.iter_await_frames()]
-        except Exception as e:  # a dump must not fail
-            frames = [f"({type(e).__name__}: {e})"]
+        frames = [f"{f.f_code.co_name}:{line}" for f, line in task.iter_await_frames()]
         lines.append(f"{'  ' * depth}{task.name}: {' > '.join(frames[-6:])}")
         for nursery in task.child_nurseries:
             for child in nursery.child_tasks:
@@ -249,8 +247,8 @@ def hung(name: str) -> None:
         def from_trio() -> None:
             try:
                 dump.append(trio.from_thread.run_sync(task_dump, trio_token=token))
-            except Exception as e:
-                dump.append(f"(no task dump: {type(e).__name__}: {e})")
+            except trio.RunFinishedError:
+                dump.append("(no task dump: trio's run has ended)")
 
         helper = threading.Thread(target=from_trio, daemon=True)
         helper.start()
@@ -270,7 +268,7 @@ def hung(name: str) -> None:
 
 def thread_watchdog() -> None:
     while True:
-        time.sleep(1.0)
+        time.sleep(1.0)  # a thread's own clock: trio's may be the thing that is stuck
         deadline = WATCH["deadline"]
         if deadline is not None and time.monotonic() > deadline:
             hung(WATCH["name"])
@@ -323,7 +321,7 @@ async def main(names: list[str]) -> int:
                     try:
                         await nursery.start(logged, hu.run, "head unit")
                         break
-                    except Exception as e:
+                    except OSError as e:  # the scan cannot start until BlueZ has hci0
                         logging.warning("head unit not ready (%s); retrying", e)
                         await trio.sleep(1.0)
                         if attempt == 29:
@@ -336,8 +334,9 @@ async def main(names: list[str]) -> int:
                         with trio.fail_after(SCENARIO_LIMIT):
                             await SCENARIOS[name](lane)
                         results[name] = "passed"
-                    except Exception as e:  # an assertion, a timeout, or a bug
-                        results[name] = f"failed: {type(e).__name__}: {e}"
+                    except* (AssertionError, trio.TooSlowError, CommandFailed) as group:
+                        error = first_error(group)  # a check, the deadline, or a refused command
+                        results[name] = f"failed: {type(error).__name__}: {error}"
                         logging.exception("scenario %s failed", name)
                     (OUT / "results.json").write_text(json.dumps(results, indent=1))
                     print(f"scenario {name}: {results[name]}", flush=True)

@@ -124,6 +124,37 @@ def _cut(partial_ok: bool, where: str) -> None:
         raise CaptureError(f"the file ends inside {where}: truncated")
 
 
+def _records(
+    data: bytes, offset: int, header: struct.Struct, size_field: int, partial_ok: bool
+) -> Iterator[tuple[int, tuple[int, ...], bytes]]:
+    """The records of a btsnoop or pcap file from ``offset``: (number, header fields,
+    body), each header followed by as many bytes as its field ``size_field`` says."""
+    number = 0
+    while offset < len(data):
+        if offset + header.size > len(data):
+            _cut(partial_ok, f"record {number + 1}'s header")
+            return
+        fields = header.unpack_from(data, offset)
+        offset += header.size
+        included = fields[size_field]
+        if included > MAX_RECORD:
+            raise CaptureError(f"record {number + 1} claims {included} bytes")
+        if offset + included > len(data):
+            _cut(partial_ok, f"record {number + 1}")
+            return
+        number += 1
+        yield number, fields, data[offset : offset + included]
+        offset += included
+
+
+def _monitor(number: int, time: float, adapter: int, opcode: int, body: bytes) -> HciPacket | None:
+    """A Linux monitor record: an HCI packet for the opcodes that carry one."""
+    known = MONITOR_OPCODES.get(opcode)
+    if known is None:
+        return None
+    return HciPacket(number, time, adapter, known[1], known[0], bytes(body))
+
+
 def _btsnoop(data: bytes, partial_ok: bool) -> Iterator[HciPacket]:
     if len(data) < 16:
         raise CaptureError("the file ends inside the btsnoop header: truncated")
@@ -132,32 +163,15 @@ def _btsnoop(data: bytes, partial_ok: bool) -> Iterator[HciPacket]:
         raise CaptureError(f"btsnoop version {version}, not 1")
     if datalink not in (DATALINK_H4, DATALINK_MONITOR):
         raise CaptureError(f"btsnoop datalink {datalink}: not HCI H4 (1002) or monitor (2001)")
-    offset, number = 16, 0
-    while offset < len(data):
-        if offset + 24 > len(data):
-            _cut(partial_ok, f"record {number + 1}'s header")
-            return
-        _orig, included, flags, _drops, stamp = struct.unpack_from(">IIIIq", data, offset)
-        offset += 24
-        if included > MAX_RECORD:
-            raise CaptureError(f"record {number + 1} claims {included} bytes")
-        if offset + included > len(data):
-            _cut(partial_ok, f"record {number + 1}")
-            return
-        body = data[offset : offset + included]
-        offset += included
-        number += 1
+    # original length, included length, flags, drops, time
+    for number, (_, _, flags, _, stamp), body in _records(
+        data, 16, struct.Struct(">IIIIq"), 1, partial_ok
+    ):
         time = (stamp - BTSNOOP_EPOCH) / 1e6
         if datalink == DATALINK_H4:
             packet = _h4(number, time, 0, not flags & 1, body)
         else:
-            opcode, adapter = flags & 0xFFFF, flags >> 16
-            known = MONITOR_OPCODES.get(opcode)
-            packet = (
-                HciPacket(number, time, adapter, known[1], known[0], bytes(body))
-                if known is not None
-                else None
-            )
+            packet = _monitor(number, time, flags >> 16, flags & 0xFFFF, body)
         if packet is not None:
             yield packet
 
@@ -170,10 +184,7 @@ def _linktype_packet(number: int, time: float, linktype: int, body: bytes) -> Hc
         return _h4(number, time, 0, direction == 0, body[4:])
     if linktype == LINKTYPE_MONITOR:
         adapter, opcode = struct.unpack_from(">HH", body)
-        known = MONITOR_OPCODES.get(opcode)
-        if known is None:
-            return None
-        return HciPacket(number, time, adapter, known[1], known[0], bytes(body[4:]))
+        return _monitor(number, time, adapter, opcode, body[4:])
     return None
 
 
@@ -184,21 +195,10 @@ def _pcap(data: bytes, partial_ok: bool) -> Iterator[HciPacket]:
     linktype = struct.unpack_from(order + "I", data, 20)[0] & 0x0FFFFFFF
     if linktype not in (LINKTYPE_H4_WITH_PHDR, LINKTYPE_MONITOR):
         raise CaptureError(f"pcap link type {linktype}: not Bluetooth HCI (201 or 254)")
-    offset, number = 24, 0
-    while offset < len(data):
-        if offset + 16 > len(data):
-            _cut(partial_ok, f"record {number + 1}'s header")
-            return
-        seconds, fraction, included, _orig = struct.unpack_from(order + "IIII", data, offset)
-        offset += 16
-        if included > MAX_RECORD:
-            raise CaptureError(f"record {number + 1} claims {included} bytes")
-        if offset + included > len(data):
-            _cut(partial_ok, f"record {number + 1}")
-            return
-        number += 1
-        body = data[offset : offset + included]
-        offset += included
+    # seconds, fraction, included length, original length
+    for number, (seconds, fraction, _, _), body in _records(
+        data, 24, struct.Struct(order + "IIII"), 2, partial_ok
+    ):
         packet = _linktype_packet(number, seconds + fraction * unit, linktype, body)
         if packet is not None:
             yield packet

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -32,6 +32,7 @@ from tools.dump.decode import ARROWS, Decoder, Item
 from tools.dump.diag import diag
 
 EXIT_OK, EXIT_BAD_CAPTURE, EXIT_USAGE, EXIT_BAD_KEYLOG = 0, 1, 2, 3
+FOLLOW_POLL = 0.5  # seconds between looks at a capture being written
 SHORT = {"control": "control", "navigation": "nav", "audio": "audio", "messaging": "msg"}
 
 
@@ -177,7 +178,11 @@ def _stats(dump: Dump, items: list[Item], out: TextIO) -> None:
         )
 
 
-def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    out: TextIO | None = None,
+    wait: Callable[[float], None] = time.sleep,  # --follow's pause between reads
+) -> int:
     out = out or sys.stdout
     args = _parser().parse_args(argv)
     keys = {}
@@ -193,7 +198,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     dump = Dump(Decoder(keys))
     items: list[Item] = []
     try:
-        for item, pdu in _run(dump, args.capture, args.follow):
+        for item, pdu in _run(dump, args.capture, args.follow, wait):
             items.append(item)
             if not filters.keep(item, pdu.connection.label):
                 continue
@@ -222,16 +227,21 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     return EXIT_OK
 
 
-def _run(dump: Dump, path: Path, follow: bool) -> Iterator[tuple[Item, AttPdu]]:
+def _run(
+    dump: Dump, path: Path, follow: bool, wait: Callable[[float], None]
+) -> Iterator[tuple[Item, AttPdu]]:
     if not follow:
         yield from dump.feed(read_capture(path.read_bytes()))
         return
-    done = 0
+    done, size = 0, -1
     while True:  # ends with Ctrl-C
-        packets = list(read_capture(path.read_bytes(), partial_ok=True))
-        yield from dump.feed(iter(packets[done:]))
-        done = len(packets)
-        time.sleep(0.5)
+        if path.stat().st_size != size:  # read again only when the file grew
+            data = path.read_bytes()
+            size = len(data)
+            packets = list(read_capture(data, partial_ok=True))
+            yield from dump.feed(iter(packets[done:]))
+            done = len(packets)
+        wait(FOLLOW_POLL)
 
 
 if __name__ == "__main__":
