@@ -23,7 +23,7 @@ from transports.ble import BleakCentral
 from transports.bleak_bumble import BumbleClient, BumbleScanner
 from transports.bumble_phone import BumblePeripheral
 from transports.bumble_radio import Pacing, VirtualRadio, hci_device, power_on
-from transports.simulated import LinkProfile
+from transports.simulated import PACKET_OVERHEAD, LinkProfile
 
 
 @asynccontextmanager
@@ -41,10 +41,14 @@ async def bumble_central(transport: str, name: str) -> AsyncIterator[BleakCentra
 
 
 def pacing_for(profile: LinkProfile) -> Pacing:
-    """The Bumble link pacing equivalent to a simulated link profile."""
+    """The Bumble link pacing equivalent to a simulated link profile: the same interval,
+    and per event the L2CAP bytes the simulated link carries at its capacity (its
+    PDUs per event and their airtime), so both links have the same raw capacity."""
+    value = profile.payload_size
+    per_event = profile.capacity() * profile.interval * (value + PACKET_OVERHEAD) / value
     return Pacing(
         interval=profile.interval,
-        bytes_per_event=profile.pdus_per_event * profile.ll_payload,
+        bytes_per_event=max(1, round(per_event)),
         supervision_timeout=profile.supervision_timeout,
     )
 

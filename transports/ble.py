@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -92,6 +92,11 @@ class BleakLink(CallbackLink):
         self._mtu = mtu
         self.versions: tuple[int, ...] = ()
         self._lock = trio.Lock()
+        # a backend that can say when the stack has room for a write (the Bumble one);
+        # BlueZ's D-Bus API cannot, so there the previous write's return is all we know
+        self._room: Callable[[], Awaitable[None]] | None = getattr(
+            client._backend, "wait_write_room", None
+        )
 
     @property
     def att_mtu(self) -> int:
@@ -131,7 +136,13 @@ class BleakLink(CallbackLink):
         if self._closed is not None:
             raise self._closed
         async with self._lock:  # the previous write has been taken by the stack
-            pass
+            if self._room is not None:
+                try:
+                    await trio_asyncio.aio_as_trio(self._room)()
+                except BleakError as e:
+                    raise self.end(LinkClosed(CloseReason.LINK_LOSS, str(e))) from e
+        if self._closed is not None:
+            raise self._closed
 
     async def _disconnect(self) -> None:
         await _bounded_disconnect(self.client)

@@ -22,8 +22,10 @@ Must run in an asyncio loop (under trio, trio-asyncio's).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -131,6 +133,16 @@ def _protocol_error(e: ATT_Error) -> BleakGATTProtocolError:
     return BleakGATTProtocolError(int(e.error_code))
 
 
+_CONNECT_LOCKS: weakref.WeakKeyDictionary[Device, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _connect_lock(device: Device) -> asyncio.Lock:
+    lock = _CONNECT_LOCKS.get(device)
+    if lock is None:
+        lock = _CONNECT_LOCKS[device] = asyncio.Lock()
+    return lock
+
+
 class BumbleClient(BaseBleakClient):
     """bleak client backend: ``bumble_device`` is the powered-on central."""
 
@@ -187,7 +199,11 @@ class BumbleClient(BaseBleakClient):
 
     async def connect(self, pair: bool, **kwargs: Any) -> None:
         try:
-            connection = await self._device.connect(self._peer_address, timeout=self._timeout)
+            # one LE Create Connection at a time per controller, as BlueZ queues them: a
+            # controller refuses a second (Command Disallowed), and Bumble 0.0.236's host
+            # then fails on the first one's completion (own_address_type is None)
+            async with _connect_lock(self._device):
+                connection = await self._device.connect(self._peer_address, timeout=self._timeout)
         except (TimeoutError, BaseBumbleError, hci.HCI_Error) as e:
             raise BleakError(f"could not connect to {self.address}: {e}") from e
         self._connection = connection
@@ -286,6 +302,13 @@ class BumbleClient(BaseBleakClient):
             return bytearray(await peer.read_value(descriptor.obj))
         except ATT_Error as e:
             raise _protocol_error(e) from e
+
+    async def wait_write_room(self) -> None:
+        """Wait until a write without response would leave at once: no ACL packet of
+        this connection is held back by the host (iOS's ``canSendWriteWithoutResponse``;
+        not part of bleak's API, the bleak transport uses it when a backend has it)."""
+        connection, _ = self._require()
+        await acl_room(self._device.host, connection.handle)
 
     async def write_gatt_char(
         self, characteristic: BleakGATTCharacteristic, data: Any, response: bool

@@ -7,7 +7,11 @@ spirit of ``transports/simulated.py`` but coarser:
 
 - LE ACL data (whole L2CAP PDUs) is released only at connection events, every
   ``interval`` from the connection's anchor, at most ``bytes_per_event`` per direction
-  per event; a PDU larger than what is left spans events.
+  per event; a PDU larger than what is left spans events. An event that carried data
+  stays open for that direction while its budget lasts and its airtime (the budget's
+  share of the interval) has not run out, so data the host sends in answer to the
+  event's completed packets still leaves in it, as a real controller keeps an event
+  going (More Data) while its host refills its buffers.
 - A :class:`PacedController` holds back its Number Of Completed Packets events until the
   data they stand for has left at a connection event, so the host's ACL queue fills
   while the link is slow, as with a real controller (``acl_buffers`` packets).
@@ -74,6 +78,7 @@ class _Direction:
     queued_bytes: int = 0  # total bytes ever queued
     sent_bytes: int = 0  # total bytes ever sent
     completions: deque[tuple[int, Callable[[], None]]] = field(default_factory=deque)
+    left_in_event: int = 0  # budget left in the current event, if it carried data
 
 
 @dataclass
@@ -140,7 +145,23 @@ class PacedLink(LocalLink):
             )
         direction.queue.append(data)
         direction.queued_bytes += len(data)
+        if len(direction.queue) == 1 and self._event_open(pair, direction):
+            # the host refilled while the event is still on: it goes on with this data
+            budget = direction.left_in_event
+            direction.left_in_event = 0
+            if not self._transmit(direction, budget):
+                return
         self._schedule(pair, sender_controller, destination)
+
+    @staticmethod
+    def _event_open(pair: _Pair, d: _Direction) -> bool:
+        """Whether the current event carried data this way and still has budget and
+        airtime for more (the budget's share of the interval, from the event's start)."""
+        if pair.last_event is None or d.left_in_event <= 0:
+            return False
+        used = pair.pacing.bytes_per_event - d.left_in_event
+        airtime = pair.pacing.interval * used / pair.pacing.bytes_per_event
+        return asyncio.get_running_loop().time() <= pair.last_event + airtime + 1e-9
 
     def defer_completion(self, controller: Controller, complete: Callable[[], None]) -> None:
         """Run ``complete`` once everything ``controller`` has queued so far has left."""
@@ -175,6 +196,7 @@ class PacedLink(LocalLink):
         for src, dst in ((a, b), (b, a)):
             direction = self._directions.get((src, dst))
             if direction is not None:
+                direction.left_in_event = 0
                 busy |= self._transmit(direction, pair.pacing.bytes_per_event)
         if busy:
             loop = asyncio.get_running_loop()
@@ -182,7 +204,10 @@ class PacedLink(LocalLink):
             pair.timer = loop.call_at(at, self._event, pair, a, b)
 
     def _transmit(self, d: _Direction, budget: int) -> bool:
+        """Send up to ``budget`` bytes; whether data is left for a later event."""
+        carried = False
         while d.queue and budget > 0:
+            carried = True
             head = d.queue[0]
             step = min(budget, len(head) - d.sent_of_head)
             budget -= step
@@ -192,6 +217,8 @@ class PacedLink(LocalLink):
                 d.queue.popleft()
                 d.sent_of_head = 0
                 d.destination.on_link_acl_data(d.source_address, PhysicalTransport.LE, head)
+        if carried:
+            d.left_in_event = budget
         while d.completions and d.completions[0][0] <= d.sent_bytes:
             d.completions.popleft()[1]()
         return bool(d.queue)
@@ -271,13 +298,27 @@ def _scan_response_data(controller: Controller) -> bytes:
     return data
 
 
-async def acl_room(host: Host, handle: int) -> None:
+#: ACL packets of one connection a host lets its controller hold before it says a write
+#: or notification can go (see :func:`acl_room`).
+IN_FLIGHT = 2
+
+
+async def acl_room(host: Host, handle: int, in_flight: int = IN_FLIGHT) -> None:
     """Wait until the host holds no ACL packet of connection ``handle`` back from its
-    controller: the moment a real stack says a write or notification can go."""
+    controller and the controller holds fewer than ``in_flight`` of them: the moment a
+    stack says a write or notification can go.
+
+    Without the second condition an urgent packet chosen now would wait behind every
+    packet in the controller's buffers (8 here, shared by its connections; on a link
+    carrying 5 packets per event that is two events). A controller asks for more as it
+    sends, so a short queue still fills each connection event."""
     loop = asyncio.get_running_loop()
     while True:
         queue = host.get_data_packet_queue(handle)
-        if queue is None or not any(h == handle for _, h in queue._packets):
+        if queue is None or (
+            not any(h == handle for _, h in queue._packets)
+            and _in_flight(queue, handle) < in_flight
+        ):
             return
         flowed: asyncio.Future[None] = loop.create_future()
 
@@ -290,6 +331,11 @@ async def acl_room(host: Host, handle: int) -> None:
         await asyncio.wait([flowed], timeout=0.1)
         if not flowed.done():
             queue.remove_listener("flow", wake)
+
+
+def _in_flight(queue: Any, handle: int) -> int:
+    state = queue._connection_state.get(handle)
+    return int(state.in_flight) if state is not None else 0
 
 
 class VirtualRadio:
