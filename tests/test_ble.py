@@ -23,6 +23,7 @@ from bridge.session import LinkDown, LinkUp
 from bridge.world import RadioWorld, pacing_for
 from pairing.handshake import Authenticated
 from tests.ble_helpers import TABLET, ble_world, pair_all
+from transports.ble import Sighting
 from transports.bumble_phone import BumblePeripheral
 from transports.link import ConnectFailed
 from transports.simulated import PROFILES
@@ -354,3 +355,41 @@ async def test_an_unexpected_error_from_the_stack_is_a_failed_connection(
         await trio.sleep(1.0)
         assert phone.connected == 0
         assert not phone.device.connections
+
+
+async def test_connections_started_at_once_reach_their_own_phones(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    """A controller takes one LE Create Connection at a time; four started together (as
+    the head unit does when four phones come into range) are queued, and each link
+    carries its own phone's packets."""
+    world = RadioWorld(tmp_path, clock_ms=clock_ms_from_trio(), snoop_dir=captures)
+    try:
+        central = await world.start_central()
+        phones: dict[str, BumblePeripheral] = {}
+        for i in range(4):
+            device = await world.radio.powered(f"p{i}", pacing_for(PROFILES["android"]))
+            phones[f"p{i}"] = phone = BumblePeripheral(device, att_mtu=185 + i)
+            await phone.advertise(f"p{i}")
+        sightings: dict[str, Sighting] = {}
+        async with central.scan() as found:
+            while len(sightings) < 4:
+                s = await found.receive()
+                sightings[s.name or ""] = s
+        links: dict[str, Any] = {}
+
+        async def connect(name: str) -> None:
+            links[name] = await central.connect(sightings[name])
+
+        async with trio.open_nursery() as nursery:
+            for name in sightings:
+                nursery.start_soon(connect, name)
+        for name, phone in phones.items():
+            peer = await phone.accept()
+            await peer.send(name.encode())
+            assert await links[name].receive() == name.encode()
+            assert links[name].att_mtu == phone.att_mtu
+        for link in links.values():
+            await link.aclose()
+    finally:
+        world.close()
