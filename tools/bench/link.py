@@ -1,4 +1,4 @@
-"""Benchmarks on the simulated link: ``python -m tools.bench [--quick]``.
+"""Goodput and pause latency: ``python -m tools.bench [--quick] [--radio ...]``.
 
 For the android and ios profiles at ATT MTU 23, 185, 247 and 517 it measures, side by
 side in one run and on virtual time (so the figures are exact and repeatable):
@@ -9,27 +9,102 @@ side in one run and on virtual time (so the figures are exact and repeatable):
   samples at random moments, idle and while a 1 MB transfer to the phone is in flight,
   with the priority scheduler and with a plain FIFO scheduler; reported as ratios of the
   idle latency.
+
+``--radio bumble`` measures the same on the Bumble virtual radio (``bridge.world``): the
+head unit's bleak transport over a Bumble central, the phone's GATT server on Bumble,
+the whole HCI/L2CAP/ATT stack between them on a paced link, still in virtual time. There
+the capacity is measured too: a raw sender of full packets over the same stack, with no
+protocol of ours, in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import statistics
 import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 import trio.testing
 
 from bridge.channels import Channel
+from bridge.endpoint import clock_ms_from_trio
 from bridge.messages import BULK_CHUNK_SIZE, MediaCommand, MediaCommandRequest, chunk_object
 from bridge.mux import ChannelMux, MessageReceived, Scheduler
 from bridge.session import PeerSession
+from bridge.world import RadioWorld, pacing_for
+from transports.aio import asyncio_loop
+from transports.bumble_phone import BumblePeripheral
+from transports.link import Link
 from transports.simulated import PROFILES, LinkProfile, SimulatedLinkPair
 
 MTUS = (23, 185, 247, 517)
 MB = 1 << 20
+
+#: A connected (head unit, phone) pair of links with a profile's timing.
+Links = Callable[[LinkProfile, int], AbstractAsyncContextManager[tuple[Link, Link]]]
+
+
+@asynccontextmanager
+async def simulated_links(profile: LinkProfile, seed: int) -> AsyncIterator[tuple[Link, Link]]:
+    pair = SimulatedLinkPair(profile, seed=seed)
+    yield pair.central, pair.peripheral
+
+
+@asynccontextmanager
+async def radio_links(profile: LinkProfile, seed: int) -> AsyncIterator[tuple[Link, Link]]:
+    """The head unit's bleak transport and a phone's GATT server on the Bumble radio,
+    connected (the phone's ATT MTU is the profile's: the exchange settles on it)."""
+    with tempfile.TemporaryDirectory() as folder:
+        async with asyncio_loop():
+            world = RadioWorld(Path(folder), clock_ms=clock_ms_from_trio())
+            try:
+                central = await world.start_central()
+                device = await world.radio.powered("phone", pacing_for(profile))
+                phone = BumblePeripheral(
+                    device, att_mtu=profile.att_mtu, apple=profile.name == "ios"
+                )
+                await phone.advertise(f"bench{seed}")
+                async with central.scan() as sightings:
+                    sighting = await sightings.receive()
+                link = await central.connect(sighting)
+                peer = await phone.accept()
+                if link.att_mtu != profile.att_mtu:
+                    raise RuntimeError(f"ATT MTU {link.att_mtu}, wanted {profile.att_mtu}")
+                try:
+                    yield link, peer
+                finally:
+                    await link.aclose()
+            finally:
+                world.close()
+
+
+async def _raw_capacity(links: Links, profile: LinkProfile, size: int) -> float:
+    """ATT value bytes per second of full packets sent phone -> head unit as fast as the
+    stack takes them, with nothing of the bridge's protocol: the link's raw capacity."""
+    async with links(profile, 3) as (hu, phone):
+        packet = bytes(phone.payload_size)
+        count = max(1, size // len(packet))
+        got: list[float] = []
+
+        async def receive() -> None:
+            for _ in range(count):
+                await hu.receive()
+            got.append(trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await trio.sleep(0.5)  # link settled
+            start = trio.current_time()
+            for _ in range(count):
+                await phone.send(packet)
+        return count * len(packet) / (got[0] - start)
 
 
 @dataclass
@@ -41,6 +116,19 @@ class Row:
     idle: tuple[float, float]
     priority: tuple[float, float]
     fifo: tuple[float, float]
+    samples: tuple[int, int]  # pause samples taken during the transfer: prio, fifo
+
+    @property
+    def ratio(self) -> float:
+        return self.goodput / self.capacity
+
+    @property
+    def priority_ratios(self) -> tuple[float, float]:
+        return (self.priority[0] / self.idle[0], self.priority[1] / self.idle[1])
+
+    @property
+    def fifo_ratios(self) -> tuple[float, float]:
+        return (self.fifo[0] / self.idle[0], self.fifo[1] / self.idle[1])
 
 
 async def _drain(session: PeerSession, into: list[tuple[float, MessageReceived]]) -> None:
@@ -50,14 +138,13 @@ async def _drain(session: PeerSession, into: list[tuple[float, MessageReceived]]
             into.append((trio.current_time(), event))
 
 
-async def _goodput(profile: LinkProfile, size: int) -> float:
+async def _goodput(links: Links, profile: LinkProfile, size: int) -> float:
     hu, phone = PeerSession("hu"), PeerSession("phone")
     received: list[tuple[float, MessageReceived]] = []
-    pair = SimulatedLinkPair(profile, seed=1)
     chunks = chunk_object(1, bytes(size))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(hu.run_link, pair.central)
-        nursery.start_soon(phone.run_link, pair.peripheral)
+    async with links(profile, 1) as (hu_link, phone_link), trio.open_nursery() as nursery:
+        nursery.start_soon(hu.run_link, hu_link)
+        nursery.start_soon(phone.run_link, phone_link)
         nursery.start_soon(_drain, hu, received)
         nursery.start_soon(_drain, phone, [])
         await trio.sleep(0.5)  # link settled
@@ -72,19 +159,18 @@ async def _goodput(profile: LinkProfile, size: int) -> float:
 
 
 async def _pause_latencies(
-    profile: LinkProfile, scheduler: Scheduler | None, samples: int, size: int
+    links: Links, profile: LinkProfile, scheduler: Scheduler | None, samples: int, size: int
 ) -> list[float]:
     """Latency of pause commands; with a scheduler, while a bulk transfer is in flight."""
     rng = random.Random(7)
     mux = ChannelMux(scheduler=scheduler or Scheduler.PRIORITY)
     hu, phone = PeerSession("hu", mux=mux), PeerSession("phone")
     at_phone: list[tuple[float, MessageReceived]] = []
-    pair = SimulatedLinkPair(profile, seed=2)
     pause = MediaCommandRequest(MediaCommand.PAUSE)
     latencies: list[float] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(hu.run_link, pair.central)
-        nursery.start_soon(phone.run_link, pair.peripheral)
+    async with links(profile, 2) as (hu_link, phone_link), trio.open_nursery() as nursery:
+        nursery.start_soon(hu.run_link, hu_link)
+        nursery.start_soon(phone.run_link, phone_link)
         nursery.start_soon(_drain, hu, [])
         nursery.start_soon(_drain, phone, at_phone)
         await trio.sleep(0.5)
@@ -115,54 +201,91 @@ def _p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-async def measure(profile_name: str, mtu: int, size: int, samples: int) -> Row:
+async def measure(radio: str, profile_name: str, mtu: int, size: int, samples: int) -> Row:
     profile = PROFILES[profile_name].with_mtu(mtu)
-    goodput = await _goodput(profile, size)
-    idle = await _pause_latencies(profile, None, samples, size)
-    prio = await _pause_latencies(profile, Scheduler.PRIORITY, samples, size)
-    fifo = await _pause_latencies(profile, Scheduler.FIFO, samples, size)
+    if radio == "bumble":
+        links: Links = radio_links
+        capacity = await _raw_capacity(links, profile, size)
+    else:
+        links, capacity = simulated_links, profile.capacity()
+    goodput = await _goodput(links, profile, size)
+    idle = await _pause_latencies(links, profile, None, samples, size)
+    prio = await _pause_latencies(links, profile, Scheduler.PRIORITY, samples, size)
+    fifo = await _pause_latencies(links, profile, Scheduler.FIFO, samples, size)
 
     def pair(values: list[float]) -> tuple[float, float]:
         return (_p(values, 50), _p(values, 99))
 
-    return Row(profile_name, mtu, profile.capacity(), goodput, pair(idle), pair(prio), pair(fifo))
+    return Row(
+        profile_name,
+        mtu,
+        capacity,
+        goodput,
+        pair(idle),
+        pair(prio),
+        pair(fifo),
+        (len(prio), len(fifo)),
+    )
+
+
+RADIOS = {
+    "simulated": "simulated link (transports/simulated.py)",
+    "bumble": "Bumble radio (bleak transport, Bumble HCI/L2CAP/ATT/GATT, paced link)",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.getLogger("bumble").setLevel(logging.CRITICAL)  # a link's teardown is noisy
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="256 KB transfers, fewer samples")
+    parser.add_argument(
+        "--radio",
+        choices=(*RADIOS, "both"),
+        default="both",
+        help="where to measure (default: both, one table each)",
+    )
+    parser.add_argument(
+        "--profile", choices=("android", "ios"), action="append", help="only these profiles"
+    )
+    parser.add_argument("--mtu", type=int, choices=MTUS, action="append", help="only these MTUs")
     args = parser.parse_args(argv)
     size = MB // 4 if args.quick else MB
     samples = 20 if args.quick else 60
-    print(
-        f"simulated link, virtual time; transfer {size // 1024} KB in "
-        f"{BULK_CHUNK_SIZE}-byte chunks; pause latency over up to {samples} samples"
-    )
-    header = (
-        f"{'profile':8} {'MTU':>4} {'capacity':>10} {'goodput':>10} {'ratio':>6} | "
-        f"{'idle p50/p99 ms':>16} | {'prio x p50/p99':>15} | {'fifo x p50/p99':>15}"
-    )
-    print(header)
-    print("-" * len(header))
-    for profile_name in ("android", "ios"):
-        for mtu in MTUS:
-            row = trio.run(
-                measure,
-                profile_name,
-                mtu,
-                size,
-                samples,
-                clock=trio.testing.MockClock(autojump_threshold=0),
-            )
-            idle50, idle99 = row.idle
-            print(
-                f"{row.profile:8} {row.mtu:>4} {row.capacity / 1000:>7.1f} kB/s"
-                f"{row.goodput / 1000:>7.1f} kB/s {row.goodput / row.capacity:>6.3f} | "
-                f"{idle50 * 1000:>7.1f} {idle99 * 1000:>7.1f}  | "
-                f"{row.priority[0] / idle50:>6.2f} {row.priority[1] / idle99:>7.2f}  | "
-                f"{row.fifo[0] / idle50:>6.1f} {row.fifo[1] / idle99:>7.1f}",
-                flush=True,
-            )
+    radios = list(RADIOS) if args.radio == "both" else [args.radio]
+    for radio in radios:
+        print(
+            f"{RADIOS[radio]}, virtual time; transfer {size // 1024} KB in "
+            f"{BULK_CHUNK_SIZE}-byte chunks; pause latency over up to {samples} samples"
+        )
+        header = (
+            f"{'profile':8} {'MTU':>4} {'capacity':>10} {'goodput':>10} {'ratio':>6} | "
+            f"{'idle p50/p99 ms':>16} | {'prio x p50/p99':>15} {'n':>3} | "
+            f"{'fifo x p50/p99':>15} {'n':>3}"
+        )
+        print(header)
+        print("-" * len(header))
+        for profile_name in args.profile or ("android", "ios"):
+            for mtu in args.mtu or MTUS:
+                row = trio.run(
+                    measure,
+                    radio,
+                    profile_name,
+                    mtu,
+                    size,
+                    samples,
+                    clock=trio.testing.MockClock(autojump_threshold=0),
+                )
+                idle50, idle99 = row.idle
+                (prio50, prio99), (fifo50, fifo99) = row.priority_ratios, row.fifo_ratios
+                print(
+                    f"{row.profile:8} {row.mtu:>4} {row.capacity / 1000:>7.1f} kB/s"
+                    f"{row.goodput / 1000:>7.1f} kB/s {row.ratio:>6.3f} | "
+                    f"{idle50 * 1000:>7.1f} {idle99 * 1000:>7.1f}  | "
+                    f"{prio50:>6.2f} {prio99:>7.2f}  {row.samples[0]:>3} | "
+                    f"{fifo50:>6.1f} {fifo99:>7.1f}  {row.samples[1]:>3}",
+                    flush=True,
+                )
+        print()
     return 0
 
 

@@ -134,9 +134,10 @@ def measure(count: int = 4, settle: float = 30.0) -> tuple[int, int, int]:
             # the head unit's trust store, written by the helper, where the daemon looks
             (data / "daemon").mkdir()
             (data / "head-unit").rename(data / "daemon" / "head-unit")
+            log = (data / "daemon.log").open("w")
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "bridge.cli", "run", "--config", str(data / "config.toml")],
-                cwd=ROOT, stderr=subprocess.DEVNULL,
+                cwd=ROOT, stderr=log,
             )  # fmt: skip
             try:
                 config = Config(data_dir=str(data / "daemon"), api=ApiConfig(port=api_port))
@@ -145,6 +146,10 @@ def measure(count: int = 4, settle: float = 30.0) -> tuple[int, int, int]:
             finally:
                 daemon.terminate()
                 daemon.wait(10)
+                log.close()
+            if ready < count:  # say what the daemon said
+                lines = (data / "daemon.log").read_text().splitlines()
+                print("\n".join(["the daemon's last log lines:", *lines[-20:]]), file=sys.stderr)
         finally:
             helper.terminate()
             helper.wait(10)
