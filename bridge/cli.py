@@ -14,10 +14,11 @@ from typing import Any
 
 import trio
 
-from bridge import __version__, daemon, demo, doctor
+from bridge import __version__, daemon, doctor
 from bridge.config import DEFAULT_PATH, Config, ConfigError, load_config
 from bridge.daemon import DaemonError
 from bridge.errors import first_error
+from bridge.prompt import ask_code
 from pairing.handshake import CodeToConfirm
 from pairing.keylog import KeyLog
 from pairing.trust import FILENAME as TRUST_FILE
@@ -182,11 +183,15 @@ def main(argv: list[str] | None = None) -> int:
             }
             if args.capture is not None:
                 args.capture.mkdir(parents=True, exist_ok=True)
+            # the demos load trio.testing (and through it pytest, where installed): only
+            # when asked, so that ``bridge run`` does not carry them
             if args.radio == "bumble":
                 from bridge import demo_radio  # noqa: PLC0415 - loads Bumble only when asked
 
-                status = demo_radio.main(**common, ask=demo._ask, capture=args.capture)
+                status = demo_radio.main(**common, ask=ask_code, capture=args.capture)
             else:
+                from bridge import demo  # noqa: PLC0415
+
                 status = demo.main(args.profile, seed=args.seed, **common, capture=args.capture)
         except* TrustStoreError as group:
             print(f"bridge: {group.exceptions[0]}", file=sys.stderr)
@@ -223,11 +228,11 @@ def _pair(args: argparse.Namespace, config: Config) -> int:
 
     async def confirm(phone: Any, event: CodeToConfirm) -> bool:
         print(f"\n{event.peer.name} ({event.peer.platform}) asks to pair.")
-        return await demo._ask(event.code)
+        return await ask_code(event.code)
 
     async def confirm_request(request: dict[str, Any]) -> bool:
         print(f"\n{request['name']} ({request['platform']}) asks to pair.")
-        return await demo._ask(request["code"])
+        return await ask_code(request["code"])
 
     async def main() -> str | None:
         if daemon.data_in_use(config.data_path) and config.api.enabled:

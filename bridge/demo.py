@@ -25,6 +25,7 @@ import trio
 import trio.testing
 
 from bridge import messages as m
+from bridge import prompt
 from bridge.endpoint import clock_ms_from_trio
 from bridge.headunit import CommandFailed, DeviceEvent, PhoneDevice
 from bridge.phone import PhoneApp
@@ -375,26 +376,6 @@ async def run_demo(
     return result
 
 
-def _prompt(question: str) -> str:
-    try:
-        return input(question)
-    except EOFError:  # Ctrl-D: no answer is a rejection
-        return ""
-
-
-async def _ask(code: str) -> bool:
-    answer = await trio.to_thread.run_sync(
-        _prompt,
-        f"Does the phone show {code}? Confirm on the head unit [y/N] ",
-        abandon_on_cancel=True,  # Ctrl-C at the prompt ends the demo
-    )
-    return answer.strip().lower() in ("y", "yes")
-
-
-async def _yes(code: str) -> bool:
-    return True
-
-
 def main(
     profile_name: str,
     *,
@@ -411,7 +392,7 @@ def main(
     Interactive confirmation (``assume_yes=False``) runs on the wall clock."""
     profile = PROFILES[profile_name]
     clock = None if realtime or not assume_yes else trio.testing.MockClock(autojump_threshold=0)
-    confirm = _yes if assume_yes else _ask
+    confirm = prompt.assume_yes if assume_yes else prompt.ask_code
     recording = LinkRecorder(capture / "head-unit.pcapng") if capture else contextlib.nullcontext()
     with tempfile.TemporaryDirectory(prefix="bridge-demo-") as scratch, recording as recorder:
         directory = data_dir or Path(scratch)

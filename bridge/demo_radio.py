@@ -25,9 +25,10 @@ import trio.testing
 
 from bridge import messages as m
 from bridge.central import Phone
-from bridge.demo import Confirm, _key, _maneuver_text, _yes
+from bridge.demo import Confirm, _key, _maneuver_text
 from bridge.endpoint import clock_ms_from_trio
 from bridge.headunit import CommandFailed, DeviceEvent
+from bridge.prompt import assume_yes as _yes
 from bridge.scenarios import FLAVOURS, drive, messages, playlist
 from bridge.session import LinkDown, LinkUp
 from bridge.world import RadioWorld

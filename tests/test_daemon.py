@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -289,3 +291,20 @@ def test_journald_gets_priorities(monkeypatch: pytest.MonkeyPatch) -> None:
         "<4>bridge.central: two | lines",
         "INFO bridge: plain",
     ]
+
+
+def test_bridge_run_loads_neither_the_demos_nor_test_tools_nor_bumble() -> None:
+    """What ``bridge run`` imports on BlueZ is what it needs: the demos load
+    trio.testing, which loads pytest where it is installed (8 MB resident), and Bumble
+    is for the ``bumble`` radio backend only (docs/BENCHMARKS.md, P6)."""
+    code = (
+        "import sys, bridge.cli, bridge.daemon, transports.ble\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = result.stdout.split()
+    assert "bridge.daemon" in loaded and "bleak" in loaded  # the check sees real imports
+    unwanted = ("bridge.demo", "bridge.demo_radio", "trio.testing", "pytest", "_pytest", "bumble")
+    assert [n for n in loaded if n in unwanted or n.startswith(("bumble.", "_pytest."))] == []
