@@ -59,13 +59,13 @@ async def phones(count: int, port: int, data: Path) -> None:
                                  flavour.platform, phone.trust.irk)  # fmt: skip
                     phone.trust.add(hu_trust.public_key, "Car", "head-unit")
                     await nursery.start(phone.run)
-                    nursery.start_soon(_play, phone, flavour)
+                    nursery.start_soon(play, phone, flavour)
                 print("ready", flush=True)
         finally:
             world.close()
 
 
-async def _play(phone: EmulatedPhone, flavour: Flavour) -> None:
+async def play(phone: EmulatedPhone, flavour: Flavour) -> None:
     await phone.connected.wait()
     app = phone.app
     async with trio.open_nursery() as nursery:
@@ -74,7 +74,7 @@ async def _play(phone: EmulatedPhone, flavour: Flavour) -> None:
         nursery.start_soon(messages, app, flavour)
 
 
-def _rss(pid: int) -> tuple[int, int]:
+def rss_of(pid: int) -> tuple[int, int]:
     status = Path(f"/proc/{pid}/status").read_text()
     values = {
         line.split(":")[0]: int(line.split()[1])
@@ -86,12 +86,12 @@ def _rss(pid: int) -> tuple[int, int]:
 
 async def _connected(config: Config, want: int, limit: float, settle: float) -> int:
     """Phones ready (waiting up to ``limit`` s for ``want``), then ``settle`` s of traffic."""
-    ready = await _ready(config, want, limit)
+    ready = await ready_devices(config, want, limit)
     await trio.sleep(settle)
     return ready
 
 
-async def _ready(config: Config, want: int, limit: float) -> int:
+async def ready_devices(config: Config, want: int, limit: float) -> int:
     with trio.move_on_after(limit):
         while True:
             try:  # the daemon writes its token, then listens: until then, try again
@@ -142,7 +142,7 @@ def measure(count: int = 4, settle: float = 30.0) -> tuple[int, int, int]:
             try:
                 config = Config(data_dir=str(data / "daemon"), api=ApiConfig(port=api_port))
                 ready = trio.run(_connected, config, count, 120.0, settle)
-                rss, peak = _rss(daemon.pid)
+                rss, peak = rss_of(daemon.pid)
             finally:
                 daemon.terminate()
                 daemon.wait(10)

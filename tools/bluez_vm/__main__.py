@@ -51,6 +51,8 @@ PACKAGES = (
 IMAGE_SIZE = "1600M"
 BUILD_VERSION = "1"  # bump to force a rebuild
 SCENARIOS = ("pair-and-channels", "link-loss", "android-and-ios", "doctor")
+#: Not run by default, and alone: ``bridge run`` itself is the head unit there.
+MEASUREMENTS = ("memory",)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -294,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         description="Run the bridge's BLE scenarios against real BlueZ in a QEMU guest.",
     )
     parser.add_argument(
-        "scenarios", nargs="*", metavar="SCENARIO", help=f"default: all of {', '.join(SCENARIOS)}"
+        "scenarios",
+        nargs="*",
+        metavar="SCENARIO",
+        help=f"default: all of {', '.join(SCENARIOS)}; also 'memory' (bridge run's "
+        "resident memory with four phones, alone)",
     )
     parser.add_argument("--runs", type=int, default=1, help="boot and run this many times")
     parser.add_argument(
@@ -307,9 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached image")
     parser.add_argument("--timeout", type=float, default=420, help="seconds per boot (default 420)")
     args = parser.parse_args(argv)
-    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    unknown = [s for s in args.scenarios if s not in SCENARIOS + MEASUREMENTS]
     if unknown:
-        parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
+        known = ", ".join(SCENARIOS + MEASUREMENTS)
+        parser.error(f"unknown scenario {unknown[0]!r}; choose from {known}")
+    if set(args.scenarios) & set(MEASUREMENTS) and len(args.scenarios) > 1:
+        parser.error("memory runs alone (bridge run is the head unit there)")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     scenarios = list(args.scenarios) or list(SCENARIOS)
@@ -328,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
                 failed += len(scenarios)
                 continue
             found = results(out)
+            measured = out / "measurements.txt"
+            if measured.exists():
+                for line in measured.read_text().splitlines():
+                    log(f"run {n}: {line}")
             for name in scenarios:
                 verdict = found.get(name, "no result")
                 ok = verdict == "passed"

@@ -35,18 +35,19 @@ import trio
 
 from bridge import messages as m
 from bridge.central import HeadUnit, Phone
-from bridge.config import Config
+from bridge.config import Config, load_config
 from bridge.doctor import run_checks
 from bridge.emulator import EmulatedPhone
 from bridge.endpoint import clock_ms_from_trio
 from bridge.errors import first_error
 from bridge.headunit import CommandFailed, DeviceEvent
-from bridge.scenarios import FLAVOURS, drive, messages, playlist
+from bridge.scenarios import FLAVOURS, Flavour, drive, messages, playlist
 from bridge.session import LinkDown, LinkUp
 from bridge.world import pacing_for
 from pairing.handshake import Authenticated, CodeToConfirm
 from pairing.keylog import KeyLog
 from pairing.trust import TrustStore
+from tools.bench.memory import play, ready_devices, rss_of
 from transports.aio import asyncio_loop, asyncio_task_stacks
 from transports.ble import BleakCentral
 from transports.bumble_phone import BumblePeripheral
@@ -193,6 +194,70 @@ async def doctor(lane: Lane) -> None:
     assert {c.name for c in checks} >= {"BlueZ", "Bluetooth adapter", "D-Bus", "adapter powered"}
 
 
+MEMORY_DEVICES = 4
+MEMORY_SETTLE = 30.0
+MEMORY_LIMIT = 240.0
+
+
+async def memory(radio: VirtualRadio, data: Path, clock: Callable[[], int]) -> str:
+    """``bridge run`` itself (bleak on this BlueZ, its API, its stores) serving four
+    paired phones that navigate, play music and send messages: its resident memory after
+    30 s of traffic (P6 of docs/BENCHMARKS.md, on the Raspberry Pi's radio path)."""
+    daemon_data = data / "daemon"
+    hu_trust = TrustStore(daemon_data / "head-unit")
+    phones: list[tuple[EmulatedPhone, Flavour]] = []
+    for i in range(MEMORY_DEVICES):  # paired beforehand: both trust stores written
+        flavour = ANDROID if i % 2 == 0 else IOS
+        profile = PROFILES[flavour.link_profile]
+        device = await radio.powered(f"p{i}", pacing_for(profile))
+        peripheral = BumblePeripheral(device, att_mtu=profile.att_mtu, apple=flavour is IOS)
+        phone = EmulatedPhone(peripheral, flavour, data / f"p{i}", clock_ms=clock)
+        hu_trust.add(phone.trust.public_key, f"{flavour.name} #{i}",
+                     flavour.platform, phone.trust.irk)  # fmt: skip
+        phone.trust.add(hu_trust.public_key, "Car", "head-unit")
+        phones.append((phone, flavour))
+    config_path = data / "config.toml"
+    config_path.write_text(
+        f'name = "Car"\ndata_dir = "{daemon_data}"\n[debug]\nkeylog = "{OUT / "keys.log"}"\n'
+    )
+    config = load_config(config_path)
+    await _adapter_powered(config)
+    with (OUT / "daemon.log").open("w") as log:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "run", "--config", str(config_path)],
+            stderr=log,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                for i, (phone, flavour) in enumerate(phones):
+                    await nursery.start(logged, phone.run, f"phone p{i}")
+                    nursery.start_soon(play, phone, flavour)
+                ready = await ready_devices(config, MEMORY_DEVICES, MEMORY_LIMIT - 60)
+                assert daemon.poll() is None, f"bridge run exited {daemon.returncode}"
+                assert ready == MEMORY_DEVICES, f"{ready} of {MEMORY_DEVICES} phones ready"
+                await trio.sleep(MEMORY_SETTLE)
+                assert daemon.poll() is None, f"bridge run exited {daemon.returncode}"
+                rss, peak = rss_of(daemon.pid)
+                nursery.cancel_scope.cancel()
+        finally:
+            daemon.terminate()
+            await trio.to_thread.run_sync(daemon.wait)
+    return (
+        f"bridge run on BlueZ serving {ready} of {MEMORY_DEVICES} phones: "
+        f"resident {rss / 1024:.1f} MB, peak {peak / 1024:.1f} MB (goal <= 60 MB)"
+    )
+
+
+async def _adapter_powered(config: Config) -> None:
+    """Wait until bluetoothd has powered hci0 (``bridge doctor``'s check)."""
+    with trio.fail_after(30):
+        while True:
+            checks = await trio.to_thread.run_sync(run_checks, config)
+            if any(c.name == "adapter powered" and c.ok for c in checks):
+                return
+            await trio.sleep(1.0)
+
+
 def task_dump() -> str:
     """Every trio task and what it awaits, then every asyncio task: what a hang looks like."""
     lines: list[str] = []
@@ -303,6 +368,22 @@ async def main(names: list[str]) -> int:
             [BLUETOOTHD, "-n", "-d"], stdout=bluetoothd_log, stderr=subprocess.STDOUT
         )
         try:
+            if names == ["memory"]:  # bridge run itself is the head unit
+                WATCH["token"] = trio.lowlevel.current_trio_token()
+                threading.Thread(target=thread_watchdog, daemon=True).start()
+                WATCH.update(name="memory", deadline=time.monotonic() + MEMORY_LIMIT + 20)
+                try:
+                    with trio.fail_after(MEMORY_LIMIT):
+                        line = await memory(radio, data, clock)
+                    (OUT / "measurements.txt").write_text(line + "\n")
+                    print(line, flush=True)
+                    results["memory"] = "passed"
+                except* (AssertionError, trio.TooSlowError, OSError) as group:
+                    error = first_error(group)
+                    results["memory"] = f"failed: {type(error).__name__}: {error}"
+                    logging.exception("memory failed")
+                (OUT / "results.json").write_text(json.dumps(results, indent=1))
+                return 0 if results["memory"] == "passed" else 1
             await trio.sleep(2.0)  # bluetoothd powers hci0 (AutoEnable)
 
             async def yes(phone: Phone, event: CodeToConfirm) -> bool:

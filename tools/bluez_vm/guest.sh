@@ -6,6 +6,7 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/repo
 set -x
 mkdir -p /run/dbus /var/lib/bluetooth
+ip link set lo up  # bridge run's local API listens on 127.0.0.1
 modprobe bluetooth; modprobe hci_vhci
 dbus-daemon --system --fork
 btmon -w /out/hci.btsnoop > /dev/null 2>&1 &
