@@ -259,7 +259,7 @@ class Connection:
         """Handle a frame while (or in case) the handshake runs; True if it was taken."""
         is_handshake = frame.channel is Channel.CONTROL and frame.seq is None
         if is_handshake and frame.type == Handshake.HANDSHAKE_TYPE and not handshake.noise_done:
-            handshake.receive_handshake(frame.body)
+            handshake.receive_handshake(frame.body, self._now)
         elif is_handshake and frame.type == Handshake.PAIRING_TYPE and handshake.noise_done:
             handshake.receive_pairing(frame.body, self._now)
         elif not self.authenticated:

@@ -8,17 +8,19 @@ Strategy (a sans-IO state machine; no clock, no I/O; randomness and keys injecte
   trusts by trying each key (a KK first message authenticates under one key only). A
   phone that knows no such head unit answers UNKNOWN in the clear, and the head unit
   starts over with XX, which then needs the user's consent (never a silent re-pair).
-* Otherwise it runs ``Noise_XX``: both static keys travel encrypted, 1.5 round trips.
-  After it, each side says whether it already trusts the other. If both do, the link is
-  authenticated at once. If not, the pair goes through **numeric comparison with a
-  commitment** (as Bluetooth LE Secure Connections does), inside the encrypted channel:
-  the phone sends C = SHA256("bridge v0 commit" || h || Nb); the head unit reveals Na;
-  the phone reveals Nb; the head unit checks C; both show
-  code = SHA256("bridge v0 code" || h || Na || Nb) as six digits, where h is the Noise
-  handshake hash, which binds both static and both ephemeral keys. Both users must
-  confirm; a rejection or the confirmation timeout ends the attempt and nothing is
-  stored. See docs/SECURITY.md for why a man in the middle matches the codes with
-  probability 10^-6 per attempt.
+* Otherwise it runs ``Noise_XX``: both static keys travel encrypted, 1.5 round trips,
+  and the **numeric comparison with a commitment** (as Bluetooth LE Secure Connections
+  does) rides in XX's encrypted payloads: the phone's message 2 carries
+  C = SHA256("bridge v0 commit" || h1 || Nb), where h1 is the handshake hash after
+  message 1; the head unit's message 3 reveals Na. After XX each side knows whether the
+  other already trusted it. If both do, the phone says so (STATUS) and the link is
+  authenticated at once. If not, the phone reveals Nb (a PAIRING frame, encrypted); the
+  head unit checks C; both show code = SHA256("bridge v0 code" || h || Na || Nb) as six
+  digits, where h is the final Noise handshake hash, which binds both static and both
+  ephemeral keys: two round trips until both screens show it. Both users must confirm;
+  a rejection or the confirmation timeout ends the attempt and nothing is stored. See
+  docs/SECURITY.md for why a man in the middle matches the codes with probability 10^-6
+  per attempt.
 
 Wire: handshake messages are control frames of type HANDSHAKE, in the clear (their
 Noise payloads are encrypted where Noise allows); everything after Noise completes,
@@ -69,12 +71,20 @@ class Step(IntEnum):
 
 
 class PairingKind(IntEnum):
-    """``0`` key in a PAIRING frame body."""
+    """``0`` key in a PAIRING frame body (2 is not used: the commitment is in XX 2)."""
 
     STATUS = 1  # phone: {1: true}: we both know each other, no comparison needed
-    COMMIT = 2  # phone: {1: C}
-    NONCE = 3  # head unit: {1: Na}; then phone: {1: Nb}
+    NONCE = 3  # phone: {1: Nb} (the head unit's Na was in XX 3)
     CONFIRM = 4  # either: {1: accepted}
+
+
+class InfoKey(IntEnum):
+    """Keys of the CBOR map in a Noise payload."""
+
+    NAME = 0
+    PLATFORM = 1
+    KNOWS_YOU = 2  # XX 3
+    COMMIT_OR_NONCE = 3  # XX 2: the phone's commitment C; XX 3: the head unit's nonce Na
 
 
 @dataclass(frozen=True)
@@ -116,9 +126,7 @@ HandshakeEvent = CodeToConfirm | Authenticated | PairingFailed
 
 class _State(Enum):
     NOISE = "noise"
-    STATUS = "waiting for status"  # head unit after XX
-    COMMIT_SENT = "commit sent"  # phone
-    NONCE_SENT = "nonce sent"  # head unit
+    STATUS = "waiting for status or nonce"  # head unit after XX
     CONFIRMING = "confirming"
     DONE = "done"
     FAILED = "failed"
@@ -129,8 +137,10 @@ def format_code(value: int) -> str:
     return f"{digits[:3]} {digits[3:]}"
 
 
-def commitment(handshake_hash: bytes, nonce: bytes) -> bytes:
-    return hashlib.sha256(b"bridge v0 commit" + handshake_hash + nonce).digest()
+def commitment(first_hash: bytes, nonce: bytes) -> bytes:
+    """C, over the handshake hash after XX 1 (both sides have it when C is made and
+    checked) and the phone's nonce."""
+    return hashlib.sha256(b"bridge v0 commit" + first_hash + nonce).digest()
 
 
 def comparison_code(handshake_hash: bytes, na: bytes, nb: bytes) -> str:
@@ -197,12 +207,14 @@ class Handshake:
         self._peer_knows_us = False
         self._we_know_peer = False
         self._nonce = b""
+        self._first_hash = b""  # the handshake hash after XX 1, which C is over
         self._peer_commit = b""
         self._peer_nonce = b""
         self._code: str | None = None
         self._local_accept: bool | None = None
         self._peer_accept: bool | None = None
         self._deadline: float | None = None
+        self._now = 0.0  # when the frame being handled arrived
         self._irk = irk  # the phone gives it with its confirmation of a first pairing
         self._peer_irk: bytes | None = None
         self.noise_keys: tuple[bytes, bytes] | None = None
@@ -272,12 +284,22 @@ class Handshake:
         self._noise = self._new_noise(mode, True, peer_key if mode is Mode.KK else None)
         payload = self._info() if mode is Mode.KK else b""
         self._send_handshake({0: Step.MESSAGE, 1: int(mode), 2: self._noise.write_message(payload)})
+        self._first_hash = self._noise.handshake_hash
 
-    def _info(self, knows_peer: bool | None = None) -> bytes:
-        info: Body = {0: self._name, 1: self._platform}
+    def _info(self, knows_peer: bool | None = None, value: bytes | None = None) -> bytes:
+        info: Body = {InfoKey.NAME: self._name, InfoKey.PLATFORM: self._platform}
         if knows_peer is not None:
-            info[2] = knows_peer
+            info[InfoKey.KNOWS_YOU] = knows_peer
+        if value is not None:
+            info[InfoKey.COMMIT_OR_NONCE] = value
         return cbor.dumps(info)
+
+    @staticmethod
+    def _bytes(info: Body, size: int, what: str) -> bytes:
+        value = info.get(InfoKey.COMMIT_OR_NONCE)
+        if type(value) is not bytes or len(value) != size:
+            raise _bad(f"{what} missing")
+        return value
 
     @staticmethod
     def _parse_info(payload: bytes) -> Body:
@@ -286,8 +308,11 @@ class Handshake:
             raise _bad("identity payload is not a map")
         return value
 
-    def receive_handshake(self, body: Body) -> None:
-        """A HANDSHAKE frame from the peer. ProtocolError if it is wrong."""
+    def receive_handshake(self, body: Body, now: float = 0.0) -> None:
+        """A HANDSHAKE frame from the peer (``now``: the time, which the confirmation's
+        deadline counts from when XX 3 makes the phone show its code). ProtocolError if
+        it is wrong."""
+        self._now = now
         if self._state is not _State.NOISE:
             raise _bad("handshake message after the handshake")
         step = body.get(0)
@@ -320,7 +345,10 @@ class Handshake:
             self._mode = Mode.XX
             self._noise = self._new_noise(Mode.XX, False, None)
             self._noise.read_message(message)
-            self._noise_write(self._info())
+            # commit to Nb now, before the head unit reveals Na in XX 3
+            self._first_hash = self._noise.handshake_hash
+            self._nonce = self._random(NONCE_SIZE)
+            self._noise_write(self._info(value=commitment(self._first_hash, self._nonce)))
             return
         for key in sorted(self._trusted):  # which trusted head unit is this?
             noise = self._new_noise(Mode.KK, False, key)
@@ -349,8 +377,17 @@ class Handshake:
             rs = noise.remote_static
             assert rs is not None
             self._peer = PeerIdentity(rs, _text(info, 0, "name"), _text(info, 1, "platform"))
+            self._peer_commit = self._bytes(info, 32, "the phone's commitment")
             self._we_know_peer = rs in self._trusted
-            self._noise_write(self._info(knows_peer=self._we_know_peer))
+            if not self._allow_pairing:
+                if not self._we_know_peer:  # a stranger: it could only pair
+                    self._fail("not in pairing mode")
+                    return
+                # no Na: a phone that does not know us cannot start a comparison
+                self._noise_write(self._info(knows_peer=True))
+                return
+            self._nonce = self._random(NONCE_SIZE)  # Na, revealed once C is here
+            self._noise_write(self._info(knows_peer=self._we_know_peer, value=self._nonce))
             return
         if self.role is Role.HEAD_UNIT and self._mode is Mode.KK:
             info = self._parse_info(payload)
@@ -368,10 +405,12 @@ class Handshake:
             self._peer = PeerIdentity(
                 result.remote_static, _text(info, 0, "name"), _text(info, 1, "platform")
             )
-            knows = info.get(2)
+            knows = info.get(InfoKey.KNOWS_YOU)
             if type(knows) is not bool:
                 raise _bad("missing 'knows you' flag")
             self._peer_knows_us = knows
+            if InfoKey.COMMIT_OR_NONCE in info:  # absent: the head unit will not pair now
+                self._peer_nonce = self._bytes(info, NONCE_SIZE, "the head unit's nonce")
             self._we_know_peer = result.remote_static in self._trusted
             self._check_noise_done()
             return
@@ -392,10 +431,12 @@ class Handshake:
                 self._authenticate(paired_now=False)
             elif not self._allow_pairing:
                 self._fail("pairing is not allowed now")
+            elif not self._peer_nonce:
+                self._fail("the head unit is not in pairing mode", by_peer=True)
             else:
-                self._nonce = self._random(NONCE_SIZE)
-                self._send_pairing(PairingKind.COMMIT, commitment(self.handshake_hash, self._nonce))
-                self._state = _State.COMMIT_SENT
+                self._send_pairing(PairingKind.NONCE, self._nonce)
+                code = comparison_code(self.handshake_hash, self._peer_nonce, self._nonce)
+                self._show_code(code, self._now)
         else:
             self._state = _State.STATUS
 
@@ -409,31 +450,17 @@ class Handshake:
             if value is not True or not self._we_know_peer or self._needs_consent:
                 raise _bad("the phone claims a known pairing the head unit does not have")
             self._authenticate(paired_now=False)
-        elif self.role is Role.HEAD_UNIT and state is _State.STATUS and kind == PairingKind.COMMIT:
-            if type(value) is not bytes or len(value) != 32:
-                raise _bad("bad commitment")
+        elif self.role is Role.HEAD_UNIT and state is _State.STATUS and kind == PairingKind.NONCE:
+            if type(value) is not bytes or len(value) != NONCE_SIZE:
+                raise _bad("bad nonce")
             if not self._allow_pairing:
                 self._fail("not in pairing mode")
                 return
-            self._peer_commit = value
-            self._nonce = self._random(NONCE_SIZE)
-            self._send_pairing(PairingKind.NONCE, self._nonce)
-            self._state = _State.NONCE_SENT
-        elif kind == PairingKind.NONCE and state in (_State.COMMIT_SENT, _State.NONCE_SENT):
-            if type(value) is not bytes or len(value) != NONCE_SIZE:
-                raise _bad("bad nonce")
+            if not hmac.compare_digest(commitment(self._first_hash, value), self._peer_commit):
+                self._fail("the phone's nonce does not match its commitment")
+                raise ProtocolError(ErrorCode.AUTHENTICATION, "commitment mismatch")
             self._peer_nonce = value
-            if self.role is Role.PHONE:
-                self._send_pairing(PairingKind.NONCE, self._nonce)
-                na, nb = value, self._nonce
-            else:
-                if not hmac.compare_digest(
-                    commitment(self.handshake_hash, value), self._peer_commit
-                ):
-                    self._fail("the phone's nonce does not match its commitment")
-                    raise ProtocolError(ErrorCode.AUTHENTICATION, "commitment mismatch")
-                na, nb = self._nonce, value
-            self._show_code(comparison_code(self.handshake_hash, na, nb), now)
+            self._show_code(comparison_code(self.handshake_hash, self._nonce, value), now)
         elif kind == PairingKind.CONFIRM and state is _State.CONFIRMING:
             if type(value) is not bool:
                 raise _bad("bad confirmation")

@@ -136,6 +136,42 @@ def test_the_commitment_binds_the_phone_nonce(stores: tuple[TrustStore, TrustSto
     )
 
 
+@pytest.mark.parametrize(
+    ("who", "value", "why"),
+    [
+        ("phone", None, "the phone's commitment missing"),
+        ("phone", bytes(31), "the phone's commitment missing"),
+        ("head unit", bytes(15), "the head unit's nonce missing"),
+    ],
+)
+def test_xx_payloads_must_carry_the_commitment_and_nonce(
+    stores: tuple[TrustStore, TrustStore], who: str, value: bytes | None, why: str
+) -> None:
+    """XX 2 without the phone's 32-byte commitment, or XX 3 with a nonce of the wrong
+    size, is refused before anything is shown."""
+    hu_store, phone_store = stores
+    hu = handshake(Role.HEAD_UNIT, hu_store, seed=1)
+    phone = handshake(Role.PHONE, phone_store, seed=2)
+    sender = phone if who == "phone" else hu
+    original = sender._info
+    forced = value
+
+    def tampered(knows_peer: bool | None = None, value: bytes | None = None) -> bytes:
+        return original(knows_peer, forced)  # the sender's payload, with C or Na replaced
+
+    [(_, _, xx1)] = hu.outgoing()
+    sender._info = tampered  # type: ignore[method-assign]
+    phone.receive_handshake(xx1)
+    [(_, _, xx2)] = phone.outgoing()
+    with pytest.raises(ProtocolError, match=why) if who == "phone" else contextlib.nullcontext():
+        hu.receive_handshake(xx2)
+    if who == "head unit":
+        [(_, _, xx3)] = hu.outgoing()
+        with pytest.raises(ProtocolError, match=why):
+            phone.receive_handshake(xx3)
+    assert hu.next_event() is None and phone.next_event() is None
+
+
 def test_grinding_is_useless_once_committed() -> None:
     """With the phone's nonce fixed by its commitment, the code is spread over the
     head unit's fresh nonce: no choice made before seeing Na fixes the code."""

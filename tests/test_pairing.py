@@ -176,6 +176,23 @@ async def test_pairing_refused_outside_pairing_mode(
     assert _delivered(hu) == []
 
 
+async def test_a_phone_that_forgot_us_is_not_shown_a_code_outside_pairing_mode(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The head unit knows the phone, the phone no longer knows it, and the head unit is
+    not pairing: XX 3 carries no nonce, so the phone cannot start a comparison; it ends
+    the attempt and nobody is shown a code."""
+    hu, phone = _sides(tmp_path)
+    await _session(hu, phone, seed=13)
+    phone.store.forget("Car")
+    hu2 = Side(PeerSession("hu"), TrustStore(tmp_path / "hu"))
+    phone2 = Side(PeerSession("phone"), TrustStore(tmp_path / "phone", role="phone"))
+    await _session(hu2, phone2, seed=14, hu_allow=False)
+    assert hu2.codes == [] and phone2.codes == []
+    assert phone2.failed and "not in pairing mode" in phone2.failed[0].reason
+    assert hu2.auth == [] and phone2.auth == []
+
+
 async def test_key_log(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     hu_store, phone_store = stores(tmp_path)
     log_path = tmp_path / "keys.log"

@@ -17,7 +17,11 @@ def test_the_wire_measurements_read_the_capture() -> None:
 
 
 def test_round_trips_to_the_first_application_frame() -> None:
-    assert flights(known=True) == 2  # Noise KK: one round trip, the goal
-    # Noise XX (3 flights), commitment, nonce, nonce (3), the confirmations (2): 4 round
-    # trips; the goal of 2 needs the commitment and nonces folded into XX's messages
-    assert flights(known=False) == 8
+    known = flights(known=True)
+    assert (known.first_frame, known.codes) == (2, None)  # Noise KK: one round trip
+    # Noise XX carries the commitment (message 2) and the head unit's nonce (message 3);
+    # the phone's nonce makes 2 round trips to the code on both screens; then the
+    # confirmations: the phone's goes with its nonce, the head unit's answers it, and the
+    # phone's first frame follows it
+    first = flights(known=False)
+    assert (first.first_frame, first.codes) == (6, 4)
