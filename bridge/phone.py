@@ -19,6 +19,15 @@ from bridge.errors import ErrorCode, ProtocolError
 from bridge.session import PeerSession
 from bridge.store import MessageStore
 
+#: How many of each kind of request from the head unit a phone remembers.
+HISTORY = 1000
+
+
+def _keep(log: list[Any], item: Any) -> None:
+    log.append(item)
+    if len(log) > HISTORY:
+        del log[: len(log) - HISTORY]
+
 
 class PhoneApp(Endpoint):
     def __init__(
@@ -39,9 +48,11 @@ class PhoneApp(Endpoint):
         self.route: m.RouteStatus = m.RouteStatus(m.RouteState.INACTIVE)
         self.notifications: dict[str, m.Notification] = {}
         self.read: set[str] = set()
+        # What the head unit asked for, in order: the last HISTORY of each (a phone left
+        # running for days keeps no more); tools that report them take them out
         self.replies: list[tuple[str, str]] = []  # (notification id, text)
         self.actions: list[tuple[str, str]] = []
-        self.commands: list[Message] = []  # every command received, in order
+        self.commands: list[Message] = []
         self.guidance_available = guidance_available
         self.next_transfer = 1
         self.events: list[Any] = []
@@ -117,21 +128,21 @@ class PhoneApp(Endpoint):
     # -- commands from the head unit ----------------------------------------------------
 
     async def on_event(self, event: Any) -> None:
-        self.events.append(event)
+        _keep(self.events, event)
 
     async def apply(self, message: Message, seq: int | None) -> None:
         assert seq is not None or not isinstance(message, m.MediaCommandRequest | m.GuidanceRequest)
         match message:
             case m.MediaCommandRequest():
-                self.commands.append(message)
+                _keep(self.commands, message)
                 error = await self._media(message)
                 await self.send(m.MediaCommandResult(seq or 0, error is None, error))
             case m.GuidanceRequest():
-                self.commands.append(message)
+                _keep(self.commands, message)
                 error = await self._guidance(message)
                 await self.send(m.NavigationResult(seq or 0, error is None, error))
             case m.MarkRead() | m.PerformAction() | m.Reply() | m.Dismiss():
-                self.commands.append(message)
+                _keep(self.commands, message)
                 error = await self._messaging(message)
                 await self.send(m.MessagingResult(seq or 0, error is None, error))
             case _:
@@ -209,7 +220,7 @@ class PhoneApp(Endpoint):
             case m.PerformAction():
                 if not any(a.id == request.action_id for a in note.actions or []):
                     return f"no action {request.action_id!r}"
-                self.actions.append((request.id, request.action_id))
+                _keep(self.actions, (request.id, request.action_id))
             case m.Reply():
                 text = request.text
                 if request.canned is not None:
@@ -218,7 +229,7 @@ class PhoneApp(Endpoint):
                         return "no such canned reply"
                     text = canned[request.canned]
                 assert text is not None
-                self.replies.append((request.id, text))
+                _keep(self.replies, (request.id, text))
             case m.Dismiss():
                 self.notifications.pop(request.id, None)
                 await self.send(m.NotificationRemoved(request.id))

@@ -10,6 +10,7 @@ from bridge import messages as m
 from bridge.channels import Channel
 from bridge.errors import ErrorCode
 from bridge.headunit import CommandFailed
+from bridge.phone import HISTORY
 from tests.app_helpers import Rig, hu_hello, phone_hello, wait_for
 
 LANES = [
@@ -233,4 +234,24 @@ async def test_a_malformed_hello_closes_with_a_reason(
     async with trio.open_nursery() as nursery:
         closed = await rig.closed(nursery)
         assert "max_text" in closed.text and closed.code == ErrorCode.INVALID_MESSAGE
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_phone_remembers_only_its_last_commands(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An emulated phone left running (bridge-phone) keeps the last HISTORY commands, not
+    every one it was ever sent."""
+    rig = Rig.make()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rig.hu.run)
+        nursery.start_soon(rig.phone.run)
+        await rig.link(nursery)
+        await wait_for(rig.hu, lambda e: e.kind == "hello")
+        await rig.phone.play(TRACKS)
+        sent = HISTORY + 20
+        for i in range(sent):
+            await rig.hu.media(m.MediaCommand.PAUSE if i % 2 else m.MediaCommand.PLAY)
+        assert len(rig.phone.commands) == HISTORY
+        assert rig.phone.commands[-1] == m.MediaCommandRequest(m.MediaCommand.PAUSE)
         nursery.cancel_scope.cancel()

@@ -126,12 +126,11 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
 
 async def _report(phone: EmulatedPhone, show: Any) -> None:
     """What the head unit asked of the phone, as it happens."""
-    seen = 0
+    commands = phone.app.commands
     while True:
         await trio.sleep(0.2)
-        for command in phone.app.commands[seen:]:
-            show("COMMAND", type(command).__name__)
-        seen = len(phone.app.commands)
+        while commands:  # taken out as reported: a phone left running keeps nothing
+            show("COMMAND", type(commands.pop(0)).__name__)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,19 +86,19 @@ async def _play(phone: Any, flavour: Any, key: str, say: Any) -> None:
         else:
             nursery.start_soon(playlist, phone.app, flavour)
             nursery.start_soon(messages, phone.app, flavour)
-        seen, replies = 0, 0
+        commands, replies = phone.app.commands, phone.app.replies
         while True:
             await trio.sleep(0.2)
-            for command in phone.app.commands[seen:]:
+            while commands:  # taken out as reported
+                command = commands.pop(0)
                 name = type(command).__name__
                 detail = getattr(command, "command", None)
                 say(
                     f"phone {flavour.name}: {name} {detail.name.lower() if detail else ''}".rstrip()
                 )
-            seen = len(phone.app.commands)
-            for note_id, text in phone.app.replies[replies:]:
+            while replies:
+                note_id, text = replies.pop(0)
                 say(f"phone {flavour.name}: reply to {note_id}: {text}")
-            replies = len(phone.app.replies)
 
 
 def main(argv: list[str] | None = None) -> int:
