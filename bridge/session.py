@@ -31,7 +31,7 @@ from bridge.mux import ChannelMux, MessageReceived
 from bridge.record import RecordLayer
 from pairing.handshake import Authenticated, Handshake
 from pairing.keylog import KeyLog
-from transports.link import Link, LinkClosed
+from transports.link import Link, LinkClosed, segment_size_for
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class PeerSession:
             raise RuntimeError(f"{self.name} already has a link")
         conn = Connection(
             self.mux,
-            link.payload_size,
+            segment_size_for(link.payload_size),
             now=trio.current_time(),
             config=self.config,
             records=records,

@@ -23,7 +23,8 @@ from transports.ble import BleakCentral
 from transports.bleak_bumble import BumbleClient, BumbleScanner
 from transports.bumble_phone import BumblePeripheral
 from transports.bumble_radio import Pacing, VirtualRadio, hci_device, power_on
-from transports.simulated import PACKET_OVERHEAD, LinkProfile
+from transports.link import PACKET_OVERHEAD
+from transports.simulated import LinkProfile
 
 
 @asynccontextmanager
@@ -44,7 +45,7 @@ def pacing_for(profile: LinkProfile) -> Pacing:
     """The Bumble link pacing equivalent to a simulated link profile: the same interval,
     and per event the L2CAP bytes the simulated link carries at its capacity (its
     PDUs per event and their airtime), so both links have the same raw capacity."""
-    value = profile.payload_size
+    value = profile.best_value_size()
     per_event = profile.capacity() * profile.interval * (value + PACKET_OVERHEAD) / value
     return Pacing(
         interval=profile.interval,

@@ -21,8 +21,8 @@ async def test_goodput_and_pause_latency(
 ) -> None:
     row = await measure(radio, profile, mtu, kb * 1024, 8)
     assert row.capacity == pytest.approx(PROFILES[profile].with_mtu(mtu).capacity(), rel=0.02)
-    # at MTU 23 the 1-byte continuation header alone is 1/20 of every packet
-    assert row.ratio >= (0.94 if mtu == 23 else 0.97)
+    # the goal is 0.95; at MTU 23 the 1-byte continuation header alone is 1/20 of a packet
+    assert row.ratio >= (0.94 if mtu == 23 else 0.95)
     assert row.samples[0] >= 4  # pauses measured while the transfer was under way
     assert max(row.priority_ratios) <= 1.5
     assert min(row.fifo_ratios) > 2.0  # the measurement can tell a scheduler that fails

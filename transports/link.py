@@ -23,6 +23,23 @@ MIN_ATT_MTU = 23
 MAX_ATT_MTU = 517
 
 
+#: The largest LE data PDU payload (data length extension), and what each packet adds to
+#: its ATT value before it is cut into PDUs: ATT opcode and handle (3), L2CAP header (4).
+LL_PAYLOAD = 251
+PACKET_OVERHEAD = 7
+
+
+def segment_size_for(payload_size: int) -> int:
+    """The size of the segments a sender makes on a link whose packets hold
+    ``payload_size`` bytes: all of it if the packet fits one LE data PDU, else the largest
+    size whose packets fill whole PDUs. At ATT MTU 517 a 512-byte value is PDUs of 251,
+    251 and 17 bytes, and the third costs nearly a whole PDU's airtime; 495 bytes fill two
+    (7 % more bytes per second on the android profile, 45 % on iOS's 5 PDUs per event)."""
+    if payload_size + PACKET_OVERHEAD <= LL_PAYLOAD:
+        return payload_size
+    return (payload_size + PACKET_OVERHEAD) // LL_PAYLOAD * LL_PAYLOAD - PACKET_OVERHEAD
+
+
 def payload_size_for_mtu(att_mtu: int) -> int:
     """Usable bytes in one packet for an ATT MTU: MTU - 3 (opcode + handle), capped at 512."""
     if not MIN_ATT_MTU <= att_mtu <= MAX_ATT_MTU:

@@ -39,10 +39,8 @@ from dataclasses import dataclass
 
 import trio
 
-from transports.link import CloseReason, Link, LinkClosed, payload_size_for_mtu
+from transports.link import PACKET_OVERHEAD, CloseReason, Link, LinkClosed, payload_size_for_mtu
 
-#: Bytes each packet costs beyond its value: ATT opcode + handle (3), L2CAP header (4).
-PACKET_OVERHEAD = 7
 #: Link-layer bytes around a PDU's payload on 2M PHY: preamble 2, access address 4,
 #: header 2, CRC 3 (no encryption MIC in the simulation).
 LL_OVERHEAD = 11
@@ -94,9 +92,26 @@ class LinkProfile:
         return sizes
 
     def capacity(self) -> float:
-        """Raw payload capacity in ATT value bytes per second, full-size packets, one way."""
+        """Raw payload capacity in ATT value bytes per second, one way: a sender of
+        packets all of the same size, the best size for the link (the largest, or one
+        that fills its PDUs exactly: :meth:`best_value_size`)."""
+        return self._capacity_with(self.best_value_size())
+
+    def best_value_size(self) -> int:
+        """The ATT value size that carries the most bytes per second on this link: the
+        largest the MTU allows, or a smaller one whose packets fill whole PDUs (at MTU
+        517, 512-byte values are 251 + 251 + 17-byte PDUs; 244-byte ones fill one)."""
+        sizes = {self.payload_size}
+        sizes |= {
+            k * self.ll_payload - PACKET_OVERHEAD
+            for k in range(1, self.payload_size // self.ll_payload + 2)
+            if 0 < k * self.ll_payload - PACKET_OVERHEAD <= self.payload_size
+        }
+        return max(sorted(sizes), key=self._capacity_with)
+
+    def _capacity_with(self, value_size: int) -> float:
         direction = _Direction(dataclasses.replace(self, event_loss=0.0), 0.0, 0, "capacity")
-        packet = bytes(self.payload_size)
+        packet = bytes(value_size)
         events = 200
         horizon = events * self.interval
         sent = 0
@@ -105,7 +120,7 @@ class LinkProfile:
             if done > horizon:
                 break
             sent += 1
-        return sent * self.payload_size / horizon * (1.0 - self.event_loss)
+        return sent * value_size / horizon * (1.0 - self.event_loss)
 
     def with_mtu(self, att_mtu: int) -> LinkProfile:
         return dataclasses.replace(self, att_mtu=att_mtu)

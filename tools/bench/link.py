@@ -41,7 +41,7 @@ from bridge.session import PeerSession
 from bridge.world import RadioWorld, pacing_for
 from transports.aio import asyncio_loop
 from transports.bumble_phone import BumblePeripheral
-from transports.link import Link
+from transports.link import Link, segment_size_for
 from transports.simulated import PROFILES, LinkProfile, SimulatedLinkPair
 
 MTUS = (23, 185, 247, 517)
@@ -86,10 +86,16 @@ async def radio_links(profile: LinkProfile, seed: int) -> AsyncIterator[tuple[Li
 
 
 async def _raw_capacity(links: Links, profile: LinkProfile, size: int) -> float:
-    """ATT value bytes per second of full packets sent phone -> head unit as fast as the
-    stack takes them, with nothing of the bridge's protocol: the link's raw capacity."""
+    """The link's raw capacity: ATT value bytes per second of packets sent phone -> head
+    unit as fast as the stack takes them, with nothing of the bridge's protocol; the better
+    of full packets and packets that fill whole PDUs (``segment_size_for``)."""
+    sizes = {profile.payload_size, segment_size_for(profile.payload_size)}
+    return max([await _raw_rate(links, profile, size, value) for value in sorted(sizes)])
+
+
+async def _raw_rate(links: Links, profile: LinkProfile, size: int, value: int) -> float:
     async with links(profile, 3) as (hu, phone):
-        packet = bytes(phone.payload_size)
+        packet = bytes(value)
         count = max(1, size // len(packet))
         got: list[float] = []
 
