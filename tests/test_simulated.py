@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import trio
 
@@ -184,3 +186,21 @@ async def test_wait_send_ready_waits_for_room_in_the_controller(
     await pair.central.aclose()
     with pytest.raises(LinkClosed):
         await pair.central.wait_send_ready()
+
+
+@pytest.mark.parametrize("att_mtu", [247, 517])
+async def test_after_wait_send_ready_a_whole_segment_goes_in_at_once(
+    autojump_clock: trio.testing.MockClock, att_mtu: int
+) -> None:
+    # A segment of 495 bytes is two PDUs: ready must mean room for both, or the driver
+    # commits to a bulk segment that then waits, and a pause chosen later queues behind it.
+    profile = dataclasses.replace(PROFILES["ios"], att_mtu=att_mtu)
+    pair = SimulatedLinkPair(profile)
+    segment = bytes(segment_size_for(pair.central.payload_size))
+    await pair.central.send(bytes(10))  # a small frame (one PDU) before the bulk
+    for _ in range(20):
+        await pair.central.wait_send_ready()
+        ready_at = trio.current_time()
+        await pair.central.send(segment)
+        assert trio.current_time() == ready_at
+    await pair.central.aclose()

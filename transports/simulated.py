@@ -39,7 +39,14 @@ from dataclasses import dataclass
 
 import trio
 
-from transports.link import PACKET_OVERHEAD, CloseReason, Link, LinkClosed, payload_size_for_mtu
+from transports.link import (
+    PACKET_OVERHEAD,
+    CloseReason,
+    Link,
+    LinkClosed,
+    payload_size_for_mtu,
+    segment_size_for,
+)
 
 #: Link-layer bytes around a PDU's payload on 2M PHY: preamble 2, access address 4,
 #: header 2, CRC 3 (no encryption MIC in the simulation).
@@ -294,13 +301,17 @@ class SimulatedLink(Link):
         await trio.lowlevel.checkpoint()
 
     async def wait_send_ready(self) -> None:
+        # Ready when a packet of the size senders make here would go in at once: a
+        # multi-PDU packet needs room for all its PDUs, as in send().
         profile = self._pair.profile
+        pdus = len(profile.fragments(segment_size_for(self.payload_size)))
         while True:
             now = trio.current_time()
             self._settle(now)
             if self._closed is not None:
                 raise self._closed
-            if self._tx.buffered(now) < profile.tx_buffer:
+            buffered = self._tx.buffered(now)
+            if buffered == 0 or buffered + pdus <= profile.tx_buffer:
                 await trio.lowlevel.checkpoint()
                 return
             deadline = min(self._tx.in_tx[0].tx_done, self._close_deadline())
