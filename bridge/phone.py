@@ -23,10 +23,10 @@ from bridge.store import MessageStore
 HISTORY = 1000
 
 
-def _keep(log: list[Any], item: Any) -> None:
+def _keep(log: list[Any], item: Any, limit: int | None) -> None:
     log.append(item)
-    if len(log) > HISTORY:
-        del log[: len(log) - HISTORY]
+    if limit is not None and len(log) > limit:
+        del log[: len(log) - limit]
 
 
 class PhoneApp(Endpoint):
@@ -48,8 +48,10 @@ class PhoneApp(Endpoint):
         self.route: m.RouteStatus = m.RouteStatus(m.RouteState.INACTIVE)
         self.notifications: dict[str, m.Notification] = {}
         self.read: set[str] = set()
-        # What the head unit asked for, in order: the last HISTORY of each (a phone left
-        # running for days keeps no more); tools that report them take them out
+        # What the head unit asked for, in order: the last `history` of each (a phone left
+        # running for days keeps no more; None keeps all, for a tool that counts them);
+        # tools that report them take them out
+        self.history: int | None = HISTORY
         self.replies: list[tuple[str, str]] = []  # (notification id, text)
         self.actions: list[tuple[str, str]] = []
         self.commands: list[Message] = []
@@ -128,21 +130,21 @@ class PhoneApp(Endpoint):
     # -- commands from the head unit ----------------------------------------------------
 
     async def on_event(self, event: Any) -> None:
-        _keep(self.events, event)
+        _keep(self.events, event, self.history)
 
     async def apply(self, message: Message, seq: int | None) -> None:
         assert seq is not None or not isinstance(message, m.MediaCommandRequest | m.GuidanceRequest)
         match message:
             case m.MediaCommandRequest():
-                _keep(self.commands, message)
+                _keep(self.commands, message, self.history)
                 error = await self._media(message)
                 await self.send(m.MediaCommandResult(seq or 0, error is None, error))
             case m.GuidanceRequest():
-                _keep(self.commands, message)
+                _keep(self.commands, message, self.history)
                 error = await self._guidance(message)
                 await self.send(m.NavigationResult(seq or 0, error is None, error))
             case m.MarkRead() | m.PerformAction() | m.Reply() | m.Dismiss():
-                _keep(self.commands, message)
+                _keep(self.commands, message, self.history)
                 error = await self._messaging(message)
                 await self.send(m.MessagingResult(seq or 0, error is None, error))
             case _:
@@ -220,7 +222,7 @@ class PhoneApp(Endpoint):
             case m.PerformAction():
                 if not any(a.id == request.action_id for a in note.actions or []):
                     return f"no action {request.action_id!r}"
-                _keep(self.actions, (request.id, request.action_id))
+                _keep(self.actions, (request.id, request.action_id), self.history)
             case m.Reply():
                 text = request.text
                 if request.canned is not None:
@@ -229,7 +231,7 @@ class PhoneApp(Endpoint):
                         return "no such canned reply"
                     text = canned[request.canned]
                 assert text is not None
-                _keep(self.replies, (request.id, text))
+                _keep(self.replies, (request.id, text), self.history)
             case m.Dismiss():
                 self.notifications.pop(request.id, None)
                 await self.send(m.NotificationRemoved(request.id))

@@ -5,10 +5,14 @@ two head-unit crashes, in virtual time. The long run (10,000 / 100 / 2) is
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio.testing
 
-from tools.soak import SoakResult, fleet, soak
+import tools.soak
+from bridge.phone import PhoneApp
+from tools.soak import SoakResult, fleet, report, soak
 
 
 async def test_nothing_lost_duplicated_or_reordered_across_drops_and_restarts(
@@ -22,6 +26,26 @@ async def test_nothing_lost_duplicated_or_reordered_across_drops_and_restarts(
     assert result.ok()
     # the last life's inbox holds what the earlier lives received: it came from the file
     assert result.inbox == 800
+
+
+async def test_a_soak_that_stops_moving_ends_as_a_failure(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a phone that never records a reply: the soak must end and say so, not wait forever
+    class Deaf(PhoneApp):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.replies = _Bottomless()
+
+    monkeypatch.setattr(tools.soak, "PhoneApp", Deaf)
+    result = await soak(tmp_path, messages=100, drops=2, restarts=0, seed=3)
+    assert result.stalled and not result.ok()
+    assert "STALLED" in report(result, 0.0)
+
+
+class _Bottomless(list[tuple[str, str]]):
+    def append(self, item: tuple[str, str]) -> None:
+        pass
 
 
 def test_the_check_sees_loss_duplication_and_reordering() -> None:

@@ -36,6 +36,7 @@ from bridge.store import MessageStore
 from transports.simulated import PROFILES, SimulatedLinkPair
 
 REPLY_EVERY = 4  # the head unit answers one notification in four
+STALL = 60.0  # simulated seconds without a delivery after which the soak gives up
 
 
 @dataclass
@@ -49,6 +50,7 @@ class SoakResult:
     resent: int = 0  # duplicates the receivers recognised and dropped
     inbox: int = 0  # notifications in the last head unit's inbox (restored from its file)
     seconds: float = 0.0  # virtual
+    stalled: bool = False  # the last link saw nothing move for STALL seconds
 
     @staticmethod
     def check(sent: list[str], got: list[str]) -> tuple[int, int, bool]:
@@ -58,7 +60,7 @@ class SoakResult:
         return lost, duplicated, got == [s for s in sent if s in set(got)]
 
     def ok(self) -> bool:
-        return all(
+        return not self.stalled and all(
             result == (0, 0, True)
             for result in (
                 self.check(self.notifications, self.delivered),
@@ -79,6 +81,7 @@ async def soak(
     phone_hello = m.Hello(m.PROTOCOL_VERSIONS, "android", "Pixel 9", clock_ms=clock())
     phone_session = PeerSession("phone", hello=phone_hello)
     phone = PhoneApp(phone_session, store=MessageStore(folder / "phone"), clock_ms=clock)
+    phone.history = None  # every reply is counted at the end
     send_lock = trio.Lock()  # held while the head unit hands a reply over: never crash then
 
     async def notify() -> None:
@@ -132,9 +135,15 @@ async def soak(
                                 result.restarts += 1
                                 hu.cancel_scope.cancel()
                         else:  # the last link stays up until everything is across
-                            while not done():
+                            # ...or until nothing has moved for STALL simulated seconds:
+                            # a stall is reported as the messages it left undelivered
+                            moved, still = -1, 0.0
+                            while not done() and still < STALL:
                                 await trio.sleep(0.5)
-                            hu_session.close("done")
+                                now = len(result.delivered) + len(phone.replies)
+                                moved, still = now, (still + 0.5 if now == moved else 0.0)
+                            result.stalled = not done()
+                            hu_session.close("done" if not result.stalled else "stalled")
                     await trio.sleep(rng.uniform(0, 0.3))
                 hu.cancel_scope.cancel()
             result.resent += device.duplicates
@@ -304,6 +313,8 @@ def report(result: SoakResult, wall: float) -> str:
         lost, duplicated, ordered = SoakResult.check(sent, got)
         order = "kept" if ordered else "BROKEN"
         lines.append(f"{name:<34} {len(sent):>6} {lost:>5} {duplicated:>5}  {order}")
+    if result.stalled:
+        lines.append(f"STALLED: nothing was delivered for {STALL:.0f} simulated seconds")
     return "\n".join(lines)
 
 
