@@ -111,6 +111,24 @@ class PacedLink(LocalLink):
             pair = self._pairs[key] = _Pair(self.pacing_for(a, b), anchor=now)
         return pair
 
+    # -- link-layer control -----------------------------------------------------------
+
+    def send_ll_control_pdu(
+        self, sender_address: hci.Address, receiver_address: hci.Address, packet: Any
+    ) -> None:
+        """As Bumble's, but a control PDU for a connection the receiver has already closed
+        is not heard (it travels on that connection's access address): when both ends
+        terminate at once, neither logs an error about the other's TERMINATE_IND."""
+        receiver = self.find_le_controller(receiver_address)
+        if receiver is None:
+            return
+
+        def deliver() -> None:
+            if sender_address in receiver.le_connections:
+                receiver.on_ll_control_pdu(sender_address, packet)
+
+        asyncio.get_running_loop().call_soon(deliver)
+
     # -- data ---------------------------------------------------------------------------
 
     def send_acl_data(
