@@ -10,6 +10,9 @@ encrypted:
     timing and no cost of its own (trio memory channels): what the bridge itself costs;
 (c) the same over the simulated android link in virtual time, whose model of the radio
     (connection events, PDUs, buffers) is counted too;
+(c') the same over the Bumble radio with the android profile: the head unit's bleak
+    transport, Bumble's HCI, L2CAP, ATT and GATT on both sides and its controllers, all
+    counted (on a Raspberry Pi the head unit's share of that is bleak, D-Bus and BlueZ);
 (d) ChaCha20-Poly1305 alone sealing and opening the same data in records of the same size.
 
 Reported: CPU seconds per MB for each, their ratio to (d) (goal <= 3 for the whole
@@ -37,6 +40,7 @@ from bridge.session import PeerSession
 from pairing.handshake import Handshake, Role
 from pairing.noise import nonce_bytes
 from pairing.trust import TrustStore
+from tools.bench.link import radio_links
 from transports.link import Link, LinkClosed, payload_size_for_mtu
 from transports.simulated import PROFILES, SimulatedLinkPair
 
@@ -49,6 +53,7 @@ class CpuResult:
     cores: float  # CPU seconds per MB, both ends' sans-IO protocol cores
     stack: float  # CPU seconds per MB, both ends' whole stack over a costless link
     simulated: float  # the same over the simulated android link, its model included
+    radio: float  # the same over the Bumble radio, Bumble's stacks included
     aead: float  # CPU seconds per MB, ChaCha20-Poly1305 alone (seal and open)
     capacity: float  # the link's payload bytes per second
 
@@ -203,6 +208,11 @@ async def _on_simulated(folder: Path, size: int) -> float:
     return await _stack(folder, size, (pair.central, pair.peripheral))
 
 
+async def _on_radio(folder: Path, size: int) -> float:
+    async with radio_links(PROFILES["android"], seed=1) as links:
+        return await _stack(folder, size, links)
+
+
 def measure(size: int = MB) -> CpuResult:
     def virtual(run: Callable[[Path, int], Awaitable[float]]) -> float:
         with tempfile.TemporaryDirectory(prefix="bridge-cpu-") as folder:
@@ -213,8 +223,9 @@ def measure(size: int = MB) -> CpuResult:
         cores = min(_cores(Path(folder) / str(i), size) for i in range(3))
     stack = min(virtual(_on_memory) for _ in range(3))
     simulated = virtual(_on_simulated)
+    radio = virtual(_on_radio)
     aead = min(_aead(size) for _ in range(5))  # the fastest of five: the C code's own cost
-    return CpuResult(cores, stack, simulated, aead, PROFILES["android"].capacity())
+    return CpuResult(cores, stack, simulated, radio, aead, PROFILES["android"].capacity())
 
 
 def main() -> int:
@@ -227,6 +238,8 @@ def main() -> int:
         "  (goal x3)\n"
         f"over the simulated android link    {r.simulated:.3f} s/MB  "
         f"x{r.simulated / r.aead:.0f}  (the radio model's own cost included)\n"
+        f"over the Bumble radio (android)    {r.radio:.3f} s/MB  "
+        f"x{r.radio / r.aead:.0f}  (bleak and Bumble's stacks included)\n"
         f"ChaCha20-Poly1305 alone            {r.aead:.4f} s/MB\n"
         f"the whole stack at the android link's capacity ({r.capacity / 1000:.0f} kB/s): "
         f"{100 * r.core_share:.1f} % of one core"
