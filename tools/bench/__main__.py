@@ -1,8 +1,8 @@
-"""``python -m tools.bench``: goodput and pause latency (tools/bench/link.py)."""
+"""``python -m tools.bench``: every benchmark, then the goals (tools/bench/summary.py)."""
 
 import sys
 
-from tools.bench.link import main
+from tools.bench.summary import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -228,9 +228,8 @@ def measure(size: int = MB) -> CpuResult:
     return CpuResult(cores, stack, simulated, radio, aead, PROFILES["android"].capacity())
 
 
-def main() -> int:
-    r = measure()
-    print(
+def report(r: CpuResult) -> str:
+    return (
         "CPU seconds per MB, both ends, encrypted records (bulk chunks phone -> head unit), "
         "and ChaCha20-Poly1305 alone\n"
         f"protocol cores (sans-IO)           {r.cores:.3f} s/MB  x{r.cores / r.aead:.0f}\n"
@@ -244,6 +243,10 @@ def main() -> int:
         f"the whole stack at the android link's capacity ({r.capacity / 1000:.0f} kB/s): "
         f"{100 * r.core_share:.1f} % of one core"
     )
+
+
+def main() -> int:
+    print(report(measure()))
     return 0
 
 

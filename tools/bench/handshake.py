@@ -81,10 +81,9 @@ def flights(known: bool) -> Flights:
         raise RuntimeError("the application frame never arrived")
 
 
-def main() -> int:
-    first, known = flights(known=False), flights(known=True)
+def report(first: Flights, known: Flights) -> str:
     assert first.codes is not None
-    print(
+    return (
         "round trips from the link's start to the phone's first application frame "
         "(flights of packets, two to a round trip)\n"
         f"first pairing (Noise XX + numeric comparison): {first.first_frame} flights = "
@@ -93,6 +92,10 @@ def main() -> int:
         f"known phone (Noise KK): {known.first_frame} flights = {known.first_frame / 2:g} "
         "round trips (goal 1)"
     )
+
+
+def main() -> int:
+    print(report(flights(known=False), flights(known=True)))
     return 0
 
 

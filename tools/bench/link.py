@@ -1,4 +1,4 @@
-"""Goodput and pause latency: ``python -m tools.bench [--quick] [--radio ...]``.
+"""Goodput and pause latency (P1, P3): ``python -m tools.bench.link [--quick] [--radio ...]``.
 
 For the android and ios profiles at ATT MTU 23, 185, 247 and 517 it measures, side by
 side in one run and on virtual time (so the figures are exact and repeatable):
@@ -240,9 +240,7 @@ RADIOS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.getLogger("bumble").setLevel(logging.CRITICAL)  # a link's teardown is noisy
-    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="256 KB transfers, fewer samples")
     parser.add_argument(
         "--radio",
@@ -254,10 +252,15 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", choices=("android", "ios"), action="append", help="only these profiles"
     )
     parser.add_argument("--mtu", type=int, choices=MTUS, action="append", help="only these MTUs")
-    args = parser.parse_args(argv)
+
+
+def tables(args: argparse.Namespace) -> dict[str, list[Row]]:
+    """Measure and print one table per radio, as the rows come; the rows by radio."""
+    logging.getLogger("bumble").setLevel(logging.CRITICAL)  # a link's teardown is noisy
     size = MB // 4 if args.quick else MB
     samples = 20 if args.quick else 60
     radios = list(RADIOS) if args.radio == "both" else [args.radio]
+    rows: dict[str, list[Row]] = {}
     for radio in radios:
         print(
             f"{RADIOS[radio]}, virtual time; transfer {size // 1024} KB in "
@@ -281,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                     samples,
                     clock=trio.testing.MockClock(autojump_threshold=0),
                 )
+                rows.setdefault(radio, []).append(row)
                 idle50, idle99 = row.idle
                 (prio50, prio99), (fifo50, fifo99) = row.priority_ratios, row.fifo_ratios
                 print(
@@ -292,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         print()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.link", description=__doc__)
+    add_arguments(parser)
+    tables(parser.parse_args(argv))
     return 0
 
 

@@ -158,6 +158,13 @@ def measure(count: int = 4, settle: float = 30.0) -> tuple[int, int, int]:
     return ready, rss, peak
 
 
+def report(ready: int, devices: int, rss: int, peak: int) -> str:
+    return (
+        f"bridge run serving {ready} of {devices} phones (Bumble controller over TCP): "
+        f"resident {rss / 1024:.1f} MB, peak {peak / 1024:.1f} MB (goal <= 60 MB)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.memory", description=__doc__)
     parser.add_argument("--phones", type=int, help=argparse.SUPPRESS)  # the helper's mode
@@ -169,10 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(phones, args.phones, args.port, args.data)
         return 0
     ready, rss, peak = measure(args.devices)
-    print(
-        f"bridge run serving {ready} of {args.devices} phones (Bumble controller over TCP): "
-        f"resident {rss / 1024:.1f} MB, peak {peak / 1024:.1f} MB (goal <= 60 MB)"
-    )
+    print(report(ready, args.devices, rss, peak))
     return 0 if ready == args.devices else 1
 
 

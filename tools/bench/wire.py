@@ -16,6 +16,7 @@ From it, for each profile:
 from __future__ import annotations
 
 import io
+import logging
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -159,6 +160,7 @@ def table(rows: list[Wire]) -> str:
 
 
 def main() -> int:
+    logging.getLogger("pairing.keylog").setLevel(logging.ERROR)  # the demos' temporary key logs
     rows = [measure(profile) for profile in ("android", "ios", "legacy")]
     print(table([*rows, measure_radio()]))
     return 0
