@@ -44,10 +44,11 @@ def link_goals(rows: dict[str, list[link.Row]]) -> list[Goal]:
         measured = rows.get(radio, [])
         if not measured:
             continue
-        for mtus, name in (((185, 247, 517), "MTU 185-517"), ((23,), "MTU 23")):
+        for mtus in ((185, 247, 517), (23,)):
             ratios = [r.ratio for r in measured if r.mtu in mtus]
             if ratios:
-                what = f"goodput / raw capacity, {name}, {label}"
+                present = _span([float(r.mtu) for r in measured if r.mtu in mtus], ".0f")
+                what = f"goodput / raw capacity, MTU {present}, {label}"
                 met = min(ratios) >= 0.95
                 goals.append(Goal("P1", what, ">= 0.95", _span(ratios, ".3f"), met))
         worst = [max(r.priority_ratios) for r in measured]
