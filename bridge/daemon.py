@@ -118,7 +118,7 @@ async def open_radio(config: Config) -> AsyncIterator[Radio]:
     """The configured radio (call inside trio-asyncio's loop)."""
     radio_config = config.radio
     if radio_config.backend == "bumble":
-        from bridge.world import bumble_central  # noqa: PLC0415 - Bumble only when asked
+        from transports.bumble_dongle import bumble_central  # noqa: PLC0415 - Bumble only when asked
 
         async with bumble_central(radio_config.transport, config.name) as central:
             central.connect_timeout = radio_config.connect_timeout

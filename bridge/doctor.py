@@ -7,7 +7,6 @@ Every check reads the machine through :class:`Machine` (files under ``/sys`` and
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import re
 import shutil
@@ -69,6 +68,9 @@ def check_python() -> Check:
 
 
 def check_packages() -> Check:
+    # only `bridge doctor` needs it: 1 MB resident that `bridge run` need not carry
+    import importlib.metadata  # noqa: PLC0415
+
     wanted = ["trio", "cbor2", "cryptography", "bleak", "bumble", "trio-asyncio"]
     found, missing = [], []
     for name in wanted:

@@ -9,8 +9,7 @@ paced like the simulated link profile it is given. Used by the tests and by
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +21,9 @@ from pairing.trust import TrustStore
 from transports.ble import BleakCentral
 from transports.bleak_bumble import BumbleClient, BumbleScanner
 from transports.bumble_phone import BumblePeripheral
-from transports.bumble_radio import Pacing, VirtualRadio, hci_device, power_on
+from transports.bumble_radio import Pacing, VirtualRadio
 from transports.link import PACKET_OVERHEAD
 from transports.simulated import LinkProfile
-
-
-@asynccontextmanager
-async def bumble_central(transport: str, name: str) -> AsyncIterator[BleakCentral]:
-    """The head unit's radio on a controller Bumble drives (``usb:0``, ``tcp-client:...``):
-    bleak's API over a Bumble central, as in the tests. Raises ``OSError`` when the
-    transport does not open."""
-    async with hci_device(transport, name) as device:
-        await power_on(device)
-        yield BleakCentral(
-            scanner_backend=BumbleScanner,
-            client_backend=BumbleClient,
-            backend_kwargs={"bumble_device": device},
-        )
 
 
 def pacing_for(profile: LinkProfile) -> Pacing:

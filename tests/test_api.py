@@ -17,7 +17,7 @@ import trio
 
 from bridge import daemon
 from bridge import messages as m
-from bridge.api import ApiClient
+from bridge.api import CONTENT_TYPES, SCREEN, ApiClient
 from bridge.config import ApiConfig, Config
 from bridge.scenarios import ART
 from bridge.world import RadioWorld
@@ -160,6 +160,16 @@ async def test_static_files_and_nothing_outside_them(
 
         assert (await get("/../../../etc/passwd")).startswith(b"HTTP/1.1 404")
         assert (await get("/nothing.js")).startswith(b"HTTP/1.1 404")
+        for target, kind in (
+            ("/", b"text/html"),
+            ("/app.js", b"text/javascript"),
+            ("/style.css", b"text/css"),
+        ):
+            head = (await get(target)).partition(b"\r\n\r\n")[0].lower()
+            assert head.startswith(b"http/1.1 200")
+            assert b"content-type: " + kind + b"; charset=utf-8" in head
+    # every file the screen is made of has its type in the table
+    assert {p.suffix for p in SCREEN.iterdir()} <= set(CONTENT_TYPES)
 
 
 async def test_bridge_pair_goes_through_the_running_service(

@@ -306,5 +306,24 @@ def test_bridge_run_loads_neither_the_demos_nor_test_tools_nor_bumble() -> None:
     )
     loaded = result.stdout.split()
     assert "bridge.daemon" in loaded and "bleak" in loaded  # the check sees real imports
-    unwanted = ("bridge.demo", "bridge.demo_radio", "trio.testing", "pytest", "_pytest", "bumble")
+    unwanted = (
+        "bridge.demo", "bridge.demo_radio", "trio.testing", "pytest", "_pytest", "bumble",
+        "importlib.metadata",  # only `bridge doctor` asks packages their versions
+    )  # fmt: skip
     assert [n for n in loaded if n in unwanted or n.startswith(("bumble.", "_pytest."))] == []
+
+
+def test_the_bumble_backend_loads_bumbles_host_but_not_the_virtual_radio() -> None:
+    """``radio.backend = "bumble"`` drives a real controller: Bumble's host, not its
+    controller emulation nor our virtual radio (2 MB resident, docs/BENCHMARKS.md P6)."""
+    code = (
+        "import sys, bridge.cli, bridge.daemon, transports.bumble_dongle\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = result.stdout.split()
+    assert "bumble.device" in loaded and "transports.bumble_host" in loaded
+    unwanted = ("bumble.controller", "bumble.link", "transports.bumble_radio", "bridge.world")
+    assert [n for n in loaded if n in unwanted] == []

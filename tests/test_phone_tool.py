@@ -21,7 +21,7 @@ from bridge.world import RadioWorld
 from pairing.handshake import Authenticated
 from tools import phone as tool
 from tools.dump import cli as dump
-from transports.bumble_radio import close_transport
+from transports.bumble_host import close_transport
 
 
 def _free_port() -> int:

@@ -27,8 +27,8 @@ from bridge.scenarios import FLAVOURS, drive, messages, playlist
 from pairing.handshake import CodeToConfirm
 from pairing.trust import TrustStoreError
 from transports.aio import asyncio_loop
+from transports.bumble_host import hci_device
 from transports.bumble_phone import BumblePeripheral
-from transports.bumble_radio import hci_device
 from transports.simulated import PROFILES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

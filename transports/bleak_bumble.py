@@ -41,7 +41,7 @@ from bumble.att import ATT_Error
 from bumble.core import AdvertisingData, BaseBumbleError
 from bumble.device import Advertisement, Connection, Device, Peer
 
-from transports.bumble_radio import acl_room
+from transports.bumble_host import acl_room
 
 log = logging.getLogger(__name__)
 

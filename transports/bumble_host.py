@@ -1,0 +1,108 @@
+"""The host side of Bumble, for the head unit's radio and the emulated phones: a Bumble
+device on a controller (a USB dongle, a serial port, a TCP socket, or one of the virtual
+radio's), powering it on, closing its transport, and the flow control that lets an urgent
+packet go first (:func:`acl_room`).
+
+Kept apart from ``transports/bumble_radio.py`` (the virtual radio: Bumble's controllers
+and a paced link) so that a head unit driving a real controller through Bumble does not
+load the controller emulation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio_asyncio
+from bumble import core, hci
+from bumble.device import Device
+from bumble.host import Host
+from bumble.snoop import BtSnooper
+from bumble.transport import open_transport
+
+#: ACL packets of one connection a host lets its controller hold before it says a write
+#: or notification can go (see :func:`acl_room`).
+IN_FLIGHT = 2
+
+
+async def acl_room(host: Host, handle: int, in_flight: int = IN_FLIGHT) -> None:
+    """Wait until the host holds no ACL packet of connection ``handle`` back from its
+    controller and the controller holds fewer than ``in_flight`` of them: the moment a
+    stack says a write or notification can go.
+
+    Without the second condition an urgent packet chosen now would wait behind every
+    packet in the controller's buffers (8 here, shared by its connections; on a link
+    carrying 5 packets per event that is two events). A controller asks for more as it
+    sends, so a short queue still fills each connection event."""
+    loop = asyncio.get_running_loop()
+    while True:
+        queue = host.get_data_packet_queue(handle)
+        if queue is None or (
+            not any(h == handle for _, h in queue._packets)
+            and _in_flight(queue, handle) < in_flight
+        ):
+            return
+        flowed: asyncio.Future[None] = loop.create_future()
+
+        def wake(*_: Any, flowed: asyncio.Future[None] = flowed) -> None:
+            if not flowed.done():
+                flowed.set_result(None)
+
+        queue.once("flow", wake)
+        # a disconnection flushes the queue without a "flow" event: look again now and then
+        await asyncio.wait([flowed], timeout=0.1)
+        if not flowed.done():
+            queue.remove_listener("flow", wake)
+
+
+def _in_flight(queue: Any, handle: int) -> int:
+    state = queue._connection_state.get(handle)
+    return int(state.in_flight) if state is not None else 0
+
+
+@asynccontextmanager
+async def hci_device(
+    spec: str, name: str, address: str = "C0:DE:C0:DE:00:01", *, capture: Path | None = None
+) -> AsyncIterator[Device]:
+    """A Bumble device on a real or remote controller (call from trio, inside
+    trio-asyncio's loop): ``spec`` is any Bumble transport, such as ``usb:0``,
+    ``serial:/dev/ttyACM0``, ``tcp-client:127.0.0.1:9000`` or ``android-netsim``.
+    ``capture``: write the device's HCI traffic there (btsnoop, Wireshark and bridge-dump
+    read it). Raises ``OSError`` with Bumble's reason when the transport does not open."""
+    try:
+        transport = await trio_asyncio.aio_as_trio(open_transport)(spec)
+    except (OSError, ValueError, ImportError, core.BaseBumbleError) as e:
+        raise OSError(f"cannot open Bluetooth transport {spec!r}: {e}") from e
+    stream = capture.open("wb") if capture is not None else None
+    try:
+        device = Device.with_hci(
+            name,
+            hci.Address(address, hci.Address.RANDOM_DEVICE_ADDRESS),
+            transport.source,
+            transport.sink,
+        )
+        if stream is not None:
+            device.host.snooper = BtSnooper(stream)
+        yield device
+    finally:
+        with trio.CancelScope(shield=True):
+            await close_transport(transport)
+        if stream is not None:
+            stream.close()
+
+
+async def power_on(device: Device) -> None:
+    """Power a device on (call from trio, inside trio-asyncio's loop)."""
+    await trio_asyncio.aio_as_trio(device.power_on)()
+
+
+async def close_transport(transport: Any) -> None:
+    """Close a Bumble transport, and let asyncio run the callbacks that really close its
+    socket (they are scheduled for the loop's next iteration)."""
+    await trio_asyncio.aio_as_trio(transport.close)()
+    for _ in range(3):
+        await trio_asyncio.aio_as_trio(asyncio.sleep)(0)
