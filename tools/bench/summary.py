@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,16 +94,20 @@ def memory_goal(where: str, rss_kb: int | None) -> Goal:
     )
 
 
-def bluez_memory() -> int | None:
-    """``bridge run``'s resident kB on BlueZ from one boot of the VM lane, or None."""
-    with tempfile.TemporaryDirectory(prefix="bridge-bench-vm-") as logs:
-        done = subprocess.run(
-            [sys.executable, "-m", "tools.bluez_vm", "memory", "--logs", logs], check=False
-        )
-        found = list(Path(logs).glob("*/measurements.txt"))
-        if done.returncode != 0 or not found:
-            return None
-        line = found[0].read_text()
+BLUEZ_LOGS = Path("test-artifacts/bench-bluez")
+
+
+def bluez_memory(logs: Path = BLUEZ_LOGS) -> int | None:
+    """``bridge run``'s resident kB on BlueZ from one boot of the VM lane, or None (the
+    lane's logs stay in ``logs``; it says where)."""
+    shutil.rmtree(logs, ignore_errors=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.bluez_vm", "memory", "--logs", str(logs)], check=False
+    )
+    found = list(logs.glob("*/measurements.txt"))
+    if done.returncode != 0 or not found:
+        return None
+    line = found[0].read_text()
     return round(float(line.split("resident ")[1].split(" MB")[0]) * 1024)
 
 
