@@ -293,18 +293,20 @@ def test_journald_gets_priorities(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
 
 
+def _modules_after(*imports: str) -> list[str]:
+    """The modules a fresh interpreter has loaded after importing these."""
+    code = f"import sys, {', '.join(imports)}\nprint(' '.join(sorted(sys.modules)))\n"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout.split()
+
+
 def test_bridge_run_loads_neither_the_demos_nor_test_tools_nor_bumble() -> None:
     """What ``bridge run`` imports on BlueZ is what it needs: the demos load
     trio.testing, which loads pytest where it is installed (8 MB resident), and Bumble
     is for the ``bumble`` radio backend only (docs/BENCHMARKS.md, P6)."""
-    code = (
-        "import sys, bridge.cli, bridge.daemon, transports.ble\n"
-        "print(' '.join(sorted(sys.modules)))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    loaded = result.stdout.split()
+    loaded = _modules_after("bridge.cli", "bridge.daemon", "transports.ble")
     assert "bridge.daemon" in loaded and "bleak" in loaded  # the check sees real imports
     unwanted = (
         "bridge.demo", "bridge.demo_radio", "trio.testing", "pytest", "_pytest", "bumble",
@@ -316,14 +318,7 @@ def test_bridge_run_loads_neither_the_demos_nor_test_tools_nor_bumble() -> None:
 def test_the_bumble_backend_loads_bumbles_host_but_not_the_virtual_radio() -> None:
     """``radio.backend = "bumble"`` drives a real controller: Bumble's host, not its
     controller emulation nor our virtual radio (2 MB resident, docs/BENCHMARKS.md P6)."""
-    code = (
-        "import sys, bridge.cli, bridge.daemon, transports.bumble_dongle\n"
-        "print(' '.join(sorted(sys.modules)))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    loaded = result.stdout.split()
+    loaded = _modules_after("bridge.cli", "bridge.daemon", "transports.bumble_dongle")
     assert "bumble.device" in loaded and "transports.bumble_host" in loaded
     unwanted = ("bumble.controller", "bumble.link", "transports.bumble_radio", "bridge.world")
     assert [n for n in loaded if n in unwanted] == []
