@@ -92,6 +92,9 @@ async def _connected(config: Config, want: int, limit: float, settle: float) -> 
 
 
 async def ready_devices(config: Config, want: int, limit: float) -> int:
+    """Phones the daemon's API shows ready: ``want`` as soon as they are, or after
+    ``limit`` seconds as many as it last showed."""
+    ready = 0
     with trio.move_on_after(limit):
         while True:
             try:  # the daemon writes its token, then listens: until then, try again
@@ -104,13 +107,13 @@ async def ready_devices(config: Config, want: int, limit: float) -> int:
                 await client.send({"op": "auth", "token": token})
                 while True:
                     state = (await client.op(op="state"))["state"]
-                    ready = sum(d["ready"] for d in state["devices"])
+                    ready = int(sum(d["ready"] for d in state["devices"]))
                     if ready >= want:
-                        return int(ready)
+                        return ready
                     await trio.sleep(0.5)
             finally:
                 await client.aclose()
-    return 0
+    return ready
 
 
 def measure(count: int = 4, settle: float = 30.0) -> tuple[int, int, int]:
