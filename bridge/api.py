@@ -311,11 +311,13 @@ class ApiServer:
         await trio.serve_listeners(self._client, listeners)
 
     async def _client(self, stream: trio.SocketStream) -> None:
+        # except*: a WebSocket client's errors come out of its nursery in a group; one
+        # client's broken connection is that client's end, never the service's
         try:
             async with stream:
                 await self._handle(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-            log.debug("API client gone: %s", e)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
+            log.debug("API client gone: %s", group.exceptions[0])
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         raw = b""

@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import stat
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -137,6 +139,27 @@ async def test_no_token_no_api(
             await client.receive()
         assert client.closed is not None
         assert client.closed.code == code and reason in (client.closed.reason or "")
+
+
+async def test_a_client_that_resets_its_connection_is_dropped_and_the_service_goes_on(
+    aio: Any, autojump_clock: Any, tmp_path: Path
+) -> None:
+    # found in the VM lane: a WebSocket client's TCP reset, seen while the server read
+    # from it inside the client's nursery, ended `bridge run` with a traceback
+    async with service(tmp_path, pixel="android") as (running, _):
+        port = running.api_port or 0
+        for _ in range(3):
+            async with connect(port) as client:
+                await client.send({"op": "auth", "token": token(tmp_path)})
+                assert (await client.op(op="state"))["ok"]
+                assert isinstance(client.stream, trio.SocketStream)
+                sock = client.stream.socket
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()  # a reset, not a close handshake
+            await trio.sleep(1.0)
+        async with connect(port) as client:  # still serving
+            await client.send({"op": "auth", "token": token(tmp_path)})
+            assert (await client.op(op="state"))["ok"]
 
 
 async def test_static_files_and_nothing_outside_them(
