@@ -381,9 +381,25 @@ async def test_connections_started_at_once_reach_their_own_phones(
         async def connect(name: str) -> None:
             links[name] = await central.connect(sightings[name])
 
+        overlap = [0, 0]  # connects in progress now, most at once
+        base = central.client_backend
+        assert base is not None
+
+        async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+            overlap[0] += 1
+            overlap[1] = max(overlap)
+            try:
+                return await base.connect(self, *args, **kwargs)
+            finally:
+                overlap[0] -= 1
+
+        central.client_backend = type("Counted", (base,), {"connect": counted})
         async with trio.open_nursery() as nursery:
             for name in sightings:
                 nursery.start_soon(connect, name)
+        # the central, too, makes one attempt at a time: on BlueZ they queue in the
+        # kernel, and each attempt's timeout must count from its own turn
+        assert overlap == [0, 1]
         for name, phone in phones.items():
             peer = await phone.accept()
             await peer.send(name.encode())

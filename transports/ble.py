@@ -175,6 +175,11 @@ class BleakCentral:
         self.client_backend = client_backend
         self.backend_kwargs = dict(backend_kwargs or {})
         self.connect_timeout = connect_timeout
+        # One connection attempt at a time: BlueZ queues LE connections in the kernel
+        # and a controller takes one LE Create Connection at a time, so attempts made
+        # together would spend their timeouts waiting for each other (and one cancelled
+        # while queued could still complete in BlueZ, connected and never used)
+        self._connecting = trio.Lock()
 
     @asynccontextmanager
     async def scan(self) -> AsyncIterator[trio.MemoryReceiveChannel[Sighting]]:
@@ -234,9 +239,11 @@ class BleakCentral:
         )
         connected = False
         try:
+            async with self._connecting:  # the timeout counts from our turn
+                with trio.fail_after(self.connect_timeout * 2):
+                    await trio_asyncio.aio_as_trio(client.connect)()
+                    connected = True
             with trio.fail_after(self.connect_timeout * 2):
-                await trio_asyncio.aio_as_trio(client.connect)()
-                connected = True
                 link = await _set_up(client)
                 holder.append(link)
                 await trio_asyncio.aio_as_trio(client.start_notify)(link.from_phone, link.on_notify)
