@@ -165,6 +165,16 @@ class Running:
     recorder: LinkRecorder | None
 
 
+def _new_capture(folder: Path, stamp: str) -> Path:
+    """A capture file's name from the time, never one that exists (two runs in one
+    second, as `bridge pair` then `bridge run`, would overwrite the first)."""
+    path = folder / f"head-unit-{stamp}.pcapng"
+    n = 2
+    while path.exists():
+        path, n = folder / f"head-unit-{stamp}-{n}.pcapng", n + 1
+    return path
+
+
 @asynccontextmanager
 async def head_unit(
     config: Config, *, pairing: bool, confirm: Confirm, radio: Radio | None = None
@@ -180,8 +190,7 @@ async def head_unit(
         if config.debug.capture_dir:
             folder = Path(config.debug.capture_dir)
             folder.mkdir(parents=True, exist_ok=True)
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            recorder = LinkRecorder(folder / f"head-unit-{stamp}.pcapng")
+            recorder = LinkRecorder(_new_capture(folder, time.strftime("%Y%m%d-%H%M%S")))
             stack.callback(recorder.close)
             radio = RecordingRadio(radio, recorder)
             log.info("recording every link in %s", recorder.path)

@@ -150,11 +150,24 @@ async def test_pair_then_serve_reconnects_records_and_keeps_text_out_of_the_logs
     assert "Pixel 9: recognised (android)" in text and "Pixel 9: connected" in text
     assert "Pixel 9: notification" in text and secret not in text and "Bo" not in text
     assert not daemon.data_in_use(config.data_path)
-    # the service recorded the link; bridge-dump reads it
-    (capture,) = (tmp_path / "captures").glob("head-unit-*.pcapng")
-    dumped = io.StringIO()
-    assert dump.main([str(capture)], out=dumped) == 0
-    assert "KK message 1" in dumped.getvalue()
+    # each run recorded its links in its own file, even within one second; bridge-dump
+    # reads them: the pairing (Noise XX) in one, the service's reconnection (KK) in the other
+    handshakes = []
+    for capture in (tmp_path / "captures").glob("head-unit-*.pcapng"):
+        dumped = io.StringIO()
+        assert dump.main([str(capture)], out=dumped) == 0
+        handshakes.append("KK" if "KK message 1" in dumped.getvalue() else "XX")
+        assert f"{handshakes[-1]} message 1" in dumped.getvalue()
+    assert sorted(handshakes) == ["KK", "XX"]
+
+
+def test_a_capture_never_overwrites_another(tmp_path: Path) -> None:
+    first = daemon._new_capture(tmp_path, "20261124-193000")
+    first.write_bytes(b"first run")
+    second = daemon._new_capture(tmp_path, "20261124-193000")
+    second.write_bytes(b"second run")
+    assert first != second and first.read_bytes() == b"first run"
+    assert daemon._new_capture(tmp_path, "20261124-193000").name.endswith("-3.pcapng")
 
 
 async def test_without_a_screen_the_service_refuses_a_pairing_and_says_why(
