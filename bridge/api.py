@@ -41,7 +41,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from bridge import messages as m
-from bridge.central import HeadUnit, Phone
+from bridge.central import HeadUnit, PairingAttemptFailed, Phone
 from bridge.headunit import CommandFailed, DeviceEvent
 from pairing.handshake import CodeToConfirm
 
@@ -90,6 +90,7 @@ def device_json(phone: Phone, now_ms: int) -> dict[str, Any]:
         "maneuver": None,
         "now_playing": None,
         "inbox": [],
+        "inbox_dropped": phone.device.inbox_dropped,  # the oldest, beyond the inbox's cap
     }
     if state.route is not None:
         r = state.route
@@ -203,6 +204,15 @@ class ApiState:
         }  # fmt: skip
 
     def on_device_event(self, phone: Phone, event: DeviceEvent) -> None:
+        if isinstance(event.detail, PairingAttemptFailed):
+            failed = event.detail
+            self.broadcast({
+                "event": "pairing_attempt_failed", "failed": failed.failed,
+                "limit": failed.limit, "pairing": self.hu.pairing_mode,
+            })  # fmt: skip
+            if failed.pairing_mode_ended:
+                self.broadcast({"event": "pairing", "on": False})
+            return
         if phone.key is None:  # still pairing: it becomes a device once paired
             return
         self.broadcast({"event": "device", "device": device_json(phone, self.clock_ms())})

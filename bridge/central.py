@@ -9,12 +9,24 @@ Strategy. :class:`HeadUnit` reads sightings from a :class:`Radio` (the bleak tra
   :class:`~bridge.session.PeerSession`, whose queues outlive links: what was accepted
   while the phone was away goes out on the new link.
 - Any other sighting is a stranger's phone (or a phone not yet paired). The head unit
-  connects to it only in pairing mode, one at a time, and each address at most once
-  per ``stranger_cooldown``: in a car park full of phones running the app it never
+  connects to it only in pairing mode, one at a time, at most once per
+  ``stranger_interval`` whoever it is, and each address at most once per
+  ``stranger_cooldown``: in a car park full of phones running the app it never
   connects over and over to phones that are not its own.
+- Connection attempts and their backoff belong to the **address**, not to the phone:
+  a token is public (anyone who heard it can replay it), so until a link has
+  authenticated nothing about it says which phone is there. A sighting of a paired
+  phone at another address is tried while an attempt at the first is still in its
+  handshake; the first link to authenticate serves the phone, and every link must
+  authenticate within its connection's ``handshake_timeout``.
 - A failed connection waits ``backoff`` (doubling up to ``max_backoff``) before the
-  next attempt; a link that ends after ``stable_after`` seconds is retried at once.
-  BlueZ's ``le-connection-abort-by-local`` is one of those transient failures.
+  next attempt at that address; a link that authenticated and lasted ``stable_after``
+  seconds is retried at once. BlueZ's ``le-connection-abort-by-local`` is one of those
+  transient failures.
+- Pairing codes cannot be ground silently: every comparison that ends, after the head
+  unit revealed its nonce, without both users confirming counts as a failed attempt
+  (logged, and told to the API as a ``pairing_attempt`` event); after
+  ``max_failed_comparisons`` of them pairing mode ends.
 
 Each phone runs in its own tasks, so a phone navigating, a tablet playing music and a
 phone sending messages are served at once. Events of every phone come out of
@@ -60,13 +72,39 @@ class Radio(Protocol):
     async def connect(self, sighting: Any) -> Link: ...
 
 
+#: Addresses whose backoff is remembered (the oldest forgotten first).
+MAX_ADDRESSES = 256
+#: Links at once that may still be in their handshake for one paired phone.
+MAX_PENDING_PER_PHONE = 2
+
+
 @dataclass
 class Policy:
     backoff: float = 0.5  # first wait after a failed connection, seconds
     max_backoff: float = 30.0
     stable_after: float = 10.0  # a link that lasted this long resets the backoff
     stranger_cooldown: float = 30.0  # per address, in pairing mode
+    stranger_interval: float = 2.0  # between any two strangers, whatever their address
     permanent_failure_hold: float = 300.0  # after a non-transient failure
+    max_failed_comparisons: int = 3  # then pairing mode ends
+
+
+@dataclass
+class _Address:
+    """What the head unit remembers of one address it connected to."""
+
+    failures: int = 0
+    not_before: float = -float("inf")
+
+
+@dataclass(frozen=True)
+class PairingAttemptFailed:
+    """A comparison ended, after the head unit's nonce was out, without both users
+    confirming: one of the attempts an attacker would need to match a code."""
+
+    failed: int  # in this pairing mode
+    limit: int
+    pairing_mode_ended: bool
 
 
 @dataclass(eq=False)
@@ -78,16 +116,20 @@ class Phone:
     key: bytes | None = None  # its static key once known
     name: str = "unknown phone"
     platform_hint: str = ""
-    address: str | None = None
-    busy: bool = False  # connecting or connected
+    address: str | None = None  # of its last link that authenticated
+    attempts: int = 0  # links being connected or in their handshake now
     links: int = 0
-    failures: int = 0
-    not_before: float = -float("inf")
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     @property
     def connected(self) -> bool:
         return self.session.connected
+
+    @property
+    def label(self) -> str:
+        """How logs at INFO and above name it: its key's fingerprint (what ``bridge
+        devices`` lists as its id), never its name."""
+        return f"device {self.key.hex()[:8]}" if self.key is not None else "a new phone"
 
     @property
     def platform(self) -> str:
@@ -122,7 +164,7 @@ class HeadUnit:
         self.data_dir = data_dir
         self.name = name
         self.confirm = confirm
-        self.pairing_mode = pairing_mode
+        self._pairing_mode = pairing_mode
         self.policy = policy or Policy()
         self.keylog = keylog
         self.clock_ms = clock_ms
@@ -131,10 +173,24 @@ class HeadUnit:
         self.strangers_seen: dict[str, float] = {}  # address -> last attempt
         self.strangers_ignored = 0
         self.connect_attempts = 0
+        self.failed_comparisons = 0  # since pairing mode was last switched on
+        self._last_stranger = -float("inf")
+        self._addresses: dict[str, _Address] = {}  # oldest first
+        self._in_use: set[str] = set()  # addresses being connected or connected
         self._events_in, self.events = trio.open_memory_channel[tuple[Phone, DeviceEvent]](1024)
         self._nursery: trio.Nursery | None = None
         for device in trust.devices():
             self._register(device.key_bytes, device.name, device.platform)
+
+    @property
+    def pairing_mode(self) -> bool:
+        return self._pairing_mode
+
+    @pairing_mode.setter
+    def pairing_mode(self, on: bool) -> None:
+        if on and not self._pairing_mode:
+            self.failed_comparisons = 0
+        self._pairing_mode = on
 
     # -- phones ---------------------------------------------------------------------
 
@@ -178,34 +234,48 @@ class HeadUnit:
                 async for sighting in sightings:
                     self._on_sighting(sighting, nursery)
 
+    def _address(self, address: str) -> _Address:
+        state = self._addresses.pop(address, None) or _Address()
+        self._addresses[address] = state  # most recently used last
+        while len(self._addresses) > MAX_ADDRESSES:
+            del self._addresses[next(iter(self._addresses))]
+        return state
+
     def _on_sighting(self, sighting: SightingLike, nursery: trio.Nursery) -> None:
         now = trio.current_time()
-        if any(p.busy and p.address == sighting.address for p in self._all_phones()):
+        address = sighting.address
+        if address in self._in_use:
             return  # connecting or connected to that address already
+        known = self._addresses.get(address)
+        if known is not None and now < known.not_before:
+            return
         match: TrustedDevice | None = resolve(sighting.name or "", self.trust.irks())
         if match is not None:
             phone = self._register(match.key_bytes, match.name, match.platform)
-            if phone.busy or now < phone.not_before:
+            if phone.connected or phone.attempts >= MAX_PENDING_PER_PHONE:
                 return
-            log.debug("%s at %s: connecting", phone.name, sighting.address)
-            phone.busy = True
-            phone.address = sighting.address
+            log.debug("%s at %s: connecting", phone.name, address)
+            phone.attempts += 1
             phone.platform_hint = phone.platform_hint or sighting.platform_hint
+            self._in_use.add(address)
             nursery.start_soon(self._connect, phone, sighting, match.key_bytes)
             return
-        last = self.strangers_seen.get(sighting.address)
+        last = self.strangers_seen.get(address)
         cooled = last is None or now - last >= self.policy.stranger_cooldown
-        if not self.pairing_mode or self.pairing is not None or not cooled:
+        spaced = now - self._last_stranger >= self.policy.stranger_interval
+        if not self.pairing_mode or self.pairing is not None or not cooled or not spaced:
             self.strangers_ignored += 1
             return
-        self.strangers_seen[sighting.address] = now
-        log.debug(
-            "a phone not paired at %s (%r): connecting to pair", sighting.address, sighting.name
-        )
-        phone = self.pairing = self._new_phone(None, f"new phone at {sighting.address}")
-        phone.busy = True
-        phone.address = sighting.address
+        self.strangers_seen.pop(address, None)
+        self.strangers_seen[address] = now
+        while len(self.strangers_seen) > MAX_ADDRESSES:
+            del self.strangers_seen[next(iter(self.strangers_seen))]
+        self._last_stranger = now
+        log.debug("a phone not paired at %s: connecting to pair", address)
+        phone = self.pairing = self._new_phone(None, "new phone")
+        phone.attempts = 1
         phone.platform_hint = sighting.platform_hint
+        self._in_use.add(address)
         nursery.start_soon(self._pair, phone, sighting)
 
     async def _serve(self, phone: Phone) -> None:
@@ -223,11 +293,14 @@ class HeadUnit:
             nursery.start_soon(self._ask, phone, detail)
         elif isinstance(detail, Authenticated):
             peer = detail.peer
-            phone.name = peer.name
-            if detail.paired_now:
-                self.trust.add(peer.static_key, peer.name, peer.platform, detail.peer_irk or b"")
+            stored: TrustedDevice | None
+            if detail.paired_now:  # named "Pixel 9 (2)" if another device is "Pixel 9"
+                irk = detail.peer_irk or b""
+                stored = self.trust.add(peer.static_key, peer.name, peer.platform, irk)
             else:
                 self.trust.seen(peer.static_key)
+                stored = self.trust.by_key(peer.static_key)
+            phone.name = stored.name if stored is not None else peer.name
             if phone.key is None:  # a first pairing: from now on a phone we know
                 phone.key = peer.static_key
                 old = self.phones.get(peer.static_key)
@@ -245,7 +318,7 @@ class HeadUnit:
         try:
             phone.session.confirm_pairing(accepted)
         except Exception as e:  # the link went away while the user looked
-            log.info("pairing answer for %s came too late: %s", phone.name, e)
+            log.info("pairing answer for %s came too late: %s", phone.label, e)
 
     def _handshake(self, key: bytes | None) -> Handshake:
         return Handshake(
@@ -263,7 +336,8 @@ class HeadUnit:
         try:
             await self._run_link(phone, sighting, key)
         finally:
-            phone.busy = False
+            phone.attempts -= 1
+            self._in_use.discard(sighting.address)
 
     async def _pair(self, phone: Phone, sighting: SightingLike) -> None:
         async with trio.open_nursery() as nursery:
@@ -271,34 +345,58 @@ class HeadUnit:
             try:
                 await self._run_link(phone, sighting, None)
             finally:
-                phone.busy = False
+                phone.attempts = 0
+                self._in_use.discard(sighting.address)
                 if phone.key is None:  # not paired: forget the attempt entirely
                     phone.scope.cancel()
                     if self.pairing is phone:
                         self.pairing = None
 
+    def _back_off(self, address: _Address, hold: float | None = None) -> float:
+        address.failures += 1
+        policy = self.policy
+        if hold is None:
+            hold = min(policy.backoff * 2 ** (address.failures - 1), policy.max_backoff)
+        address.not_before = trio.current_time() + hold
+        return hold
+
     async def _run_link(self, phone: Phone, sighting: SightingLike, key: bytes | None) -> None:
         self.connect_attempts += 1
         policy = self.policy
+        address = self._address(sighting.address)
         try:
             link = await self.radio.connect(sighting)
         except ConnectFailed as e:
-            phone.failures += 1
-            hold = min(policy.backoff * 2 ** (phone.failures - 1), policy.max_backoff)
-            if not e.transient:
-                hold = policy.permanent_failure_hold
-            phone.not_before = trio.current_time() + hold
-            log.info("connecting to %s failed (%s); next try in %.1f s", phone.name, e, hold)
+            hold = self._back_off(address, None if e.transient else policy.permanent_failure_hold)
+            log.info("connecting to %s failed (%s); next try in %.1f s", sighting.address, e, hold)
             return
         phone.links += 1
         started = trio.current_time()
-        down: LinkDown = await phone.session.run_link(link, handshake=self._handshake(key))
+        handshake = self._handshake(key)
+        down: LinkDown = await phone.session.run_link(link, handshake=handshake)
         lasted = trio.current_time() - started
-        if lasted >= policy.stable_after:
-            phone.failures = 0
+        if down.authenticated:
+            phone.address = sighting.address
+        if down.authenticated and lasted >= policy.stable_after:
+            address.failures = 0
         else:
-            phone.failures += 1
-            phone.not_before = trio.current_time() + min(
-                policy.backoff * 2 ** (phone.failures - 1), policy.max_backoff
-            )
-        log.info("link to %s ended after %.1f s: %s", phone.name, lasted, down.reason)
+            self._back_off(address)
+        if handshake.comparison_spent:
+            self._comparison_failed(phone)
+        log.info("link to %s ended after %.1f s: %s", sighting.address, lasted, down.reason)
+
+    def _comparison_failed(self, phone: Phone) -> None:
+        self.failed_comparisons += 1
+        limit = self.policy.max_failed_comparisons
+        ended = self.pairing_mode and self.failed_comparisons >= limit
+        log.warning(
+            "a pairing attempt failed after its code was fixed (%d of %d)%s",
+            self.failed_comparisons, limit, "; pairing mode ends" if ended else "",
+        )  # fmt: skip
+        if ended:
+            self._pairing_mode = False
+        event = PairingAttemptFailed(self.failed_comparisons, limit, ended)
+        try:
+            self._events_in.send_nowait((phone, DeviceEvent("pairing_attempt", event)))
+        except trio.WouldBlock:
+            log.warning("head-unit events full: a failed pairing attempt was not reported")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -92,6 +93,10 @@ class _State(Enum):
 class ConnectionConfig:
     keepalive: float = 5.0
     idle_timeout: float = 15.0
+    #: From the link's start until the peer is authenticated or a pairing code is shown
+    #: (then the code's own confirmation deadline counts): a fixed deadline that nothing
+    #: the peer sends extends, so a link that never authenticates cannot be held open.
+    handshake_timeout: float = 10.0
     window: int | None = None  # segment credits; None: about 16 KiB of segments (32..255)
     max_pending: int = 65536  # completed records the application has not taken, bytes
 
@@ -107,7 +112,12 @@ class Connection:
         records: RecordLayer | None = None,
         handshake: Handshake | None = None,
         hello: Hello | None = None,
+        admit: Callable[[Connection], str | None] | None = None,
     ) -> None:
+        """``admit`` is asked once the peer is authenticated, before the connection
+        touches ``mux``: it returns None to go ahead, or why the link must close (the
+        session already has an authenticated link for that peer). Until then the
+        connection never uses ``mux``, so links still in their handshake may share one."""
         self.config = config or ConnectionConfig()
         self.mux = mux
         self._plain = PlaintextRecords()
@@ -129,6 +139,8 @@ class Connection:
         self.peer_hello: Hello | None = None
         self.version: int | None = None
         self.authenticated = handshake is None
+        self._admit = admit
+        self._handshake_deadline = now + self.config.handshake_timeout
         if handshake is None:
             self._on_authenticated()
         else:
@@ -227,6 +239,9 @@ class Connection:
         committed: the session commits them as the application finishes them)."""
         self._uncommitted = None
         self._state = _State.DONE
+        if self.handshake is not None and not self.handshake.done:
+            self.handshake.abort("the link ended", by_peer=False)
+            self._events.extend(iter(self.handshake.next_event, None))
         events = list(self._events)
         self._events.clear()
         return events
@@ -281,6 +296,10 @@ class Connection:
         while (event := handshake.next_event()) is not None:
             self._events.append(event)
             if isinstance(event, Authenticated):
+                refusal = self._admit(self) if self._admit is not None else None
+                if refusal is not None:
+                    self.close(refusal, ErrorCode.AUTHENTICATION)
+                    return
                 self.authenticated = True
                 self._on_authenticated()
             elif isinstance(event, PairingFailed):
@@ -363,8 +382,11 @@ class Connection:
             self._last_sent + self.config.keepalive,
             self._last_received + self.config.idle_timeout,
         ]
-        if self.handshake is not None and (pairing := self.handshake.get_timer()) is not None:
-            times.append(pairing)
+        if not self.authenticated:
+            assert self.handshake is not None
+            pairing = self.handshake.get_timer()  # the code's confirmation deadline
+            times.append(pairing if pairing is not None else self._handshake_deadline)
+            return min(times)
         mux_timer = self.mux.get_timer()
         if mux_timer is not None:
             times.append(mux_timer)
@@ -381,15 +403,23 @@ class Connection:
                 ProtocolError(ErrorCode.TIMEOUT, f"peer silent for {self.config.idle_timeout:g} s")
             )
             return
-        try:
-            self.mux.handle_timer(now)
-        except ProtocolError as e:
-            self._fail(e)
-            return
-        if self.handshake is not None:
+        if not self.authenticated:
+            assert self.handshake is not None
+            if self.handshake.get_timer() is None and now >= self._handshake_deadline:
+                limit = self.config.handshake_timeout
+                self._fail(
+                    ProtocolError(ErrorCode.TIMEOUT, f"not authenticated within {limit:g} s")
+                )
+                return
             self.handshake.handle_timer(now)
             self._drain_handshake()
             if self._state is not _State.OPEN:
+                return
+        else:
+            try:
+                self.mux.handle_timer(now)
+            except ProtocolError as e:
+                self._fail(e)
                 return
         if now >= self._last_sent + self.config.keepalive:
             if not self._control:

@@ -31,7 +31,7 @@ from typing import Any, TextIO
 import trio
 
 from bridge.api import ApiClient, ApiServer, ApiState, load_or_create_token
-from bridge.central import HeadUnit, Phone, Radio
+from bridge.central import HeadUnit, PairingAttemptFailed, Phone, Radio
 from bridge.config import Config
 from bridge.endpoint import clock_ms_from_trio
 from bridge.headunit import DeviceEvent
@@ -133,17 +133,23 @@ async def open_radio(config: Config) -> AsyncIterator[Radio]:
 def describe(phone: Phone, event: DeviceEvent) -> tuple[int, str] | None:
     """A log line for a head-unit event: its level and text (never message contents)."""
     detail = event.detail
+    who = phone.label  # names stay out of logs at INFO and above
+    if isinstance(detail, PairingAttemptFailed):
+        ended = "; pairing mode is off now" if detail.pairing_mode_ended else ""
+        text = f"a pairing attempt failed ({detail.failed} of {detail.limit}){ended}"
+        return logging.WARNING, text
     if event.kind != "link":
-        return logging.DEBUG, f"{phone.name}: {event.kind}"
+        return logging.DEBUG, f"{who}: {event.kind}"
     if isinstance(detail, LinkUp):
-        return logging.INFO, f"{phone.name}: connected ({detail.payload_size}-byte packets)"
+        return logging.INFO, f"{who}: connected ({detail.payload_size}-byte packets)"
     if isinstance(detail, LinkDown):
-        return logging.INFO, f"{phone.name}: disconnected ({detail.reason})"
+        return logging.INFO, f"{who}: disconnected ({detail.reason})"
     if isinstance(detail, Authenticated):
         how = "paired" if detail.paired_now else "recognised"
-        return logging.INFO, f"{detail.peer.name}: {how} ({detail.peer.platform})"
+        who = f"device {detail.peer.static_key.hex()[:8]}"
+        return logging.INFO, f"{who}: {how} ({detail.peer.platform})"
     if isinstance(detail, PairingFailed):
-        return logging.WARNING, f"{phone.name}: pairing failed: {detail.reason}"
+        return logging.WARNING, f"{who}: pairing failed: {detail.reason}"
     return None
 
 
@@ -154,7 +160,7 @@ async def _no_screen(phone: Phone, event: CodeToConfirm) -> bool:
     log.warning(
         "%s asks to pair, but this service has no screen to confirm the code on (the "
         "local API is off): refused; pair with 'bridge pair' instead",
-        phone.name,
+        phone.label,
     )
     return False
 

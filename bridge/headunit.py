@@ -10,6 +10,7 @@ the clocks, and :meth:`DeviceState.position_ms` extrapolates.
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from bridge.endpoint import Endpoint
 from bridge.errors import ErrorCode, ProtocolError
 from bridge.session import PeerSession
 from bridge.store import MessageStore
+
+log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 10.0
 EVENT_BUFFER = 256
@@ -77,18 +80,54 @@ class CommandFailed(Exception):
     """A command was refused by the phone, or not answered in time."""
 
 
+#: Bulk transfers of one phone in progress at once, and their bytes together.
+MAX_TRANSFERS = 4
+MAX_TRANSFER_BYTES = 2 << 20
+#: Notifications the head unit keeps per phone (the oldest are dropped beyond it).
+MAX_INBOX = 500
+
+
 class _Transfers:
+    """Bulk objects being received. A buffer grows with the data that arrived, never
+    from the total a chunk announces; chunks must come in order; at most
+    :data:`MAX_TRANSFERS` at once holding :data:`MAX_TRANSFER_BYTES` together (a new
+    transfer beyond that replaces the oldest, which is dropped)."""
+
     def __init__(self) -> None:
-        self._parts: dict[int, bytearray] = {}
+        self._parts: dict[int, tuple[int, bytearray]] = {}  # transfer -> (total, data)
+        self.dropped = 0
+
+    def held(self) -> int:
+        return sum(len(data) for _, data in self._parts.values())
 
     def add(self, chunk: m.BulkChunk) -> bytes | None:
-        buffer = self._parts.setdefault(chunk.transfer, bytearray(chunk.total))
-        if len(buffer) != chunk.total:
+        part = self._parts.get(chunk.transfer)
+        if part is None:
+            if chunk.offset != 0:
+                raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a transfer must start at 0")
+            while self._parts and len(self._parts) >= MAX_TRANSFERS:
+                self._drop_oldest()
+            part = self._parts[chunk.transfer] = (chunk.total, bytearray())
+        total, data = part
+        if total != chunk.total:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, "chunk total changed mid-transfer")
-        buffer[chunk.offset : chunk.offset + len(chunk.data)] = chunk.data
-        if chunk.offset + len(chunk.data) == chunk.total:  # chunks arrive in order
-            return bytes(self._parts.pop(chunk.transfer))
+        if chunk.offset != len(data):
+            del self._parts[chunk.transfer]
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "bulk chunks out of order")
+        # (one object alone fits: a chunk announces at most 1 MiB)
+        while len(self._parts) > 1 and self.held() + len(chunk.data) > MAX_TRANSFER_BYTES:
+            self._drop_oldest(keep=chunk.transfer)
+        data += chunk.data
+        if len(data) == total:
+            del self._parts[chunk.transfer]
+            return bytes(data)
         return None
+
+    def _drop_oldest(self, keep: int | None = None) -> None:
+        oldest = next(t for t in self._parts if t != keep)
+        del self._parts[oldest]
+        self.dropped += 1
+        log.info("a bulk transfer was dropped: too many at once")
 
 
 class PhoneDevice(Endpoint):
@@ -109,8 +148,9 @@ class PhoneDevice(Endpoint):
         self._waiting: dict[tuple[int, int], trio.Event] = {}
         self._results: dict[tuple[int, int], Any] = {}
         self._transfers = _Transfers()
+        self.inbox_dropped = 0
         if store is not None:
-            for body, read in store.inbox():
+            for body, read in store.inbox()[-MAX_INBOX:]:
                 note = decode(m.Notification, body)
                 self.state.inbox[note.id] = InboxItem(note, read)
 
@@ -159,7 +199,9 @@ class PhoneDevice(Endpoint):
                 state.now_playing = message
                 self._emit("now_playing", message)
             case m.Notification():
+                state.inbox.pop(message.id, None)  # an update counts as the newest
                 state.inbox[message.id] = InboxItem(message)
+                self._trim_inbox()
                 self._emit("notification", message)
             case m.NotificationRemoved():
                 state.inbox.pop(message.id, None)
@@ -178,6 +220,25 @@ class PhoneDevice(Endpoint):
                 raise ProtocolError(
                     ErrorCode.UNSUPPORTED, f"{type(message).__name__} is not for the head unit"
                 )
+
+    @property
+    def bulk_bytes_held(self) -> int:
+        """Bytes of bulk objects being received (bounded by MAX_TRANSFER_BYTES)."""
+        return self._transfers.held()
+
+    @property
+    def transfers_dropped(self) -> int:
+        return self._transfers.dropped
+
+    def _trim_inbox(self) -> None:
+        inbox = self.state.inbox
+        while len(inbox) > MAX_INBOX:
+            oldest = next(iter(inbox))
+            del inbox[oldest]
+            self.inbox_dropped += 1
+            if self.store is not None:
+                self.store.inbox_drop(oldest)
+            log.info("inbox full (%d): the oldest notification was dropped", MAX_INBOX)
 
     def _bulk_done(self, transfer: int, data: bytes) -> None:
         playing, maneuver = self.state.now_playing, self.state.maneuver

@@ -10,6 +10,12 @@ sans-IO cores; this module only moves bytes and waits.
 
 The application must keep calling :meth:`PeerSession.next_event`: acknowledgements and
 the peer's CLOSE arrive in order with its messages.
+
+Several links may run their handshakes at once (the same phone sighted at two addresses,
+or someone replaying its advertisement): until a link's peer is authenticated it is
+*pending*, never touches the mux and shows the application only its pairing prompt.
+The first link to authenticate becomes the session's link (its ``LinkUp`` is reported
+then); one that authenticates while another is up is closed.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from bridge.frame import Body
 from bridge.messages import Hello
 from bridge.mux import ChannelMux, MessageReceived
 from bridge.record import RecordLayer
-from pairing.handshake import Authenticated, Handshake
+from pairing.handshake import Authenticated, CodeToConfirm, Handshake
 from pairing.keylog import KeyLog
 from transports.link import Link, LinkClosed, segment_size_for
 
@@ -49,6 +55,7 @@ class LinkDown:
 
     peer: str
     reason: str
+    authenticated: bool = True  # False: it ended in its handshake (never reported as an event)
 
 
 SessionEvent = ConnectionEvent | LinkUp | LinkDown
@@ -83,6 +90,8 @@ class PeerSession:
         self.mux = mux or ChannelMux()
         self.config = config or ConnectionConfig()
         self._connection: Connection | None = None
+        self._pending: list[Connection] = []  # links whose handshake is still running
+        self._confirming: Connection | None = None  # the link that showed a pairing code
         self._leftover: deque[SessionEvent] = deque()
         self._leftover_taken: tuple[Channel, int, int] | None = None
         self._wakeup = _Wakeup()
@@ -126,20 +135,46 @@ class PeerSession:
                     if isinstance(live, Authenticated) and self.keylog and conn.handshake:
                         self.keylog.write(conn.handshake.role, live)
                     return live
+            pending = self._pending_event()
+            if pending is not None:
+                return pending
             await self._wakeup.wait_until()
 
+    def _pending_event(self) -> SessionEvent | None:
+        """An event of a link still in its handshake: a pairing prompt, a failure, its
+        close. (An ``Authenticated`` left there is one whose link was refused.)"""
+        for conn in self._pending:
+            while (event := conn.next_event()) is not None:
+                if isinstance(event, CodeToConfirm):
+                    self._confirming = conn
+                if not isinstance(event, Authenticated):
+                    return event
+        return None
+
+    def _admit(self, conn: Connection, link: Link) -> str | None:
+        current = self._connection
+        if current is not None and current.open:
+            return f"{self.name} is already connected"
+        if conn in self._pending:
+            self._pending.remove(conn)
+        self._connection = conn
+        self._leftover.append(LinkUp(link.peer, link.payload_size, True))
+        return None
+
     def confirm_pairing(self, accept: bool) -> None:
-        """Answer the pairing code shown (a ``CodeToConfirm`` event) for the current link."""
-        if self._connection is None:
+        """Answer the pairing code shown (a ``CodeToConfirm`` event)."""
+        conn = self._confirming
+        if conn is None or conn.done:
             raise LocalProtocolError(f"{self.name} has no link to confirm a pairing on")
-        self._connection.confirm_pairing(accept)
+        conn.confirm_pairing(accept)
         self._wakeup.notify()
 
     def close(self, text: str = "") -> None:
-        """Close the current link in order (the CLOSE frame says ``text``)."""
-        if self._connection is not None:
-            self._connection.close(text)
-            self._wakeup.notify()
+        """Close the link, and any still in its handshake, in order (the CLOSE frame
+        says ``text``)."""
+        for conn in [*self._pending, *([self._connection] if self._connection else [])]:
+            conn.close(text)
+        self._wakeup.notify()
 
     # -- driver -----------------------------------------------------------------------
 
@@ -155,7 +190,7 @@ class PeerSession:
         With a ``handshake``, nothing of the application is sent or accepted until the
         peer is authenticated, and every record after the Noise handshake is encrypted.
         """
-        if self._connection is not None:
+        if handshake is None and self._connection is not None:
             raise RuntimeError(f"{self.name} already has a link")
         conn = Connection(
             self.mux,
@@ -165,27 +200,44 @@ class PeerSession:
             records=records,
             handshake=handshake,
             hello=self.hello,
+            admit=lambda conn: self._admit(conn, link),
         )
-        self._connection = conn
-        self._leftover.append(LinkUp(link.peer, link.payload_size, handshake is not None))
+        if handshake is None:
+            self._connection = conn
+            self._leftover.append(LinkUp(link.peer, link.payload_size, False))
+        elif conn.authenticated:  # no handshake message to wait for (cannot happen today)
+            raise RuntimeError("a handshake that authenticates before any message")
+        else:
+            self._pending.append(conn)
         ended: list[str] = []
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._reader, link, conn, ended, nursery.cancel_scope)
                 nursery.start_soon(self._writer, link, conn, ended, nursery.cancel_scope)
         finally:
-            self._connection = None
-            # what the application still holds is committed when it asks for more
-            self._leftover_taken = conn.uncommitted
-            self._leftover.extend(conn.abandon())
+            admitted = self._connection is conn
+            if admitted:
+                self._connection = None
+                # what the application still holds is committed when it asks for more
+                self._leftover_taken = conn.uncommitted
+                self._leftover.extend(conn.abandon())
+            else:
+                if conn in self._pending:
+                    self._pending.remove(conn)
+                self._leftover.extend(  # how its handshake ended
+                    e for e in conn.abandon() if not isinstance(e, Authenticated)
+                )
+            if self._confirming is conn:
+                self._confirming = None
             with trio.CancelScope(shield=True):
                 await link.aclose()
         reason = ended[0] if ended else "cancelled"
         if conn.closed is not None:
             reason = conn.closed.describe()
-        down = LinkDown(link.peer, reason)
+        down = LinkDown(link.peer, reason, authenticated=admitted)
         log.info("link to %s ended: %s", link.peer, reason)
-        self._leftover.append(down)
+        if admitted:
+            self._leftover.append(down)
         self._wakeup.notify()
         return down
 

@@ -137,6 +137,10 @@ class MessageStore:
     def inbox_remove(self, db: sqlite3.Connection, id: str) -> None:
         db.execute("DELETE FROM inbox WHERE id = ?", (id,))
 
+    def inbox_drop(self, id: str) -> None:
+        with self.transaction() as db:
+            self.inbox_remove(db, id)
+
     def inbox_mark_read(self, id: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE inbox SET read = 1 WHERE id = ?", (id,))

@@ -203,10 +203,12 @@ class Handshake:
         self._noise: HandshakeState | None = None
         self._mode = Mode.XX
         self._needs_consent = False  # a KK attempt was refused: any pairing needs the user
+        self._expected = peer_key  # the paired phone the head unit believes it reached
         self._peer: PeerIdentity | None = None
         self._peer_knows_us = False
         self._we_know_peer = False
         self._nonce = b""
+        self._revealed = False  # the head unit sent its nonce Na
         self._first_hash = b""  # the handshake hash after XX 1, which C is over
         self._peer_commit = b""
         self._peer_nonce = b""
@@ -237,6 +239,13 @@ class Handshake:
     @property
     def done(self) -> bool:
         return self._state is _State.DONE
+
+    @property
+    def comparison_spent(self) -> bool:
+        """True once the head unit revealed its nonce, the code was fixed, and the
+        attempt then failed (rejected, timed out, or the link ended): the peer may have
+        seen the code, so this counts as one of an attacker's tries."""
+        return self._revealed and self._state is _State.FAILED
 
     def outgoing(self) -> list[tuple[bool, int, Body]]:
         out = list(self._out)
@@ -376,6 +385,11 @@ class Handshake:
             info = self._parse_info(payload)
             rs = noise.remote_static
             assert rs is not None
+            if self._needs_consent and self._expected is not None and rs != self._expected:
+                # KK for phone X fell back to XX, and another key answered: whoever it
+                # is, it must not pair as (and be handed the messages queued for) X
+                self._fail("another device answered in place of the paired phone")
+                return
             self._peer = PeerIdentity(rs, _text(info, 0, "name"), _text(info, 1, "platform"))
             self._peer_commit = self._bytes(info, 32, "the phone's commitment")
             self._we_know_peer = rs in self._trusted
@@ -387,6 +401,7 @@ class Handshake:
                 self._noise_write(self._info(knows_peer=True))
                 return
             self._nonce = self._random(NONCE_SIZE)  # Na, revealed once C is here
+            self._revealed = True
             self._noise_write(self._info(knows_peer=self._we_know_peer, value=self._nonce))
             return
         if self.role is Role.HEAD_UNIT and self._mode is Mode.KK:

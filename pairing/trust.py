@@ -26,6 +26,7 @@ from pairing.privacy import IRK_SIZE
 
 FORMAT_VERSION = 1
 FILENAME = "trust.json"
+MAX_STORED_NAME = 256  # a name (64 characters on the wire) and its " (2)" suffix fit
 
 
 class TrustStoreError(Exception):
@@ -73,6 +74,9 @@ class TrustStore:
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(self.directory, 0o700)
+            # a crash between writing and renaming leaves a copy of the identity behind
+            for stale in self.directory.glob(f".{FILENAME}.*.tmp"):
+                stale.unlink()
         except OSError as e:
             raise TrustStoreError(
                 f"cannot use data directory {self.directory}: {e.strerror}"
@@ -88,6 +92,11 @@ class TrustStore:
             raise TrustStoreError(f"cannot read {self.path}: {e.strerror}") from None
         try:
             self._parse(json.loads(raw))
+        except RecursionError:
+            raise TrustStoreError(
+                f"{self.path} is damaged (nested too deeply); move it away to start over, "
+                "which forgets every paired device"
+            ) from None
         except (ValueError, TypeError, KeyError) as e:
             raise TrustStoreError(
                 f"{self.path} is damaged ({e}); move it away to start over, "
@@ -102,14 +111,19 @@ class TrustStore:
         if len(self._irk) != IRK_SIZE:
             raise ValueError("the IRK is not 16 bytes")
         devices = []
+        if not isinstance(doc["devices"], list):
+            raise TypeError("devices is not a list")
         for d in doc["devices"]:
+            texts = [d["name"], d["platform"], d["key"], d.get("irk", "")]
+            if not all(isinstance(t, str) for t in texts) or len(d["name"]) > MAX_STORED_NAME:
+                raise ValueError("a device's name, platform, key or IRK is not a short text")
             device = TrustedDevice(
-                str(d["name"]),
-                str(d["platform"]),
-                str(d["key"]),
+                d["name"],
+                d["platform"],
+                d["key"],
                 float(d["first_paired"]),
                 float(d["last_seen"]),
-                str(d.get("irk", "")),
+                d.get("irk", ""),
             )
             if len(device.key_bytes) != 32 or len(bytes.fromhex(device.irk)) not in (0, IRK_SIZE):
                 raise ValueError("a device key is not 32 bytes or its IRK not 16")
@@ -156,10 +170,20 @@ class TrustStore:
         now = self._clock()
         old = self.by_key(key)
         first = old.first_paired if old else now
+        name = self._unique_name(name, key)
         device = TrustedDevice(name, platform, key.hex(), first, now, irk.hex())
         self._devices = [d for d in self._devices if d.key != device.key] + [device]
         self._save()
         return device
+
+    def _unique_name(self, name: str, key: bytes) -> str:
+        """``name``, or ``name (2)``, ``(3)``... if another device already has it."""
+        taken = {d.name for d in self._devices if d.key_bytes != key}
+        candidate, n = name, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{name} ({n})"
+        return candidate
 
     def seen(self, key: bytes) -> None:
         old = self.by_key(key)
@@ -168,7 +192,7 @@ class TrustStore:
 
     def rename(self, name_or_id: str, new_name: str) -> TrustedDevice:
         old = self.find(name_or_id)
-        new = replace(old, name=new_name)
+        new = replace(old, name=self._unique_name(new_name, old.key_bytes))
         self._replace(old, new)
         return new
 

@@ -7,6 +7,7 @@ seeds, so a recorded session can be replayed, flipped and reflected exactly.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,3 +315,25 @@ def test_an_encrypted_pause_is_one_27_byte_packet(stores: tuple[TrustStore, Trus
     exchange(hu, phone)
     pause_packets = [p for p in hu.sent[before:] if p[0] >> 4 == 0x5]  # FIRST on lane 1
     assert [len(p) for p in pause_packets] == [27]
+
+
+def test_another_key_answering_for_a_paired_phone_is_refused(
+    stores: tuple[TrustStore, TrustStore], tmp_path: Path
+) -> None:
+    """KK for phone X falls back to XX (the answer was UNKNOWN); a device with another
+    static key answers: it is refused before any code, and X's queued messages stay
+    queued for X."""
+    hu_store, _ = stores
+    x_key = TrustStore(tmp_path / "x", role="phone").public_key
+    hu_store.add(x_key, "Pixel 9", "android", os.urandom(16))
+    impostor = TrustStore(tmp_path / "impostor", role="phone")
+    hu = end(Role.HEAD_UNIT, hu_store, 1, peer_key=x_key)
+    hu.conn.mux.send(Channel.MESSAGING, 1, {0: "the door code is 4711"})
+    other = end(Role.PHONE, impostor, 2)
+    exchange(hu, other)
+    assert hu.codes() == [] and other.codes() == []
+    failed = [e for e in hu.events if isinstance(e, PairingFailed)]
+    assert failed and "another device" in failed[0].reason
+    assert other.messages() == [] and not any(isinstance(e, Authenticated) for e in hu.events)
+    assert hu.conn.mux.has_sendable()  # still queued, for X
+    assert [d.name for d in hu_store.devices()] == ["Pixel 9"]

@@ -147,8 +147,11 @@ async def test_pair_then_serve_reconnects_records_and_keeps_text_out_of_the_logs
         world.close()
     assert len(prompts) == 1
     text = caplog.text
-    assert "Pixel 9: recognised (android)" in text and "Pixel 9: connected" in text
-    assert "Pixel 9: notification" in text and secret not in text and "Bo" not in text
+    who = f"device {TrustStore(config.data_path / 'head-unit').find('Pixel 9').short_id}"
+    assert f"{who}: recognised (android)" in text and f"{who}: connected" in text
+    assert f"{who}: notification" in text and secret not in text and "Bo" not in text
+    # names are personal: at INFO and above a device is its key's fingerprint
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO and "Pixel" in r.message]
     assert not daemon.data_in_use(config.data_path)
     # each run recorded its links in its own file, even within one second; bridge-dump
     # reads them: the pairing (Noise XX) in one, the service's reconnection (KK) in the other

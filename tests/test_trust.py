@@ -97,3 +97,41 @@ def test_killed_mid_write_leaves_old_or_new_state(tmp_path: Path) -> None:
         assert names == [f"device {i}" for i in range(len(names))]
         assert writes - 1 <= len(names) <= writes + 1
         json.loads((data / "trust.json").read_text())
+
+
+def test_two_devices_never_share_a_name(tmp_path: Path) -> None:
+    store = TrustStore(tmp_path)
+    first = store.add(os.urandom(32), "Pixel 9", "android")
+    second = store.add(os.urandom(32), "Pixel 9", "android")
+    third = store.add(os.urandom(32), "Pixel 9", "android")
+    assert [first.name, second.name, third.name] == ["Pixel 9", "Pixel 9 (2)", "Pixel 9 (3)"]
+    assert store.add(first.key_bytes, "Pixel 9", "android").name == "Pixel 9"  # itself
+    assert store.rename("Pixel 9 (3)", "Pixel 9").name == "Pixel 9 (3)"
+
+
+def test_a_crash_leftover_with_the_identity_is_removed(tmp_path: Path) -> None:
+    TrustStore(tmp_path)
+    stale = tmp_path / ".trust.json.12345.tmp"
+    stale.write_bytes((tmp_path / "trust.json").read_bytes())
+    TrustStore(tmp_path)
+    assert not stale.exists()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        None,  # a device whose name is an object
+    ],
+)
+def test_hostile_store_documents_are_clear_errors(tmp_path: Path, document: str | None) -> None:
+    store = TrustStore(tmp_path)
+    store.add(os.urandom(32), "Pixel 9", "android")
+    path = tmp_path / "trust.json"
+    if document is None:
+        doc = json.loads(path.read_text())
+        doc["devices"][0]["name"] = {"evil": True}
+        document = json.dumps(doc)
+    path.write_text(document)
+    with pytest.raises(TrustStoreError, match="damaged"):
+        TrustStore(tmp_path)

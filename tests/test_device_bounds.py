@@ -1,0 +1,70 @@
+"""Every per-device buffer of the head unit has a bound: bulk transfers, the inbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import messages as m
+from bridge.endpoint import clock_ms_from_trio
+from bridge.errors import ProtocolError
+from bridge.headunit import MAX_INBOX, MAX_TRANSFER_BYTES, MAX_TRANSFERS, PhoneDevice
+from bridge.session import PeerSession
+from bridge.store import MessageStore
+
+
+def device(tmp: Path | None = None) -> PhoneDevice:
+    store = MessageStore(tmp) if tmp is not None else None
+    return PhoneDevice(PeerSession("phone"), store=store, clock_ms=clock_ms_from_trio())
+
+
+async def test_tiny_chunks_announcing_huge_objects_hold_only_what_arrived() -> None:
+    phone = device()
+    for transfer in range(200):  # each opens a transfer that announces 1 MiB
+        await phone.apply(m.BulkChunk(transfer, 0, 1 << 20, b"x" * 19), None)
+    assert phone.bulk_bytes_held <= MAX_TRANSFERS * 19
+    assert phone.transfers_dropped == 200 - MAX_TRANSFERS
+
+
+async def test_transfers_together_stay_under_their_byte_cap() -> None:
+    phone = device()
+    chunk = b"y" * m.BULK_CHUNK_SIZE
+    for transfer in range(MAX_TRANSFERS):
+        for offset in range(0, 700 * 1024, len(chunk)):
+            await phone.apply(m.BulkChunk(transfer, offset, 1 << 20, chunk), None)
+            assert phone.bulk_bytes_held <= MAX_TRANSFER_BYTES
+
+
+async def test_chunks_out_of_order_are_refused_and_a_whole_object_completes() -> None:
+    phone = device()
+    with pytest.raises(ProtocolError, match="start at 0"):
+        await phone.apply(m.BulkChunk(1, 4, 8, b"late"), None)
+    await phone.apply(m.BulkChunk(2, 0, 8, b"abcd"), None)
+    with pytest.raises(ProtocolError, match="out of order"):
+        await phone.apply(m.BulkChunk(2, 6, 8, b"gh"), None)
+    playing = m.NowPlaying("Song", "Artist", state=m.PlaybackState.PLAYING, art=3)
+    await phone.apply(playing, None)
+    for chunk in m.chunk_object(3, b"0123456789" * 1000, size=4096):
+        await phone.apply(chunk, None)
+    assert phone.state.art == b"0123456789" * 1000
+
+
+def note(n: int) -> m.Notification:
+    return m.Notification(f"n{n}", "Chat", m.Category.MESSAGE, f"text {n}", n)
+
+
+async def test_the_inbox_keeps_the_newest_and_says_how_many_it_dropped(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    phone = device(tmp_path)
+    for n in range(MAX_INBOX + 250):
+        await phone.apply(note(n), None)
+        if phone.store is not None:
+            with phone.store.transaction() as db:
+                phone.persist(note(n), db)
+    assert len(phone.state.inbox) == MAX_INBOX and phone.inbox_dropped == 250
+    assert next(iter(phone.state.inbox)) == "n250"
+    again = device(tmp_path)  # after a restart: what the store kept
+    assert len(again.state.inbox) == MAX_INBOX
