@@ -20,8 +20,10 @@ import functools
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from typing import Any
 import h11
 import trio
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     CloseConnection,
@@ -49,16 +52,27 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 16384  # bytes of one client message
 MAX_REQUEST = 8192  # bytes of an HTTP request head
+#: From accepting a connection until its request is served or its WebSocket client has
+#: authenticated; and how many such connections may be open at once (beyond it, a new
+#: one is closed at once), so idle sockets cannot use up the service's file descriptors.
+AUTH_TIMEOUT = 5.0
+MAX_UNAUTHENTICATED = 16
+MIN_TOKEN = 32  # characters of an acceptable token file
 UNAUTHORIZED, BAD_MESSAGE = 4001, 1003
 SCREEN = Path(__file__).resolve().parent / "screen"
 
 
 def load_or_create_token(path: Path) -> str:
-    """The API token in ``path``, created (owner-only) if there is none."""
+    """The API token in ``path``, created (owner-only) if there is none. A token file
+    that others may read, or whose token is too short to resist guessing, is replaced
+    by a new one (and the log says so)."""
     try:
         token = path.read_text().strip()
-        if token:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if len(token) >= MIN_TOKEN and mode & 0o077 == 0:
             return token
+        why = "others may read it" if mode & 0o077 else "its token is too short"
+        log.warning("the API token file %s was replaced: %s", path, why)
     except FileNotFoundError:
         pass
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -78,10 +92,15 @@ def _enum(value: Any) -> Any:
     return value.name.lower() if hasattr(value, "name") else value
 
 
+def device_id(key: bytes) -> str:
+    """A device's stable id in the API: the start of its static key, in hex."""
+    return key.hex()[:16]
+
+
 def device_json(phone: Phone, now_ms: int) -> dict[str, Any]:
     state = phone.device.state
     out: dict[str, Any] = {
-        "id": phone.key.hex()[:16] if phone.key else "",
+        "id": device_id(phone.key) if phone.key else "",
         "name": phone.name,
         "platform": phone.platform,
         "connected": phone.connected,
@@ -91,6 +110,7 @@ def device_json(phone: Phone, now_ms: int) -> dict[str, Any]:
         "now_playing": None,
         "inbox": [],
         "inbox_dropped": phone.device.inbox_dropped,  # the oldest, beyond the inbox's cap
+        "messaging_error": phone.device.store_error,  # why messaging is off, or null
     }
     if state.route is not None:
         r = state.route
@@ -232,11 +252,14 @@ class ApiState:
 
     # operations in
     def _phone(self, request: dict[str, Any]) -> Phone:
-        name = request.get("device")
-        phone = self.hu.phone(name) if isinstance(name, str) else None
-        if phone is None:
-            raise ApiError(f"no device called {name!r}")
-        return phone
+        """The device an operation names by its ``id`` (as its state events carry it)."""
+        device = request.get("device")
+        if not isinstance(device, str) or not device:
+            raise ApiError("this operation needs device: the id of a device in the state")
+        for phone in self.hu.phones.values():
+            if phone.key is not None and device_id(phone.key) == device:
+                return phone
+        raise ApiError(f"no device with the id {device!r}")
 
     async def run_op(self, request: dict[str, Any]) -> dict[str, Any]:
         """Carry out one authenticated operation; the reply's fields."""
@@ -258,6 +281,8 @@ class ApiState:
             self.hu.pairing_mode = on
             self.broadcast({"event": "pairing", "on": on})
             return {}
+        if op not in DEVICE_OPS:
+            raise ApiError(f"unknown op {op!r}; the operations are in docs/API.md")
         phone = self._phone(request)
         try:
             if op == "media":
@@ -281,12 +306,15 @@ class ApiState:
                     raise ApiError("action needs the action's id")
                 await phone.device.perform_action(_id(request), action)
             else:
-                raise ApiError(f"unknown op {op!r}")
+                raise ApiError(f"unknown op {op!r}")  # (checked before the device too)
         except CommandFailed as e:
             raise ApiError(f"{phone.name}: {e}") from e
         except ValueError as e:  # a message the codec refuses (text too long...)
             raise ApiError(str(e)) from e
         return {}
+
+
+DEVICE_OPS = ("media", "reply", "mark_read", "dismiss", "action")
 
 
 def _id(request: dict[str, Any]) -> str:
@@ -312,6 +340,8 @@ class ApiServer:
         self.token = token
         self.screen = screen
         self.clients = 0
+        self.unauthenticated = 0  # connections open that have not authenticated
+        self.refused = 0  # connections closed at once: too many unauthenticated
 
     async def serve(
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -323,15 +353,23 @@ class ApiServer:
     async def _client(self, stream: trio.SocketStream) -> None:
         # except*: a WebSocket client's errors come out of its nursery in a group; one
         # client's broken connection is that client's end, never the service's
+        if self.unauthenticated >= MAX_UNAUTHENTICATED:
+            self.refused += 1
+            await stream.aclose()
+            return
+        gate = _AuthGate(self)
         try:
             async with stream:
-                await self._handle(stream)
+                with gate.scope:
+                    await self._handle(stream, gate)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
             log.debug("API client gone: %s", group.exceptions[0])
+        finally:
+            gate.passed()
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: trio.SocketStream, gate: _AuthGate) -> None:
         raw = b""
-        with trio.move_on_after(10):
+        with trio.move_on_after(AUTH_TIMEOUT):
             while b"\r\n\r\n" not in raw and len(raw) < MAX_REQUEST:
                 chunk = await stream.receive_some(4096)
                 if not chunk:
@@ -348,7 +386,7 @@ class ApiServer:
             return
         headers = {k.lower(): v.lower() for k, v in request.headers}
         if request.target.split(b"?")[0] == b"/api" and headers.get(b"upgrade") == b"websocket":
-            await self._websocket(stream, raw)
+            await self._websocket(stream, raw, gate)
         else:
             await self._static(stream, http, request)
 
@@ -376,10 +414,10 @@ class ApiServer:
         data += http.send(h11.EndOfMessage()) or b""
         await stream.send_all(data)
 
-    async def _websocket(self, stream: trio.SocketStream, raw: bytes) -> None:
+    async def _websocket(self, stream: trio.SocketStream, raw: bytes, gate: _AuthGate) -> None:
         ws = WSConnection(ConnectionType.SERVER)
         out = trio.open_memory_channel[dict[str, Any]](64)
-        client = _Client(self, stream, ws, out[0])
+        client = _Client(self, stream, ws, out[0], gate)
         try:
             ws.receive_data(raw)
         except RemoteProtocolError:
@@ -398,15 +436,36 @@ class ApiServer:
                 client.events.close()
 
 
+class _AuthGate:
+    """One connection's unauthenticated phase: counted by the server, and cancelled at
+    :data:`AUTH_TIMEOUT` unless the client passes (authenticates) first."""
+
+    def __init__(self, server: ApiServer) -> None:
+        self._server = server
+        server.unauthenticated += 1
+        self._open = True
+        self.scope = trio.CancelScope(deadline=trio.current_time() + AUTH_TIMEOUT)
+
+    def passed(self) -> None:
+        if self._open:
+            self._open = False
+            self._server.unauthenticated -= 1
+            self.scope.deadline = math.inf
+
+
 class _Client:
     def __init__(
         self, server: ApiServer, stream: trio.SocketStream, ws: WSConnection,
-        out: trio.MemorySendChannel[dict[str, Any]],
+        out: trio.MemorySendChannel[dict[str, Any]], gate: _AuthGate,
     ) -> None:  # fmt: skip
         self.server = server
         self.stream = stream
         self.ws = ws
         self.out = out
+        self.gate = gate
+        # the reader (pongs, the close handshake), the writer (events) and close() all
+        # send: one at a time, or two send_all on one stream collide (BusyResourceError)
+        self._send_lock = trio.Lock()
         self.nursery: trio.Nursery | None = None
         self.authenticated = False
         self.events: trio.MemoryReceiveChannel[dict[str, Any]] | None = None
@@ -414,9 +473,12 @@ class _Client:
         self._text = ""
 
     async def send_ws(self, event: Event) -> None:
-        data = self.ws.send(event)
-        if data:
-            await self.stream.send_all(data)
+        async with self._send_lock:
+            if self.ws.state is ConnectionState.CLOSED:
+                return  # the close handshake is over: nothing more goes out
+            data = self.ws.send(event)
+            if data:
+                await self.stream.send_all(data)
 
     async def close(self, code: int, reason: str) -> None:
         if not self.closing:
@@ -476,14 +538,16 @@ class _Client:
         state = self.server.state
         if not self.authenticated:
             token = request.get("token")
-            if (
-                request["op"] != "auth"
-                or not isinstance(token, str)
-                or not hmac.compare_digest(token.encode(), self.server.token.encode())
-            ):
+            if request["op"] != "auth":
                 await self.close(UNAUTHORIZED, "authenticate first: {op: auth, token}")
                 return False
+            if not isinstance(token, str) or not hmac.compare_digest(
+                token.encode(), self.server.token.encode()
+            ):
+                await self.close(UNAUTHORIZED, "wrong token: it is in the service's api-token file")
+                return False
             self.authenticated = True
+            self.gate.passed()
             self.events = state.listen()
             assert self.nursery is not None
             await self.out.send(state.snapshot())

@@ -48,7 +48,7 @@ import trio
 from bridge import messages as m
 from bridge.headunit import DeviceEvent, PhoneDevice
 from bridge.session import LinkDown, PeerSession
-from bridge.store import MessageStore
+from bridge.store import MessageStore, StoreError
 from pairing.handshake import Authenticated, CodeToConfirm, Handshake, PairingFailed, Role
 from pairing.keylog import KeyLog
 from pairing.privacy import resolve
@@ -197,9 +197,19 @@ class HeadUnit:
     def _new_phone(self, key: bytes | None, name: str) -> Phone:
         hello = m.Hello(m.PROTOCOL_VERSIONS, "head-unit", self.name)
         session = PeerSession(name, keylog=self.keylog, hello=hello)
-        store = MessageStore(self._store_dir(key)) if key is not None else None
+        store, failed = self._open_store(key) if key is not None else (None, None)
         device = PhoneDevice(session, store=store, clock_ms=self.clock_ms)
+        if failed is not None:
+            device.store_failed(failed)
         return Phone(session, device, key=key, name=name)
+
+    def _open_store(self, key: bytes) -> tuple[MessageStore | None, StoreError | None]:
+        """One phone's message store; a store that cannot be opened turns that phone's
+        messaging off, never the head unit."""
+        try:
+            return MessageStore(self._store_dir(key)), None
+        except StoreError as e:
+            return None, e
 
     def _store_dir(self, key: bytes) -> Path:
         return self.data_dir / "phones" / key.hex()[:16]
@@ -307,7 +317,10 @@ class HeadUnit:
                 if old is not None and old is not phone:
                     old.scope.cancel()
                 self.phones[peer.static_key] = phone
-                phone.device.store = MessageStore(self._store_dir(peer.static_key))
+                store, failed = self._open_store(peer.static_key)
+                phone.device.store = store
+                if failed is not None:
+                    phone.device.store_failed(failed)
                 if self.pairing is phone:
                     self.pairing = None
         elif isinstance(detail, PairingFailed) and self.pairing is phone:

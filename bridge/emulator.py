@@ -102,10 +102,22 @@ class EmulatedPhone:
         )
         self.links: list[LinkDown] = []
         self.tokens: list[str] = []
+        self._add_a_car = False
         self._advertise = True
         self._changed = trio.Event()
         self.connected = trio.Event()
         self._link: Link | None = None
+
+    @property
+    def pairing_mode(self) -> bool:
+        """The app's "add a car" mode: only then does it answer a first pairing (Noise
+        XX), which would show its static key and name to whoever connected. On while it
+        knows no head unit, as an app just installed is, or when asked for."""
+        return self._add_a_car or not self.trust.trusted_keys()
+
+    @pairing_mode.setter
+    def pairing_mode(self, on: bool) -> None:
+        self._add_a_car = on
 
     async def drop_link(self) -> None:
         """End the current connection from the phone's side (Bluetooth switched off)."""
@@ -155,6 +167,7 @@ class EmulatedPhone:
                     name=self.flavour.name,
                     platform=self.flavour.platform,
                     trusted=self.trust.trusted_keys(),
+                    allow_pairing=self.pairing_mode,
                     random=os.urandom,
                     irk=self.trust.irk,
                 )

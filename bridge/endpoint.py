@@ -24,11 +24,11 @@ import trio
 from bridge.channels import Channel
 from bridge.codec import DEFAULT_MAX_TEXT, Message, encode
 from bridge.connection import ConnectionClosed, HelloReceived
-from bridge.errors import ProtocolError, QueueFullError
+from bridge.errors import ErrorCode, ProtocolError, QueueFullError
 from bridge.messages import ErrorReport, Hello, decode_message
 from bridge.mux import Acknowledged, MessageReceived
 from bridge.session import PeerSession, SessionEvent
-from bridge.store import MessageStore
+from bridge.store import MessageStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,16 @@ class Endpoint:
         self.duplicates = 0
         self._uids: dict[int, str] = {}  # messaging seq -> uid, for the outbox
         self._resent = False
+        #: Why messaging is refused for this peer (its store failed), or None. The other
+        #: channels, and every other peer, carry on.
+        self.store_error: str | None = None
+
+    def store_failed(self, error: StoreError) -> None:
+        """The store failed: refuse messaging for this peer from now on, and say so."""
+        if self.store_error is None:
+            log.error("messaging is off for this device: %s", error)
+        self.store_error = str(error)
+        self.store = None
 
     @property
     def max_text(self) -> int:
@@ -68,13 +78,21 @@ class Endpoint:
         return dataclasses.replace(message, uid=uid), uid  # type: ignore[type-var]
 
     async def send(self, message: Message) -> int | None:
-        """Accept a message for delivery (waiting while its channel is full); its seq."""
+        """Accept a message for delivery (waiting while its channel is full); its seq.
+        StoreError if it is a messaging message and messaging is off (see
+        :attr:`store_error`)."""
         self.resend_outbox()
-        message, uid = self._prepare(message)
-        body = encode(message, max_text=self.max_text)
-        if uid is not None:
-            assert self.store is not None
-            self.store.outbox_add(uid, int(message.channel), message.type, body)
+        if message.channel is Channel.MESSAGING and self.store_error is not None:
+            raise StoreError(self.store_error)
+        try:
+            message, uid = self._prepare(message)
+            body = encode(message, max_text=self.max_text)
+            if uid is not None:
+                assert self.store is not None
+                self.store.outbox_add(uid, int(message.channel), message.type, body)
+        except StoreError as e:
+            self.store_failed(e)
+            raise
         seq = await self.session.send(message.channel, message.type, body)
         if uid is not None and seq is not None:
             self._uids[seq] = uid
@@ -85,7 +103,12 @@ class Endpoint:
         if self._resent or self.store is None:
             return
         self._resent = True
-        for pending in self.store.outbox():
+        try:
+            outbox = self.store.outbox()
+        except StoreError as e:
+            self.store_failed(e)
+            return
+        for pending in outbox:
             seq = self.session.send_nowait(Channel(pending.channel), pending.type, pending.body)
             if seq is not None:
                 self._uids[seq] = pending.uid
@@ -116,7 +139,10 @@ class Endpoint:
             if event.channel is Channel.MESSAGING and self.store is not None:
                 uid = self._uids.pop(event.seq, None)
                 if uid is not None:
-                    self.store.outbox_done(uid)
+                    try:
+                        self.store.outbox_done(uid)
+                    except StoreError as e:
+                        self.store_failed(e)
         elif isinstance(event, MessageReceived):
             await self._receive(event)
         else:
@@ -134,14 +160,23 @@ class Endpoint:
             self.errors_received.append(message)
             await self.on_event(message)
             return
+        if event.channel is Channel.MESSAGING and self.store_error is not None:
+            refused = ProtocolError(ErrorCode.UNSUPPORTED, "the head unit cannot store messages")
+            self._report(event, refused)
+            return
         uid = getattr(message, "uid", "") if event.channel is Channel.MESSAGING else ""
         if uid and self.store is not None:
-            if self.store.seen(uid):
-                self.duplicates += 1
+            try:
+                if self.store.seen(uid):
+                    self.duplicates += 1
+                    return
+                with self.store.transaction() as db:
+                    self.store.mark_seen(db, uid)
+                    self.persist(message, db)
+            except StoreError as e:
+                self.store_failed(e)
+                self._report(event, ProtocolError(ErrorCode.UNSUPPORTED, "cannot store messages"))
                 return
-            with self.store.transaction() as db:
-                self.store.mark_seen(db, uid)
-                self.persist(message, db)
         try:
             await self.apply(message, event.seq)
         except ProtocolError as e:

@@ -25,7 +25,7 @@ from bridge.connection import HelloReceived
 from bridge.endpoint import Endpoint
 from bridge.errors import ErrorCode, ProtocolError
 from bridge.session import PeerSession
-from bridge.store import MessageStore
+from bridge.store import MessageStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +150,17 @@ class PhoneDevice(Endpoint):
         self._transfers = _Transfers()
         self.inbox_dropped = 0
         if store is not None:
-            for body, read in store.inbox()[-MAX_INBOX:]:
-                note = decode(m.Notification, body)
-                self.state.inbox[note.id] = InboxItem(note, read)
+            try:
+                for body, read in store.inbox()[-MAX_INBOX:]:
+                    note = decode(m.Notification, body)
+                    self.state.inbox[note.id] = InboxItem(note, read)
+            except StoreError as e:
+                self.store_failed(e)
+            except ProtocolError as e:
+                self.store_failed(StoreError(
+                    f"the message store {store.path} holds a damaged notification ({e}); "
+                    "stop the service and move the file away to start over"
+                ))  # fmt: skip
 
     def _emit(self, kind: str, detail: Any) -> None:
         try:
@@ -237,7 +245,10 @@ class PhoneDevice(Endpoint):
             del inbox[oldest]
             self.inbox_dropped += 1
             if self.store is not None:
-                self.store.inbox_drop(oldest)
+                try:
+                    self.store.inbox_drop(oldest)
+                except StoreError as e:
+                    self.store_failed(e)
             log.info("inbox full (%d): the oldest notification was dropped", MAX_INBOX)
 
     def _bulk_done(self, transfer: int, data: bytes) -> None:
@@ -252,7 +263,10 @@ class PhoneDevice(Endpoint):
     # -- commands -----------------------------------------------------------------------
 
     async def _command(self, message: Message, timeout: float = COMMAND_TIMEOUT) -> Any:
-        seq = await self.send(message)
+        try:
+            seq = await self.send(message)
+        except StoreError as e:
+            raise CommandFailed(f"messaging is off for this device: {e}") from None
         assert seq is not None
         key = (int(message.channel), seq)
         done = trio.Event()
@@ -284,7 +298,10 @@ class PhoneDevice(Endpoint):
         if item is not None:
             item.read = True
             if self.store is not None:
-                self.store.inbox_mark_read(id)
+                try:
+                    self.store.inbox_mark_read(id)
+                except StoreError as e:
+                    self.store_failed(e)
         return result
 
     async def reply(

@@ -13,6 +13,8 @@ FULL, owner-only.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import sqlite3
 import time
@@ -20,8 +22,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from bridge import cbor
+from bridge.errors import ProtocolError
 from bridge.frame import Body
 
 FILENAME = "messages.sqlite3"
@@ -53,6 +57,26 @@ class StoreError(Exception):
     """The message store cannot be used; the message says what to do."""
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _guarded(method: _F) -> _F:
+    """SQLite's errors (a damaged file that still opens, a full disk) come out as
+    :class:`StoreError`, so that whoever uses the store can confine them."""
+
+    @functools.wraps(method)
+    def guarded(self: MessageStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, ProtocolError) as e:  # ProtocolError: a damaged body
+            raise StoreError(
+                f"the message store {self.path} cannot be used ({e}); stop the service "
+                "and move the file away to start over"
+            ) from None
+
+    return guarded  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class Pending:
     uid: str
@@ -81,16 +105,28 @@ class MessageStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise StoreError(f"the message store {self.path} cannot be used ({e})") from None
         try:
             yield self._db
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise StoreError(f"the message store {self.path} cannot be used ({e})") from None
         except BaseException:
-            self._db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise StoreError(f"the message store {self.path} cannot be used ({e})") from None
 
     # -- uids ---------------------------------------------------------------------------
 
+    @_guarded
     def next_uid(self, prefix: str) -> str:
         """A delivery id that is never handed out twice by this store."""
         with self.transaction() as db:
@@ -101,6 +137,7 @@ class MessageStore:
 
     # -- sending side -------------------------------------------------------------------
 
+    @_guarded
     def outbox_add(self, uid: str, channel: int, type: int, body: Body) -> None:
         with self.transaction() as db:
             db.execute(
@@ -108,16 +145,19 @@ class MessageStore:
                 (uid, channel, type, cbor.dumps(body)),
             )
 
+    @_guarded
     def outbox_done(self, uid: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM outbox WHERE uid = ?", (uid,))
 
+    @_guarded
     def outbox(self) -> list[Pending]:
         rows = self._db.execute("SELECT uid, channel, type, body FROM outbox ORDER BY n")
         return [Pending(uid, ch, ty, cbor.loads(body)) for uid, ch, ty, body in rows]
 
     # -- receiving side -----------------------------------------------------------------
 
+    @_guarded
     def seen(self, uid: str) -> bool:
         return self._db.execute("SELECT 1 FROM seen WHERE uid = ?", (uid,)).fetchone() is not None
 
@@ -137,14 +177,17 @@ class MessageStore:
     def inbox_remove(self, db: sqlite3.Connection, id: str) -> None:
         db.execute("DELETE FROM inbox WHERE id = ?", (id,))
 
+    @_guarded
     def inbox_drop(self, id: str) -> None:
         with self.transaction() as db:
             self.inbox_remove(db, id)
 
+    @_guarded
     def inbox_mark_read(self, id: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE inbox SET read = 1 WHERE id = ?", (id,))
 
+    @_guarded
     def inbox(self) -> list[tuple[Body, bool]]:
         rows = self._db.execute("SELECT body, read FROM inbox ORDER BY updated, id")
         return [(cbor.loads(body), bool(read)) for body, read in rows]

@@ -351,6 +351,12 @@ class Handshake:
 
     def _phone_first(self, mode: Mode, message: bytes) -> None:
         if mode is Mode.XX:
+            if not self._allow_pairing:
+                # XX 2 would carry our static key and name to whoever asked: outside
+                # the phone's own pairing mode nobody gets them (a paired head unit
+                # uses KK, which proves who it is first)
+                self._fail("the phone is not in pairing mode")
+                return
             self._mode = Mode.XX
             self._noise = self._new_noise(Mode.XX, False, None)
             self._noise.read_message(message)

@@ -16,10 +16,18 @@ from typing import Any
 
 import pytest
 import trio
+from wsproto.events import CloseConnection
 
 from bridge import daemon
 from bridge import messages as m
-from bridge.api import CONTENT_TYPES, SCREEN, ApiClient
+from bridge.api import (
+    AUTH_TIMEOUT,
+    CONTENT_TYPES,
+    MAX_UNAUTHENTICATED,
+    SCREEN,
+    ApiClient,
+    load_or_create_token,
+)
 from bridge.config import ApiConfig, Config
 from bridge.scenarios import ART
 from bridge.world import RadioWorld
@@ -72,6 +80,7 @@ async def test_pairing_confirmed_on_the_screen_then_commands_reach_the_phone(
             and e["device"]["name"] == "Pixel 9"
         )  # fmt: skip
         assert device["device"]["platform"] == "android"
+        pixel = device["device"]["id"]  # operations name a device by its id
         phone = world.phones["pixel"]
         await phone.app.notify(m.Notification(
             "n1", "Chat", m.Category.MESSAGE, "Running late", 0, sender="Bo",
@@ -80,9 +89,9 @@ async def test_pairing_confirmed_on_the_screen_then_commands_reach_the_phone(
         update = await client.receive(lambda e: e.get("event") == "device" and e["device"]["inbox"])
         (note,) = update["device"]["inbox"]
         assert (note["id"], note["sender"], note["text"]) == ("n1", "Bo", "Running late")
-        assert (await client.op(op="reply", device="Pixel 9", id="n1", canned=0))["ok"]
+        assert (await client.op(op="reply", device=pixel, id="n1", canned=0))["ok"]
         assert ("n1", "On my way") in phone.app.replies
-        assert (await client.op(op="mark_read", device="Pixel 9", id="n1"))["ok"]
+        assert (await client.op(op="mark_read", device=pixel, id="n1"))["ok"]
         await phone.app.play([m.NowPlaying("Song", "Artist", duration_ms=200_000)], art=ART)
         with_art = await client.receive(
             lambda e: (
@@ -93,17 +102,19 @@ async def test_pairing_confirmed_on_the_screen_then_commands_reach_the_phone(
         )  # a message of some 60 KB: it arrives in pieces, the client joins them
         art = with_art["device"]["now_playing"]["art"]
         assert art.startswith("data:image/") and base64.b64decode(art.split(",", 1)[1]) == ART
-        assert (await client.op(op="media", device="Pixel 9", command="pause"))["ok"]
+        assert (await client.op(op="media", device=pixel, command="pause"))["ok"]
         assert phone.app.player is not None and not phone.app.player.playing
         # refused operations say why and keep the connection
-        bad = await client.op(op="media", device="Pixel 9", command="louder")
+        bad = await client.op(op="media", device=pixel, command="louder")
         assert bad == {
             "reply_to": client.seq,
             "ok": False,
             "error": "unknown MediaCommand 'louder'",
         }
-        bad = await client.op(op="media", device="Nokia", command="pause")
-        assert bad["error"] == "no device called 'Nokia'"
+        bad = await client.op(op="media", device="Pixel 9", command="pause")
+        assert bad["error"] == "no device with the id 'Pixel 9'"
+        bad = await client.op(op="louder", device=pixel)
+        assert bad["error"].startswith("unknown op 'louder'")
         assert (await client.op(op="pairing", on=False))[
             "ok"
         ] and not running.head_unit.pairing_mode
@@ -124,7 +135,7 @@ async def test_a_rejected_code_pairs_nothing(aio: Any, autojump_clock: Any, tmp_
 @pytest.mark.parametrize(
     ("first", "code", "reason"),
     [
-        ({"op": "auth", "token": "guess"}, 4001, "authenticate first"),
+        ({"op": "auth", "token": "guess"}, 4001, "wrong token"),
         ({"op": "media", "device": "x", "command": "pause"}, 4001, "authenticate first"),
         ("not json", 1003, "JSON object with an op"),
         ([1, 2], 1003, "JSON object with an op"),
@@ -225,3 +236,65 @@ async def test_bridge_pair_says_when_the_service_api_is_unreachable(tmp_path: Pa
 
     with pytest.raises(daemon.DaemonError, match=r"its API at 127\.0\.0\.1:1 does not answer"):
         await daemon.pair_through_service(config, ask, limit=5)
+
+
+async def test_idle_connections_cannot_use_up_the_service(
+    aio: Any, autojump_clock: Any, tmp_path: Path
+) -> None:
+    """Sockets that never authenticate: beyond a few at once they are closed at once,
+    and each is closed at its deadline; the real screen still gets in."""
+    async with service(tmp_path) as (running, _):
+        port = running.api_port or 0
+        idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(MAX_UNAUTHENTICATED)]
+        extra = await trio.open_tcp_stream("127.0.0.1", port)
+        with trio.fail_after(1):
+            assert await extra.receive_some(10) == b""  # over the cap: closed at once
+        with trio.fail_after(AUTH_TIMEOUT + 1):  # the others at their deadline
+            for stream in idle:
+                assert await stream.receive_some(10) == b""
+        half = await ApiClient.open("127.0.0.1", port)  # a WebSocket that never authenticates
+        with trio.fail_after(AUTH_TIMEOUT + 1), pytest.raises(ConnectionError):
+            await half.receive()
+        async with connect(port) as client:  # the screen
+            await client.send({"op": "auth", "token": token(tmp_path)})
+            await trio.sleep(2 * AUTH_TIMEOUT)  # authenticated: no deadline any more
+            assert (await client.op(op="state"))["ok"]
+        for stream in [*idle, extra]:
+            await stream.aclose()
+        await half.aclose()
+
+
+async def test_a_slow_client_closing_during_a_large_message_does_not_crash_the_service(
+    aio: Any, autojump_clock: Any, tmp_path: Path
+) -> None:
+    """The writer is stuck sending a large event to a client that does not read while
+    the reader answers that client's close: one send at a time, and the service goes on."""
+    async with service(tmp_path) as (running, _):
+        port = running.api_port or 0
+        assert running.api is not None
+        slow = await ApiClient.open("127.0.0.1", port)
+        await slow.send({"op": "auth", "token": token(tmp_path)})
+        await trio.sleep(0.5)
+        for _ in range(3):  # more than the socket buffers hold
+            running.api.broadcast({"event": "big", "blob": "x" * 4_000_000})
+        await trio.sleep(0.5)
+        await slow.stream.send_all(slow.ws.send(CloseConnection(code=1000)))
+        await trio.sleep(1.0)
+        await slow.aclose()
+        await trio.sleep(1.0)
+        async with connect(port) as client:  # still serving
+            await client.send({"op": "auth", "token": token(tmp_path)})
+            assert (await client.op(op="state"))["ok"]
+
+
+@pytest.mark.parametrize(("content", "mode"), [("abc", 0o600), ("y" * 43, 0o644)])
+def test_a_weak_or_readable_token_file_is_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str, mode: int
+) -> None:
+    path = tmp_path / "api-token"
+    path.write_text(content + "\n")
+    path.chmod(mode)
+    new = load_or_create_token(path)
+    assert new != content and len(new) >= 32 and "was replaced" in caplog.text
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text().strip() == new
+    assert load_or_create_token(path) == new  # a good one is kept

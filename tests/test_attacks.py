@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from bridge import frame as frames
-from bridge.channels import Channel
+from bridge.channels import Channel, ControlType
 from bridge.connection import Connection, ConnectionClosed
 from bridge.errors import ErrorCode, ProtocolError
 from bridge.frame import Body
 from bridge.mux import ChannelMux, MessageReceived
+from bridge.segment import Segmenter
 from pairing.handshake import (
     Authenticated,
     CodeToConfirm,
@@ -337,3 +338,25 @@ def test_another_key_answering_for_a_paired_phone_is_refused(
     assert other.messages() == [] and not any(isinstance(e, Authenticated) for e in hu.events)
     assert hu.conn.mux.has_sendable()  # still queued, for X
     assert [d.name for d in hu_store.devices()] == ["Pixel 9"]
+
+
+def test_a_probe_learns_nothing_from_a_phone_outside_its_pairing_mode(
+    stores: tuple[TrustStore, TrustStore], tmp_path: Path
+) -> None:
+    """A stranger connects to a phone and sends XX 1: outside the phone's own pairing
+    mode the phone answers with a CLOSE, never with XX 2 (its static key and name)."""
+    _, phone_store = stores
+    prober = end(Role.HEAD_UNIT, TrustStore(tmp_path / "prober"), 5)
+    hs = handshake(Role.PHONE, phone_store, seed=6, allow_pairing=False)
+    phone = End(Connection(ChannelMux(), 182, now=0.0, handshake=hs))
+    exchange(prober, phone)
+    receiver = Segmenter(182, window=255)
+    sent_types = []
+    for packet in phone.sent:
+        receiver.receive_segment(packet)
+        while (record := receiver.next_record()) is not None:
+            sent_types.append(frames.decode_frame(record).type)
+    assert sent_types == [ControlType.CLOSE]
+    closed = [e for e in prober.events if isinstance(e, ConnectionClosed)]
+    assert closed and closed[0].by_peer and "not in pairing mode" in closed[0].text
+    assert not any(isinstance(e, CodeToConfirm | Authenticated) for e in prober.events)

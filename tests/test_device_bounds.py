@@ -1,4 +1,5 @@
-"""Every per-device buffer of the head unit has a bound: bulk transfers, the inbox."""
+"""Every per-device buffer of the head unit has a bound (bulk transfers, the inbox), and
+one device's damaged message store is that device's problem alone."""
 
 from __future__ import annotations
 
@@ -6,13 +7,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from bridge import messages as m
+from bridge.codec import encode
 from bridge.endpoint import clock_ms_from_trio
 from bridge.errors import ProtocolError
-from bridge.headunit import MAX_INBOX, MAX_TRANSFER_BYTES, MAX_TRANSFERS, PhoneDevice
+from bridge.headunit import (
+    MAX_INBOX,
+    MAX_TRANSFER_BYTES,
+    MAX_TRANSFERS,
+    CommandFailed,
+    PhoneDevice,
+)
 from bridge.session import PeerSession
 from bridge.store import MessageStore
+from tests.app_helpers import Rig, wait_for
 
 
 def device(tmp: Path | None = None) -> PhoneDevice:
@@ -68,3 +78,39 @@ async def test_the_inbox_keeps_the_newest_and_says_how_many_it_dropped(
     assert next(iter(phone.state.inbox)) == "n250"
     again = device(tmp_path)  # after a restart: what the store kept
     assert len(again.state.inbox) == MAX_INBOX
+
+
+def damage(directory: Path) -> None:
+    """A message store with a zeroed page: it still opens, then fails on first use."""
+    store = MessageStore(directory)
+    for n in range(50):
+        store.outbox_add(f"hu-{n}", 3, 1, {0: "x" * 200})
+        with store.transaction() as db:
+            store.inbox_put(db, f"n{n}", encode(note(n)))
+    store.close()
+    path = directory / "messages.sqlite3"
+    data = bytearray(path.read_bytes())
+    data[4096:8192] = bytes(4096)
+    path.write_bytes(bytes(data))
+
+
+async def test_a_damaged_store_turns_off_that_devices_messaging_only(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    damage(tmp_path / "hu")
+    rig = Rig.make(tmp_path)  # the head unit's side of this phone opens the damaged file
+    async with trio.open_nursery() as nursery:
+        await rig.start(nursery)
+        assert rig.hu.store_error is not None and "move the file away" in rig.hu.store_error
+        await rig.phone.notify(note(999))
+        await rig.phone.set_route(m.RouteStatus(m.RouteState.ACTIVE, "Elm Rd 42", remaining_m=3030))
+        await wait_for(rig.hu, lambda e: e.kind == "route")  # navigation carries on
+        with trio.fail_after(10):
+            while not rig.phone.errors_received:
+                await trio.sleep(0.1)
+        (refused,) = rig.phone.errors_received  # the phone is told, the link stays up
+        assert "cannot store messages" in refused.text and rig.hu_session.connected
+        assert "n999" not in rig.hu.state.inbox
+        with pytest.raises(CommandFailed, match="messaging is off"):
+            await rig.hu.mark_read("n0")
+        nursery.cancel_scope.cancel()

@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
         "-y", "--yes", action="store_true", help="confirm pairing codes without asking"
     )
     parser.add_argument(
+        "--pair",
+        action="store_true",
+        help="answer a first pairing even though the phone already knows a head unit "
+        "(the app's 'add a car'; a phone that knows none always does)",
+    )
+    parser.add_argument(
         "--duration", type=float, metavar="S", help="stop after S seconds (default: Ctrl-C)"
     )
     parser.add_argument(
@@ -109,6 +115,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
             confirm=confirm,
             show=show,
         )
+        phone.pairing_mode = args.pair
         with trio.move_on_after(args.duration if args.duration is not None else float("inf")):
             async with trio.open_nursery() as nursery:
                 await nursery.start(phone.run)

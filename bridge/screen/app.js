@@ -117,11 +117,11 @@ function section(main, device) {
     node.dataset.id = device.id;
     for (const command of ["next", "previous"]) {
       node.querySelector(`.${command}`).onclick = () =>
-        send({ op: "media", device: node.dataset.name, command });
+        send({ op: "media", device: device.id, command });
     }
     const toggle = node.querySelector(".toggle");  // says what it will do: pause or play
     toggle.onclick = () => send({
-      op: "media", device: node.dataset.name,
+      op: "media", device: device.id,
       command: toggle.dataset.state === "playing" ? "pause" : "play",
     });
     main.appendChild(node);
@@ -196,7 +196,7 @@ function renderDevice(main, device) {
     const open = document.createElement("button");
     open.className = "open";
     open.textContent = "Reply";
-    open.onclick = () => openReply(device.name, note);
+    open.onclick = () => openReply(device.id, note);
     li.append(text, open);
     return li;
   }));
