@@ -16,11 +16,12 @@ import trio
 
 from bridge import __version__, daemon, doctor
 from bridge.config import DEFAULT_PATH, Config, ConfigError, load_config
-from bridge.daemon import DaemonError
+from bridge.daemon import DaemonError, DataFolderError
 from bridge.errors import first_error
 from bridge.prompt import ask_code
+from bridge.store import StoreError
 from pairing.handshake import CodeToConfirm
-from pairing.keylog import KeyLog
+from pairing.keylog import KeyLog, KeyLogError
 from pairing.trust import FILENAME as TRUST_FILE
 from pairing.trust import TrustStore, TrustStoreError
 from transports.simulated import PROFILES
@@ -137,11 +138,43 @@ def _service_commands(commands: Any) -> None:
         "doctor", help="check this machine for what the head unit needs, and say what to do"
     )
     config_option(doctor)
+    doctor.add_argument(
+        "--json", action="store_true", help="one JSON object: the checks and whether all passed"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    try:
+        return _main(parser, args)
+    except (Exception, BaseExceptionGroup) as e:
+        error = first_error(e)
+        code, text = explain(error)
+        if args.verbose:
+            logging.getLogger("bridge").exception("where it happened", exc_info=error)
+        print(f"bridge: {text}", file=sys.stderr)
+        return code
+
+
+def explain(error: BaseException) -> tuple[int, str]:
+    """The exit code and the one sentence for an error that ended a command."""
+    if isinstance(error, ConfigError | KeyLogError):
+        return EXIT_CONFIG, str(error)
+    if isinstance(error, DaemonError):
+        return EXIT_BUSY, str(error)
+    if isinstance(error, DataFolderError | TrustStoreError | StoreError):
+        return EXIT_FAILED, str(error)
+    if isinstance(error, KeyboardInterrupt):
+        return 130, "interrupted"
+    if isinstance(error, OSError):  # the radio did not open: no adapter, no D-Bus, no dongle
+        return EXIT_FAILED, f"{error}; 'bridge doctor' checks what the radio needs"
+    return EXIT_FAILED, (
+        f"unexpected {type(error).__name__}: {error} (bridge -v shows where; please report it)"
+    )
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
@@ -151,19 +184,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     if args.command in SERVICE_COMMANDS:
-        try:
-            config = load_config(args.config)
-            return SERVICE_COMMANDS[args.command](args, config)
-        except ConfigError as e:
-            print(f"bridge: {e}", file=sys.stderr)
-            return EXIT_CONFIG
-        except DaemonError as e:
-            print(f"bridge: {e}", file=sys.stderr)
-            return EXIT_BUSY
-        except TrustStoreError as e:
-            print(f"bridge: {e}", file=sys.stderr)
-            return EXIT_FAILED
+        config = load_config(args.config)
+        return SERVICE_COMMANDS[args.command](args, config)
     if args.command == "demo":
+        if args.capture is not None and args.capture.exists() and not args.capture.is_dir():
+            print(
+                f"bridge: --capture needs a folder, and {args.capture} is a file", file=sys.stderr
+            )
+            return EXIT_USAGE
+        if args.keylog is not None and args.keylog.is_dir():
+            print(f"bridge: --keylog needs a file, and {args.keylog} is a folder", file=sys.stderr)
+            return EXIT_USAGE
         if not args.yes and not sys.stdin.isatty():
             print(
                 "bridge: confirming the pairing code needs a terminal; "
@@ -211,14 +242,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         config = dataclasses.replace(
             config, debug=dataclasses.replace(config.debug, capture_dir=str(args.capture))
         )
-    try:
-        return daemon.run(config)
-    except (OSError, BaseExceptionGroup) as e:  # the radio did not open: no adapter, no D-Bus
-        error = first_error(e)
-        if not isinstance(error, OSError):
-            raise
-        print(f"bridge: {error}; 'bridge doctor' checks what the radio needs", file=sys.stderr)
-        return EXIT_FAILED
+    return daemon.run(config)  # errors: explain()
 
 
 def _pair(args: argparse.Namespace, config: Config) -> int:
@@ -241,17 +265,11 @@ def _pair(args: argparse.Namespace, config: Config) -> int:
 
     try:
         name = trio.run(main)
-    except (OSError, KeyboardInterrupt, DaemonError, BaseExceptionGroup) as e:
-        error = first_error(e)
-        if isinstance(error, DaemonError):
-            raise error from None
-        if isinstance(error, KeyboardInterrupt):
-            print("bridge: pairing stopped", file=sys.stderr)
-            return 130
-        if not isinstance(error, OSError):
-            raise
-        print(f"bridge: {error}", file=sys.stderr)
-        return EXIT_FAILED
+    except (KeyboardInterrupt, BaseExceptionGroup) as e:
+        if not isinstance(first_error(e), KeyboardInterrupt):
+            raise  # explain() says it
+        print("bridge: pairing stopped", file=sys.stderr)
+        return 130
     if name is None:
         print(f"bridge: no phone paired within {args.timeout:g} s", file=sys.stderr)
         return EXIT_FAILED
@@ -303,12 +321,16 @@ def _forget(args: argparse.Namespace, config: Config) -> int:
 
 def _doctor(args: argparse.Namespace, config: Config) -> int:
     results = doctor.run_checks(config)
+    failed = sum(not c.ok for c in results)
+    if args.json:
+        checks = [{"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in results]
+        print(json.dumps({"ok": not failed, "checks": checks}, indent=1))
+        return EXIT_OK if not failed else EXIT_FAILED
     for check in results:
         mark = "ok  " if check.ok else "FAIL"
         print(f"{mark} {check.name}: {check.detail}")
         if not check.ok and check.fix:
             print(f"     -> {check.fix}")
-    failed = sum(not c.ok for c in results)
     print(f"\n{len(results) - failed} of {len(results)} checks passed")
     return EXIT_OK if not failed else EXIT_FAILED
 

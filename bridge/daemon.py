@@ -53,6 +53,10 @@ class DaemonError(Exception):
     """The head unit cannot start; the message says what to do."""
 
 
+class DataFolderError(Exception):
+    """The data folder cannot be created or written; the message says which and why."""
+
+
 class JournalFormatter(logging.Formatter):
     """``<6>bridge.central: text`` under journald, ``INFO bridge.central: text`` else."""
 
@@ -80,8 +84,14 @@ def setup_logging(level: str, stream: TextIO | None = None) -> None:
 @contextmanager
 def data_lock(data_dir: Path) -> Any:
     """Hold the data folder for this process; DaemonError if another one has it."""
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise DataFolderError(
+            f"cannot use the data folder {data_dir}: {e.strerror}; it must be a folder the "
+            "service's user can write (data_dir in the configuration)"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -189,6 +199,8 @@ async def head_unit(
     data = config.data_path
     async with AsyncExitStack() as stack:
         stack.enter_context(data_lock(data))
+        # what the configuration names is checked before the radio opens
+        keylog = KeyLog(Path(config.debug.keylog)) if config.debug.keylog else None
         if radio is None:
             await stack.enter_async_context(asyncio_loop())
             radio = await stack.enter_async_context(open_radio(config))
@@ -200,7 +212,6 @@ async def head_unit(
             stack.callback(recorder.close)
             radio = RecordingRadio(radio, recorder)
             log.info("recording every link in %s", recorder.path)
-        keylog = KeyLog(Path(config.debug.keylog)) if config.debug.keylog else None
         trust = TrustStore(data / "head-unit")
         hu = HeadUnit(
             radio, trust, data / "head-unit", name=config.name, confirm=confirm,

@@ -22,9 +22,17 @@ log = logging.getLogger(__name__)
 LABEL = "BRIDGE_V0"
 
 
+class KeyLogError(Exception):
+    """The key log file cannot be written; the message names it and why."""
+
+
 class KeyLog:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        try:  # now, not at the first session: a bad path is the caller's to report
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        except OSError as e:
+            raise KeyLogError(f"cannot write the key log {self.path}: {e.strerror}") from None
         log.warning(
             "key log on: session keys are written to %s; anyone who can read it can decrypt "
             "captured traffic",

@@ -92,9 +92,9 @@ async def test_the_phone_command_pairs_and_plays_over_a_tcp_controller(
 def test_the_phone_command_explains_a_bad_transport(capsys: pytest.CaptureFixture[str]) -> None:
     assert tool.main(["--transport", "nonsense:1", "--duration", "1"]) == 1
     err = capsys.readouterr().err.strip()
-    assert (
-        err
-        == "bridge-phone: cannot open Bluetooth transport 'nonsense:1': unknown transport scheme"
+    assert err == (
+        "bridge-phone: cannot open Bluetooth transport 'nonsense:1': unknown transport scheme "
+        "(transports: usb:0, serial:/dev/ttyACM0, tcp-client:HOST:PORT, ...)"
     )
     with pytest.raises(SystemExit) as usage:
         tool.main([])

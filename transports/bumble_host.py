@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 import trio_asyncio
-from bumble import core, hci
+from bumble import hci
 from bumble.device import Device
 from bumble.host import Host
 from bumble.snoop import BtSnooper
@@ -64,6 +64,21 @@ def _in_flight(queue: Any, handle: int) -> int:
     return int(state.in_flight) if state is not None else 0
 
 
+def transport_hint(spec: str, error: BaseException) -> str:
+    """What went wrong opening a Bumble transport, and what to try."""
+    kind = spec.split(":", 1)[0]
+    if isinstance(error, ValueError | IndexError) and kind in ("tcp-client", "tcp-server"):
+        return f"write it as {kind}:HOST:PORT"
+    if kind == "usb" or type(error).__module__.startswith("usb1"):
+        return (
+            f"{error}: is the dongle plugged in, and may this user open it? (lsusb shows "
+            "it; a udev rule or the plugdev group gives access)"
+        )
+    if kind == "serial":
+        return f"{error}: is the device there, and may this user open it (group dialout)?"
+    return f"{error} (transports: usb:0, serial:/dev/ttyACM0, tcp-client:HOST:PORT, ...)"
+
+
 @asynccontextmanager
 async def hci_device(
     spec: str, name: str, address: str = "C0:DE:C0:DE:00:01", *, capture: Path | None = None
@@ -75,8 +90,8 @@ async def hci_device(
     read it). Raises ``OSError`` with Bumble's reason when the transport does not open."""
     try:
         transport = await trio_asyncio.aio_as_trio(open_transport)(spec)
-    except (OSError, ValueError, ImportError, core.BaseBumbleError) as e:
-        raise OSError(f"cannot open Bluetooth transport {spec!r}: {e}") from e
+    except Exception as e:
+        raise OSError(f"cannot open Bluetooth transport {spec!r}: {transport_hint(spec, e)}") from e
     stream = capture.open("wb") if capture is not None else None
     try:
         device = Device.with_hci(
