@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import grp
 import hmac
 import json
 import logging
@@ -45,6 +46,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from bridge import messages as m
 from bridge.central import HeadUnit, PairingAttemptFailed, Phone
+from bridge.config import ConfigError
 from bridge.headunit import CommandFailed, DeviceEvent
 from pairing.handshake import CodeToConfirm
 
@@ -62,27 +64,69 @@ UNAUTHORIZED, BAD_MESSAGE = 4001, 1003
 SCREEN = Path(__file__).resolve().parent / "screen"
 
 
-def load_or_create_token(path: Path) -> str:
-    """The API token in ``path``, created (owner-only) if there is none. A token file
-    that others may read, or whose token is too short to resist guessing, is replaced
-    by a new one (and the log says so)."""
+def load_or_create_token(path: Path, group: str = "") -> str:
+    """The API token in ``path``, created if there is none: owner-only, or readable by
+    ``group`` too (the screen's user; its folder then may be entered by the group). A
+    token file that others may read (or the group, when none is given), or whose token
+    is too short to resist guessing, is replaced by a new one (and the log says so)."""
+    gid = _group_id(group) if group else None
     try:
         token = path.read_text().strip()
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if len(token) >= MIN_TOKEN and mode & 0o077 == 0:
+        info = path.stat()
+        mode = stat.S_IMODE(info.st_mode)
+        wrong_group = mode & 0o070 and (gid is None or info.st_gid != gid)
+        if len(token) >= MIN_TOKEN and not mode & 0o007 and not wrong_group:
+            _share(path, gid)
             return token
-        why = "others may read it" if mode & 0o077 else "its token is too short"
+        why = "its token is too short" if len(token) < MIN_TOKEN else "others may read it"
         log.warning("the API token file %s was replaced: %s", path, why)
     except FileNotFoundError:
         pass
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700 if gid is None else 0o750, parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
+    _share(tmp, gid)
     os.replace(tmp, path)
     return token
+
+
+def _group_id(group: str) -> int:
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"api.token_group: there is no group {group!r} (groupadd it)") from None
+
+
+def _share(path: Path, gid: int | None) -> None:
+    """The token file readable by the group ``gid`` (its folder enterable by it), or by
+    its owner only."""
+    if gid is None:
+        os.chmod(path, 0o600)
+        return
+    os.chown(path, -1, gid)
+    os.chmod(path, 0o640)
+    folder = path.parent
+    if folder.stat().st_uid == os.geteuid():  # ours (e.g. systemd's RuntimeDirectory)
+        os.chown(folder, -1, gid)
+        os.chmod(folder, stat.S_IMODE(folder.stat().st_mode) | 0o050)
+
+
+def screen_url(host: str, port: int, token: str) -> str:
+    """The screen's address with its token (in the fragment, which is never sent)."""
+    return f"http://{'[::1]' if host == '::1' else host}:{port}/#token={token}"
+
+
+def screen_launcher(url: str) -> str:
+    """A tiny page that sends a browser on to ``url``: a kiosk opens this file (owner-only)
+    instead of taking the token on its command line, where any local user could read it."""
+    return (
+        "<!doctype html><meta charset=utf-8><title>Head unit</title>"
+        f'<meta http-equiv="refresh" content="0; url={url}">'
+        f"<script>location.replace({json.dumps(url)})</script>\n"
+    )
 
 
 # -- JSON views of the head unit's state --------------------------------------------------

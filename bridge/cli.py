@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from bridge import __version__, daemon, doctor
+from bridge import __version__, api, daemon, doctor
 from bridge.config import DEFAULT_PATH, Config, ConfigError, load_config
 from bridge.daemon import DaemonError, DataFolderError
 from bridge.errors import first_error
@@ -134,6 +134,18 @@ def _service_commands(commands: Any) -> None:
     forget = commands.add_parser("forget", help="forget a paired phone")
     config_option(forget)
     forget.add_argument("device", metavar="NAME", help="its name or id (bridge devices)")
+    screen = commands.add_parser(
+        "screen-url",
+        help="the screen's address with its token (for the kiosk browser)",
+        description="Print the address of the head unit's screen with the API token, or "
+        "write a page that opens it (--html): a kiosk browser opens that file, so the token "
+        "never appears on a command line. Needs to read the token file: the service's user, "
+        "or a member of api.token_group.",
+    )
+    config_option(screen)
+    screen.add_argument(
+        "--html", type=Path, metavar="FILE", help="write an owner-only page that opens the screen"
+    )
     doctor = commands.add_parser(
         "doctor", help="check this machine for what the head unit needs, and say what to do"
     )
@@ -335,8 +347,40 @@ def _doctor(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK if not failed else EXIT_FAILED
 
 
+def _screen_url(args: argparse.Namespace, config: Config) -> int:
+    path = config.token_path
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        print(f"bridge: no API token at {path} yet: start the service first", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as e:
+        print(
+            f"bridge: cannot read the API token {path}: {e.strerror}; run this as the "
+            "service's user, or as a member of api.token_group (docs/CONFIG.md, the screen)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    url = api.screen_url(config.api.host, config.api.port, token)
+    if args.html is None:
+        print(url)
+        return EXIT_OK
+    tmp = args.html.with_name(f".{args.html.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(api.screen_launcher(url))
+        os.replace(tmp, args.html)
+    except OSError as e:
+        print(f"bridge: cannot write {args.html}: {e.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"file://{args.html.resolve()}")
+    return EXIT_OK
+
+
 SERVICE_COMMANDS = {
     "run": _run, "pair": _pair, "devices": _devices, "forget": _forget, "doctor": _doctor,
+    "screen-url": _screen_url,
 }  # fmt: skip
 
 

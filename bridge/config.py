@@ -49,6 +49,7 @@ class ApiConfig:
     host: str = "127.0.0.1"  # loopback only: 127.0.0.1, ::1 or localhost
     port: int = 8765
     token_file: str = ""  # "" = data_dir/api-token (created owner-only)
+    token_group: str = ""  # a group that may read the token (the screen's user); needs token_file
 
 
 @dataclass(frozen=True)
@@ -146,4 +147,9 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: 'api.host' must be a loopback address (the API is local only)")
     if not 0 <= config.api.port <= 65535:
         raise ConfigError(f"{path}: 'api.port' must be 0 to 65535")
+    if config.api.token_group and not config.api.token_file:
+        raise ConfigError(
+            f"{path}: 'api.token_group' needs 'api.token_file' outside the data folder (which "
+            "only the service's user may enter), e.g. /run/ble-bridge/api-token"
+        )
     return dataclasses.replace(config, path=path)

@@ -30,6 +30,7 @@ from typing import Any, TextIO
 
 import trio
 
+from bridge import systemd
 from bridge.api import ApiClient, ApiServer, ApiState, load_or_create_token
 from bridge.central import HeadUnit, PairingAttemptFailed, Phone, Radio
 from bridge.config import Config
@@ -257,7 +258,7 @@ async def serve(
         if config.api.enabled:
             state = ApiState(hu, clock_ms_from_trio())
             screens.append(state)
-            token = load_or_create_token(config.token_path)
+            token = load_or_create_token(config.token_path, config.api.token_group)
             server = ApiServer(state, token)
             api_port = await nursery.start(server.serve, config.api.host, config.api.port)
             log.info(
@@ -270,6 +271,12 @@ async def serve(
             ", pairing mode on" if config.pairing else "", config.data_path,
         )  # fmt: skip
         task_status.started(Service(hu, screens[0] if screens else None, api_port))
+        # systemd (Type=notify): ready once the radio scans and the API listens; the
+        # watchdog is fed from this loop, so a hung loop gets the service restarted
+        systemd.notify(f"READY=1\nSTATUS=serving {len(hu.trust.devices())} paired phone(s)")
+        interval = systemd.watchdog_interval()
+        if interval is not None:
+            nursery.start_soon(systemd.keep_watchdog_fed, interval)
         async for phone, event in hu.events:
             for screen in screens:
                 screen.on_device_event(phone, event)
@@ -380,6 +387,7 @@ def run(config: Config) -> int:
 
                 async for signum in signals:
                     log.info("stopping (%s)", signal.Signals(signum).name)
+                    systemd.notify("STOPPING=1")
                     nursery.cancel_scope.cancel()
                     break
 

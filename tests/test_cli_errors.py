@@ -3,13 +3,17 @@ stderr that names the thing and the way out, the documented exit code, no traceb
 
 from __future__ import annotations
 
+import grp
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bridge.api import load_or_create_token
 from bridge.daemon import data_lock
 
 
@@ -87,3 +91,33 @@ def test_doctor_json_is_one_object_whose_verdict_is_the_exit_code(tmp_path: Path
     assert report["ok"] == all(c["ok"] for c in report["checks"])
     assert result.returncode == (0 if report["ok"] else 1)
     assert all(c["fix"] for c in report["checks"] if not c["ok"])  # each failure says what to do
+
+
+def test_screen_url_prints_the_address_or_writes_an_owner_only_launcher(tmp_path: Path) -> None:
+    cfg = config(tmp_path, f'data_dir = "{tmp_path / "data"}"\n[api]\nport = 8800\n')
+    one_sentence(bridge("screen-url", "--config", cfg), 1, "start the service first")
+    token = load_or_create_token(tmp_path / "data" / "api-token")
+    result = bridge("screen-url", "--config", cfg)
+    assert result.returncode == 0 and result.stdout.strip() == (
+        f"http://127.0.0.1:8800/#token={token}"
+    )
+    page = tmp_path / "screen.html"
+    result = bridge("screen-url", "--config", cfg, "--html", str(page))
+    assert result.returncode == 0 and result.stdout.strip() == f"file://{page}"
+    assert stat.S_IMODE(page.stat().st_mode) == 0o600 and token in page.read_text()
+
+
+def test_the_token_group_reads_the_token_and_nobody_else(tmp_path: Path) -> None:
+    group = grp.getgrgid(os.getgid()).gr_name
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    path = folder / "api-token"
+    token = load_or_create_token(path, group)
+    info = path.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o640 and info.st_gid == os.getgid()
+    assert stat.S_IMODE(folder.stat().st_mode) & 0o050 == 0o050  # the group may enter
+    assert load_or_create_token(path, group) == token
+    assert load_or_create_token(path) != token  # no group configured now: replaced
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    cfg = config(tmp_path, f'[api]\ntoken_group = "{group}"\n')
+    one_sentence(bridge("run", "--config", cfg), 3, "needs 'api.token_file' outside the data")

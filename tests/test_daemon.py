@@ -4,8 +4,11 @@ service commands around them: configuration, devices, forget, doctor, logs."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
+import os
+import socket
 import subprocess
 import sys
 from functools import partial
@@ -15,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from bridge import cli, daemon, doctor
+from bridge import cli, daemon, doctor, systemd
 from bridge import messages as m
 from bridge.central import Phone
 from bridge.config import ApiConfig, Config, ConfigError, DebugConfig, load_config
@@ -338,3 +341,52 @@ def test_the_bumble_backend_loads_bumbles_host_but_not_the_virtual_radio() -> No
     assert "bumble.device" in loaded and "transports.bumble_host" in loaded
     unwanted = ("bumble.controller", "bumble.link", "transports.bumble_radio", "bridge.world")
     assert [n for n in loaded if n in unwanted] == []
+
+
+# -- systemd --------------------------------------------------------------------------------
+
+
+async def test_the_service_tells_systemd_it_is_ready_and_feeds_the_watchdog(
+    aio: Any, autojump_clock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await notify.bind(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    monkeypatch.setenv("WATCHDOG_USEC", "10000000")  # WatchdogSec=10
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    world = RadioWorld(tmp_path / "world", clock_ms=clock_ms_from_trio())
+    messages: list[tuple[float, str]] = []
+    try:
+        central = await world.start_central()
+        async with trio.open_nursery() as nursery:
+            assert messages == []  # nothing before it serves
+            await nursery.start(partial(daemon.serve, config_for(tmp_path), radio=central))
+            with trio.move_on_after(21):
+                while True:
+                    data = await notify.recv(4096)
+                    messages.append((trio.current_time(), data.decode()))
+            nursery.cancel_scope.cancel()
+    finally:
+        world.close()
+        notify.close()
+    texts = [text for _, text in messages]
+    assert texts[0].startswith("READY=1\nSTATUS=serving 0 paired phone(s)")
+    pings = [t for t, text in messages if text == "WATCHDOG=1"]
+    assert len(pings) >= 4 and all(round(b - a) == 5 for a, b in itertools.pairwise(pings))
+
+
+def test_without_systemd_nothing_is_sent() -> None:
+    assert systemd.notify("READY=1", {}) is False
+    assert systemd.watchdog_interval({}) is None
+    assert systemd.watchdog_interval({"WATCHDOG_USEC": "10", "WATCHDOG_PID": "1"}) is None
+
+
+def test_the_unit_file_uses_notify_and_does_not_restart_on_configuration_errors() -> None:
+    unit = (Path(__file__).parents[1] / "packaging" / "ble-bridge.service").read_text()
+    settings = dict(
+        line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#")
+    )
+    assert settings["Type"] == "notify" and int(settings["WatchdogSec"]) > 0
+    assert set(settings["RestartPreventExitStatus"].split()) == {
+        str(cli.EXIT_USAGE), str(cli.EXIT_CONFIG), str(cli.EXIT_BUSY),
+    }  # fmt: skip

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from bridge.api import screen_launcher
 from tests.helpers import needed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,3 +159,17 @@ def test_the_screen_asks_for_the_token_when_it_has_none(demo: Demo, page: Page) 
     page.locator("#login-token").fill(url.split("#token=")[1])
     page.locator("#login-form button").click()
     expect(page.locator("#status")).to_have_text("connected", timeout=20_000)
+
+
+def test_the_kiosk_launcher_opens_the_screen_with_its_token(
+    demo: Demo, page: Page, tmp_path: Path
+) -> None:
+    """What the kiosk unit opens: a file:// page (bridge screen-url --html) that goes on
+    to the screen with the token, which never is on Chromium's command line."""
+    url = demo.wait_for(lambda line: line.startswith("screen: ")).split(" ", 1)[1]
+    launcher = tmp_path / "screen.html"
+    launcher.write_text(screen_launcher(url))
+    page.goto(f"file://{launcher}")
+    expect(page.locator("#status")).to_have_text("connected", timeout=20_000)
+    assert page.url.startswith("http://127.0.0.1:") and "token" not in page.url
+    shot(page, "kiosk")
