@@ -216,6 +216,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return EXIT_USAGE
         status = EXIT_FAILED
         try:
+            if args.capture is not None:  # first: the key log may be meant to go in it
+                args.capture.mkdir(parents=True, exist_ok=True)
             common = {
                 "drop": not args.no_drop,
                 "realtime": args.realtime,
@@ -224,8 +226,6 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 "data_dir": args.data_dir,
                 "keylog": KeyLog(args.keylog) if args.keylog else None,
             }
-            if args.capture is not None:
-                args.capture.mkdir(parents=True, exist_ok=True)
             # the demos load trio.testing (and through it pytest, where installed): only
             # when asked, so that ``bridge run`` does not carry them
             if args.radio == "bumble":

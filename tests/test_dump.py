@@ -347,3 +347,109 @@ def test_follow_reads_a_capture_as_it_grows(demo: Path, tmp_path: Path) -> None:
     _, whole = run(demo / "head-unit.btsnoop", "--json")
     assert code == 0 and len(polls) == 2
     assert followed == whole
+
+
+# -- JSON Lines in every mode, filters that say when they match nothing -----------------------
+
+
+def test_json_frames_carry_the_messages_own_fields(demo: Path) -> None:
+    code, out = run(demo / "head-unit.btsnoop", "--keylog", demo / "keys.log", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0
+    maneuver = next(r for r in rows if r.get("type") == "maneuver")
+    assert maneuver["fields"]["display_unit"] in ("meters", "kilometers", "feet", "miles", "yards")
+    assert isinstance(maneuver["fields"]["distance_m"], int)
+    chunk = next(r for r in rows if r.get("type") == "bulk_chunk")
+    assert chunk["fields"]["data"]["length"] > 0 and "hex" not in chunk["fields"]["data"]
+    hello = next(r for r in rows if r.get("type") == "hello")
+    assert hello["fields"]["name"] in ("Pixel 9", "iPhone 16", "Car", "Head unit")
+    assert not any("fields" in r for r in rows if r.get("type") == "handshake")
+
+
+@pytest.mark.parametrize("name", ["revcar_btsnoop_hci.log", "yeelock_btsnoop_hci.log"])
+def test_the_att_summary_of_a_capture_without_the_bridge_is_json_lines(name: str) -> None:
+    capture = SHARED / name
+    if not capture.exists():
+        if os.environ.get("BRIDGE_REQUIRE_SHARED"):
+            pytest.fail(f"{capture} is missing: ../shared must be beside the repository")
+        pytest.skip(f"{capture} is not there (../shared is not beside the repository)")
+    _, text = run(capture)
+    code, out = run(capture, "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and rows[0]["kind"] == "capture" and rows[0]["bridge"] is False
+    att = [r for r in rows if r["kind"] == "att"]
+    assert sum(r["packets"] for r in att) == rows[0]["att_packets"] == int(text.split()[10])
+
+
+def test_stats_are_labelled_honour_the_filters_and_come_as_json(demo: Path) -> None:
+    keys = demo / "keys.log"
+    _, out = run(demo / "head-unit.btsnoop", "--keylog", keys, "--stats")
+    table = out[out.index("statistics") :].splitlines()
+    assert table[1].split() == [
+        "device", "channel", "frames", "bytes", "largest", "crypto", "%", "repeats",
+        "reassembly", "ms",
+    ]  # fmt: skip
+    rows = [line for line in table[2:] if "%" in line and not line.strip()[0].islower()]
+    shares = [float(line.split("%")[0].split()[-1]) for line in rows]
+    assert shares and all(0 <= s <= 100 for s in shares) and max(shares) > 0
+    assert any(line.strip().startswith("connection handle 0x") for line in table)
+    assert any(line.strip().startswith("frames: ") for line in table)  # the legend
+    _, out = run(demo / "head-unit.btsnoop", "--keylog", keys, "--stats", "--json",
+                 "--device", "iPhone 16")  # fmt: skip
+    rows = [json.loads(line) for line in out.splitlines()]
+    stats = [r for r in rows if r["kind"] == "stats"]
+    assert stats and {r["device"] for r in stats} == {"iPhone 16"}
+    assert all(0 < r["crypto_percent"] <= 100 for r in stats if r["channel"] != "control")
+    assert {r["kind"] for r in rows} == {"frame", "stats", "stream"}
+
+
+def test_filters_that_match_nothing_say_so_and_unknown_names_are_usage_errors(
+    demo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = demo / "head-unit.btsnoop"
+    with pytest.raises(SystemExit) as usage:
+        run(capture, "--type", "manoeuvre")
+    assert usage.value.code == cli.EXIT_USAGE
+    assert "unknown --type manoeuvre" in capsys.readouterr().err
+    assert run(capture, "--device", "Nokia 3310")[0] == cli.EXIT_USAGE
+    assert "no device nokia 3310" in capsys.readouterr().err
+    code, out = run(capture, "--keylog", demo / "keys.log", "--type", "dismiss")
+    assert code == 0 and out == ""
+    assert "no frame matched the filters" in capsys.readouterr().err
+    code, out = run(capture, "--channel", "nav")  # no key log: nav frames are encrypted
+    err = capsys.readouterr().err
+    assert code == 0 and "encrypted records have no channel" in err and "--keylog" in err
+
+
+def test_follow_reads_the_key_log_again_as_it_grows(tmp_path: Path) -> None:
+    """Following a capture as it is written: the reconnection's keys are logged after
+    following started, and its frames decrypt all the same."""
+    status = simulated_demo.main(
+        "android", seed=1, drop=True, realtime=False, out=io.StringIO(),
+        keylog=KeyLog(tmp_path / "keys.log"), capture=tmp_path,
+    )  # fmt: skip
+    assert status == 0
+    packets = list(read_capture((tmp_path / "head-unit.pcapng").read_bytes()))
+    drop = next(i for i, p in enumerate(packets) if p.data[:1] == b"\x05")  # disconnection
+    sessions = list(dict.fromkeys((tmp_path / "keys.log").read_text().splitlines(True)))
+    assert len(sessions) == 2  # the pairing, then the reconnection (KK)
+    growing, keys = tmp_path / "growing.pcapng", tmp_path / "growing-keys.log"
+    growing.write_bytes(_pcapng(packets[: drop + 1]))  # up to the drop...
+    keys.write_text(sessions[0])  # ...when only the first session was logged
+    polls: list[int] = []
+
+    def wait(seconds: float) -> None:  # then the reconnection is logged and captured
+        polls.append(1)
+        if len(polls) == 1:
+            keys.write_text("".join(sessions))
+            growing.write_bytes(_pcapng(packets))
+        else:
+            raise KeyboardInterrupt
+
+    out = io.StringIO()
+    code = cli.main([str(growing), "--follow", "--keylog", str(keys)], out=out, wait=wait)
+    whole = tmp_path / "whole.pcapng"
+    whole.write_bytes(_pcapng(packets))
+    _, expected = run(whole, "--keylog", tmp_path / "keys.log")
+    assert code == 0 and len(polls) == 2
+    assert out.getvalue() == expected and "encrypted, " not in expected

@@ -28,7 +28,7 @@ from bridge.errors import ProtocolError
 from pairing.keylog import read_keylog
 from tools.dump.att import AttPdu, AttTracker
 from tools.dump.capture import CaptureError, HciPacket, read_capture
-from tools.dump.decode import ARROWS, Decoder, Item
+from tools.dump.decode import ARROWS, Decoder, Item, type_names
 from tools.dump.diag import diag
 
 EXIT_OK, EXIT_BAD_CAPTURE, EXIT_USAGE, EXIT_BAD_KEYLOG = 0, 1, 2, 3
@@ -121,35 +121,63 @@ def _line(item: Item, start: float, verbose: bool) -> str:
     return text.rstrip()
 
 
-def _no_bridge(dump: Dump, name: str, out: TextIO) -> None:
-    print(f"{name}: no bridge service found ({dump.packets} HCI packets)", file=out)
-    if not dump.pdus:
-        print("no ATT traffic", file=out)
-        return
-    print(f"ATT traffic: {len(dump.pdus)} packets", file=out)
+def _no_bridge(dump: Dump, name: str, out: TextIO, as_json: bool) -> None:
+    """What a capture without the bridge holds: its ATT traffic per connection, opcode
+    and handle (JSON Lines with ``as_json``: one object per count, after a summary)."""
+    if as_json:
+        summary = {"kind": "capture", "bridge": False, "hci_packets": dump.packets,
+                   "att_packets": len(dump.pdus)}  # fmt: skip
+        print(json.dumps(summary), file=out)
+    else:
+        print(f"{name}: no bridge service found ({dump.packets} HCI packets)", file=out)
+        if not dump.pdus:
+            print("no ATT traffic", file=out)
+            return
+        print(f"ATT traffic: {len(dump.pdus)} packets", file=out)
     for conn in dump.att.connections:
         pdus = [p for p in dump.pdus if p.connection is conn]
         if not pdus:
             continue
         role = {True: "central", False: "peripheral", None: "role unknown"}[conn.central]
-        print(f"  connection {conn.label} (this host {role}): {len(pdus)} ATT packets", file=out)
+        if not as_json:
+            print(
+                f"  connection {conn.label} (this host {role}): {len(pdus)} ATT packets", file=out
+            )
         counts = Counter((p.name, p.handle) for p in pdus)
         for (opname, handle), n in sorted(counts.items(), key=lambda kv: (kv[0][1] or 0, kv[0][0])):
+            if as_json:
+                row = {
+                    "kind": "att", "connection": conn.label, "connection_handle": conn.handle,
+                    "this_host": role, "opcode": opname, "handle": handle, "packets": n,
+                }  # fmt: skip
+                print(json.dumps(row), file=out)
+                continue
             where = f" 0x{handle:04x}" if handle is not None else ""
             print(f"    {n:5d}  {opname}{where}", file=out)
 
 
-def _stats(dump: Dump, items: list[Item], out: TextIO) -> None:
-    print("\nstatistics", file=out)
+STATS_LEGEND = """\
+  frames: records decoded or listed; bytes: their bytes on the air (records, segment
+  headers excluded); largest: the largest record; crypto %: the encryption's 17 bytes per
+  record as a share of those bytes; repeats: frames sent again with a seq already seen
+  (resends after a reconnect); reassembly ms: the longest a record took from its first
+  segment to its last"""
+
+
+def _stats(dump: Dump, items: list[Item], out: TextIO, as_json: bool) -> None:
+    """Per device and channel, then per segment stream; ``items`` are the ones the
+    filters kept."""
     rows: dict[tuple[str, str], list[Item]] = {}
     for item in items:
         if item.kind in ("frame", "encrypted"):
             rows.setdefault((item.device, item.channel or "encrypted"), []).append(item)
-    print(
-        f"  {'device':<18} {'channel':<10} {'frames':>6} {'bytes':>8} {'enc %':>6} "
-        f"{'largest':>7} {'repeats':>7} {'asm ms':>7}",
-        file=out,
-    )
+    if not as_json:
+        print("\nstatistics", file=out)
+        print(
+            f"  {'device':<18} {'channel':<10} {'frames':>6} {'bytes':>8} {'largest':>7} "
+            f"{'crypto %':>8} {'repeats':>7} {'reassembly ms':>13}",
+            file=out,
+        )
     for (device, channel), group in sorted(rows.items()):
         size = sum(i.size for i in group)
         encrypted = sum(17 for i in group if i.decrypted or i.kind == "encrypted")
@@ -161,21 +189,41 @@ def _stats(dump: Dump, items: list[Item], out: TextIO) -> None:
                 repeats += key in seen
                 seen.add(key)
         assembly = max(i.assembly for i in group) * 1000
+        share = 100 * encrypted / max(size, 1)
+        largest = max(i.size for i in group)
+        name = SHORT.get(channel, channel)
+        if as_json:
+            row = {"kind": "stats", "device": device, "channel": channel, "frames": len(group),
+                   "bytes": size, "largest": largest, "crypto_percent": round(share, 1),
+                   "repeats": repeats, "reassembly_ms": round(assembly, 1)}  # fmt: skip
+            print(json.dumps(row, ensure_ascii=False), file=out)
+            continue
         print(
-            f"  {device:<18} {SHORT.get(channel, channel):<10} {len(group):>6} {size:>8} "
-            f"{100 * encrypted / max(size - encrypted, 1):>5.1f}% {max(i.size for i in group):>7} "
-            f"{repeats:>7} {assembly:>7.1f}",
+            f"  {device:<18} {name:<10} {len(group):>6} {size:>8} {largest:>7} "
+            f"{share:>7.1f}% {repeats:>7} {assembly:>13.1f}",
             file=out,
         )
+    kept = {(i.connection, i.direction) for i in items}
     for (conn_key, direction), stream in sorted(dump.decoder.streams().items()):
+        if (conn_key, direction) not in kept:
+            continue
         mine = [i for i in items if i.connection == conn_key and i.direction == direction]
         payload = sum(i.size for i in mine) or 1
+        connection = f"handle 0x{conn_key[1]:04x} (#{conn_key[2]})"
+        header = 100 * stream.header_bytes / payload
+        if as_json:
+            row = {"kind": "stream", "connection": connection, "connection_handle": conn_key[1],
+                   "direction": direction, "segments": stream.segments,
+                   "header_percent": round(header, 1), "gaps": stream.gaps}  # fmt: skip
+            print(json.dumps(row), file=out)
+            continue
         print(
-            f"  stream {conn_key[1]:#06x}#{conn_key[2]} {ARROWS[direction]}: "
-            f"{stream.segments} segments, header {100 * stream.header_bytes / payload:.1f}% of "
-            f"records, {stream.gaps} gaps",
+            f"  connection {connection} {ARROWS[direction]}: {stream.segments} segments, "
+            f"segment headers {header:.1f}% of record bytes, {stream.gaps} sequence gaps",
             file=out,
         )
+    if not as_json:
+        print(STATS_LEGEND, file=out)
 
 
 def main(
@@ -183,8 +231,20 @@ def main(
     out: TextIO | None = None,
     wait: Callable[[float], None] = time.sleep,  # --follow's pause between reads
 ) -> int:
-    out = out or sys.stdout
-    args = _parser().parse_args(argv)
+    try:
+        return _main(argv, out or sys.stdout, wait)
+    except BrokenPipeError:  # piped into head: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: list[str] | None, out: TextIO, wait: Callable[[float], None]) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    unknown = set(args.type or []) - type_names() - {"encrypted", "credit", "error"}
+    if unknown:
+        names = ", ".join(sorted(type_names()))
+        parser.error(f"unknown --type {', '.join(sorted(unknown))}; the types are: {names}")
     keys = {}
     if args.keylog is not None:
         try:
@@ -196,12 +256,22 @@ def main(
         {d.lower() for d in args.device or []}, _channels(args.channel), set(args.type or [])
     )
     dump = Dump(Decoder(keys))
+
+    def reload_keys() -> None:  # --follow: sessions logged after we started
+        if args.keylog is not None:
+            with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+                dump.decoder.keys.update(read_keylog(args.keylog))
+
     items: list[Item] = []
+    kept: list[Item] = []
+    seen_devices: set[str] = set()
     try:
-        for item, pdu in _run(dump, args.capture, args.follow, wait):
+        for item, pdu in _run(dump, args.capture, args.follow, wait, reload_keys):
             items.append(item)
+            seen_devices |= {item.device.lower(), pdu.connection.label.lower()}
             if not filters.keep(item, pdu.connection.label):
                 continue
+            kept.append(item)
             if args.json:
                 print(json.dumps(item.to_json(), ensure_ascii=False), file=out)
             else:
@@ -209,33 +279,52 @@ def main(
     except CaptureError as e:
         print(f"bridge-dump: {args.capture}: {e}", file=sys.stderr)
         return EXIT_BAD_CAPTURE
-    except BrokenPipeError:  # piped into head: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
     except OSError as e:
+        if isinstance(e, BrokenPipeError):
+            raise
         print(f"bridge-dump: cannot read {args.capture}: {e.strerror or e}", file=sys.stderr)
         return EXIT_BAD_CAPTURE
     except KeyboardInterrupt:
         pass
-    if not dump.decoder.bridge_connections and not args.json:
-        _no_bridge(dump, str(args.capture), out)
-    encrypted = any(i.kind == "encrypted" for i in items)
-    if keys and encrypted and not any(i.decrypted for i in items):
+    if not dump.decoder.bridge_connections:
+        _no_bridge(dump, str(args.capture), out, args.json)
+        return EXIT_OK
+    missing = filters.devices - seen_devices
+    if missing:
+        known = ", ".join(sorted({i.device for i in items})) or "none"
+        print(
+            f"bridge-dump: no device {', '.join(sorted(missing))} in {args.capture} "
+            f"(devices: {known})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    encrypted = sum(i.kind == "encrypted" for i in items)
+    if dump.decoder.keys and encrypted and not any(i.decrypted for i in items):
         print("bridge-dump: no session in the key log matches this capture", file=sys.stderr)
+    if filters.channels and encrypted:
+        print(
+            f"bridge-dump: {encrypted} encrypted records have no channel to filter on"
+            + ("" if args.keylog else ": give their key log (--keylog) to see them"),
+            file=sys.stderr,
+        )
+    if not kept and (filters.devices or filters.channels or filters.types):
+        print(f"bridge-dump: no frame matched the filters ({len(items)} in all)", file=sys.stderr)
     if args.stats:
-        _stats(dump, items, out)
+        _stats(dump, kept, out, args.json)
     return EXIT_OK
 
 
 def _run(
-    dump: Dump, path: Path, follow: bool, wait: Callable[[float], None]
-) -> Iterator[tuple[Item, AttPdu]]:
+    dump: Dump, path: Path, follow: bool, wait: Callable[[float], None],
+    reload_keys: Callable[[], None],
+) -> Iterator[tuple[Item, AttPdu]]:  # fmt: skip
     if not follow:
         yield from dump.feed(read_capture(path.read_bytes()))
         return
     done, size = 0, -1
     while True:  # ends with Ctrl-C
         if path.stat().st_size != size:  # read again only when the file grew
+            reload_keys()  # a reconnection's keys are logged as its handshake ends
             data = path.read_bytes()
             size = len(data)
             packets = list(read_capture(data, partial_ok=True))

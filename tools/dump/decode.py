@@ -20,8 +20,10 @@ an ``error``, never exceptions.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from bridge import gatt
@@ -60,6 +62,7 @@ class Item:
     cbor: bytes | None = None  # the frame's encoding (decrypted if it was encrypted)
     connection: tuple[int, int, int] = (0, 0, 0)  # AttTracker's connection key
     assembly: float = 0.0  # seconds from the record's first segment to its last
+    fields: dict[str, Any] | None = None  # the decoded message's fields (JSON values)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -80,6 +83,8 @@ class Item:
             out["decrypted"] = True
         if self.frame is not None:
             out["seq"] = self.frame.seq
+        if self.fields is not None:
+            out["fields"] = self.fields
         return out
 
 
@@ -245,8 +250,37 @@ class Decoder:
                 pass
         return self._item(
             pdu, direction, "frame", size, channel=channel, type=type_name,
-            summary=summary, frame=frame, cbor=encoded,
+            summary=summary, frame=frame, cbor=encoded, fields=message_fields(frame),
         )  # fmt: skip
+
+
+def message_fields(frame: Frame) -> dict[str, Any] | None:
+    """The frame's message as JSON values: its fields by name (enums by their names,
+    bytes as their length and, when short, hex), or None if it is no application
+    message (handshake, ACK, ...) or does not decode."""
+    if frame.channel is Channel.CONTROL and frame.type not in (
+        ControlType.HELLO,
+        ControlType.ERROR,
+    ):
+        return None
+    try:
+        message = m.decode_message(frame.channel, frame.type, frame.body)
+    except ProtocolError:
+        return None
+    fields: dict[str, Any] = _json_value(message)  # a message is a dataclass
+    return fields
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.name.lower()
+    if isinstance(value, bytes):
+        return {"length": len(value), **({"hex": value.hex()} if len(value) <= 64 else {})}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
 
 
 def _enum_name(enum: type[Any], value: object) -> str:
@@ -281,6 +315,11 @@ def describe(frame: Frame) -> tuple[str, str]:
     except ProtocolError as e:
         return f"type {frame.type}", f"not a valid message: {e}"
     return _snake(type(message).__name__), summarize(message)
+
+
+def type_names() -> set[str]:
+    """Every name :func:`describe` gives a frame's type (what ``--type`` may name)."""
+    return {_snake(cls.__name__) for cls in m.ALL} | {t.name.lower() for t in ControlType}
 
 
 def _snake(name: str) -> str:
