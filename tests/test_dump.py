@@ -453,3 +453,41 @@ def test_follow_reads_the_key_log_again_as_it_grows(tmp_path: Path) -> None:
     _, expected = run(whole, "--keylog", tmp_path / "keys.log")
     assert code == 0 and len(polls) == 2
     assert out.getvalue() == expected and "encrypted, " not in expected
+
+
+def test_the_wireshark_dissector_decrypts_with_the_key_log(demo: Path, tshark: str) -> None:
+    """With the key log preference the Lua dissector opens (and checks) every record
+    bridge-dump decrypts, and finds in it the same frames: channel and sequence number."""
+    capture, keys = demo / "head-unit.btsnoop", demo / "keys.log"
+    fields = ["frame.number", "bridge.direction", "bridge.record.decrypted",
+              "bridge.frame.channel", "bridge.frame.seq"]  # fmt: skip
+    out = subprocess.run(
+        [tshark, "-X", f"lua_script:{LUA}", "-o", f"bridge.keylog:{keys}", "-r", str(capture),
+         "-Y", "bridge.record.encrypted == 1", "-T", "fields",
+         *(a for f in fields for a in ("-e", f))],
+        capture_output=True, text=True, check=True, timeout=300,
+    ).stdout  # fmt: skip
+    rows = [dict(zip(fields, line.split("\t"), strict=True)) for line in out.splitlines()]
+    assert rows and all(r["bridge.record.decrypted"] == "1" for r in rows)
+    channels = {"control": 0, "navigation": 1, "audio": 2, "messaging": 3, "bulk": 4}
+    seen = [
+        (int(r["frame.number"]), r["bridge.direction"], int(r["bridge.frame.channel"]),
+         int(r["bridge.frame.seq"]) if r["bridge.frame.seq"] else None)
+        for r in rows
+    ]  # fmt: skip
+    _, dumped = run(capture, "--keylog", keys, "--json")
+    items = [json.loads(line) for line in dumped.splitlines()]
+    wanted = [
+        (i["frame"], i["direction"], channels[i["channel"]], i["seq"])
+        for i in items if i.get("decrypted")
+    ]  # fmt: skip
+    assert seen == wanted
+    # a key log of other sessions decrypts nothing, and says so in the field
+    other = demo.parent / "other-keys.log"
+    other.write_text(f"BRIDGE_V0 {'00' * 32} {'11' * 32} {'22' * 32}\n")
+    out = subprocess.run(
+        [tshark, "-X", f"lua_script:{LUA}", "-o", f"bridge.keylog:{other}", "-r", str(capture),
+         "-Y", "bridge.record.encrypted == 1", "-T", "fields", "-e", "bridge.record.decrypted"],
+        capture_output=True, text=True, check=True, timeout=300,
+    ).stdout  # fmt: skip
+    assert set(out.split()) == {"0"}
