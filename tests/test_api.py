@@ -26,11 +26,16 @@ from bridge.api import (
     MAX_UNAUTHENTICATED,
     SCREEN,
     ApiClient,
+    ApiState,
     load_or_create_token,
 )
+from bridge.central import HeadUnit, PairingAttemptFailed, Phone
 from bridge.config import ApiConfig, Config
+from bridge.headunit import DeviceEvent, PhoneDevice
 from bridge.scenarios import ART
+from bridge.session import PeerSession
 from bridge.world import RadioWorld
+from pairing.trust import TrustStore
 from tools.screen_demo import service_with_phones
 
 
@@ -298,3 +303,20 @@ def test_a_weak_or_readable_token_file_is_replaced(
     assert new != content and len(new) >= 32 and "was replaced" in caplog.text
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text().strip() == new
     assert load_or_create_token(path) == new  # a good one is kept
+
+
+def test_a_failed_pairing_attempt_reaches_every_client(tmp_path: Path) -> None:
+    """What the screen shows and bridge pair's user reads: the attempt, the count and
+    whether pairing mode ended."""
+    radio: Any = None  # never used: the head unit does not run
+    hu = HeadUnit(radio, TrustStore(tmp_path / "hu"), tmp_path / "hu", clock_ms=lambda: 0)
+    state = ApiState(hu, clock_ms=lambda: 0)
+    events = state.listen()
+    hu.pairing_mode = False  # the third failure ended it
+    session = PeerSession("new phone")
+    phone = Phone(session, PhoneDevice(session, clock_ms=lambda: 0))
+    state.on_device_event(phone, DeviceEvent("pairing_attempt", PairingAttemptFailed(3, 3, True)))
+    assert events.receive_nowait() == {
+        "event": "pairing_attempt_failed", "failed": 3, "limit": 3, "pairing": False,
+    }  # fmt: skip
+    assert events.receive_nowait() == {"event": "pairing", "on": False}

@@ -389,8 +389,8 @@ def test_stats_are_labelled_honour_the_filters_and_come_as_json(demo: Path) -> N
         "device", "channel", "frames", "bytes", "largest", "crypto", "%", "repeats",
         "reassembly", "ms",
     ]  # fmt: skip
-    rows = [line for line in table[2:] if "%" in line and not line.strip()[0].islower()]
-    shares = [float(line.split("%")[0].split()[-1]) for line in rows]
+    lines = [line for line in table[2:] if "%" in line and not line.strip()[0].islower()]
+    shares = [float(line.split("%")[0].split()[-1]) for line in lines]
     assert shares and all(0 <= s <= 100 for s in shares) and max(shares) > 0
     assert any(line.strip().startswith("connection handle 0x") for line in table)
     assert any(line.strip().startswith("frames: ") for line in table)  # the legend

@@ -87,11 +87,25 @@ function onEvent(event) {
     case "pairing":
       state.pairing = event.on;
       break;
+    case "pairing_attempt_failed": {  // someone may have seen a code this head unit fixed
+      const ended = event.pairing ? "" : " Pairing is off now; switch it on to try again.";
+      showNotice(`A pairing attempt failed (${event.failed} of ${event.limit}).${ended}`);
+      state.pairing = event.pairing;
+      break;
+    }
     default:
       if ("reply_to" in event && !event.ok) console.warn("refused:", event.error);
       return;
   }
   render();
+}
+
+function showNotice(text) {
+  const notice = $("notice");
+  notice.textContent = text;
+  notice.hidden = false;
+  clearTimeout(showNotice.timer);
+  showNotice.timer = setTimeout(() => { notice.hidden = true; }, 20_000);
 }
 
 function render() {
