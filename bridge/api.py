@@ -263,7 +263,7 @@ class ApiState:
     def _prompt_json(self, prompt: PairingPrompt) -> dict[str, Any]:
         peer = prompt.event.peer
         return {
-            "id": prompt.id, "name": peer.name, "platform": peer.platform,
+            "id": prompt.id, "name": peer.display_name, "platform": peer.platform,
             "code": prompt.event.code,
         }  # fmt: skip
 

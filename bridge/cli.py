@@ -263,7 +263,7 @@ def _pair(args: argparse.Namespace, config: Config) -> int:
         return EXIT_USAGE
 
     async def confirm(phone: Any, event: CodeToConfirm) -> bool:
-        print(f"\n{event.peer.name} ({event.peer.platform}) asks to pair.")
+        print(f"\n{event.peer.display_name} ({event.peer.platform}) asks to pair.")
         return await ask_code(event.code)
 
     async def confirm_request(request: dict[str, Any]) -> bool:

@@ -219,7 +219,7 @@ class _Driver:
             screen.show("LINK", f"{event.reason}; reconnecting")
         elif isinstance(event, CodeToConfirm):
             again = " again (this head unit knew it before)" if event.re_pairing else ""
-            screen.show("PAIR", f"pair with {event.peer.name!r}{again}? code {event.code}")
+            screen.show("PAIR", f"pair with {event.peer.display_name!r}{again}? code {event.code}")
             accepted = await self.confirm(event.code)
             screen.show("TOUCH", f"driver taps {'Confirm' if accepted else 'Reject'}")
             self.session.confirm_pairing(accepted)

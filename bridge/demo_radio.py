@@ -100,7 +100,7 @@ async def run_radio_demo(
 
             async def ask(phone: Phone, event: CodeToConfirm) -> bool:
                 screen.show(
-                    "HEAD UNIT", "PAIR", f"pair with {event.peer.name!r}? code {event.code}"
+                    "HEAD UNIT", "PAIR", f"pair with {event.peer.display_name!r}? code {event.code}"
                 )
                 accepted = await confirm(event.code)
                 screen.show(

@@ -29,6 +29,7 @@ including the PAIRING frames of the comparison, is in encrypted records.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 from collections import deque
@@ -73,9 +74,9 @@ class Step(IntEnum):
 class PairingKind(IntEnum):
     """``0`` key in a PAIRING frame body (2 is not used: the commitment is in XX 2)."""
 
-    STATUS = 1  # phone: {1: true}: we both know each other, no comparison needed
+    STATUS = 1  # phone: {1: true, 3: name}: we both know each other, no comparison needed
     NONCE = 3  # phone: {1: Nb} (the head unit's Na was in XX 3)
-    CONFIRM = 4  # either: {1: accepted}
+    CONFIRM = 4  # either: {1: accepted}; the phone's true adds {2: IRK, 3: name}
 
 
 class InfoKey(IntEnum):
@@ -89,11 +90,17 @@ class InfoKey(IntEnum):
 
 @dataclass(frozen=True)
 class PeerIdentity:
-    """Who the other side proved to be."""
+    """Who the other side proved to be. A phone's ``name`` is "" until it has confirmed a
+    first pairing: it does not say its name to a head unit before the comparison."""
 
     static_key: bytes
     name: str
     platform: str
+
+    @property
+    def display_name(self) -> str:
+        """The name, or what to call a device that has not said it yet."""
+        return self.name or f"a new {self.platform} device"
 
 
 @dataclass(frozen=True)
@@ -258,12 +265,16 @@ class Handshake:
     def _send_handshake(self, body: Body) -> None:
         self._out.append((False, self.HANDSHAKE_TYPE, body))
 
-    def _send_pairing(self, kind: PairingKind, value: object = None, extra: object = None) -> None:
+    def _send_pairing(
+        self, kind: PairingKind, value: object = None, extra: object = None, name: str = ""
+    ) -> None:
         body: Body = {0: int(kind)}
         if value is not None:
             body[1] = value
         if extra is not None:
             body[2] = extra
+        if name:
+            body[3] = name
         self._out.append((True, self.PAIRING_TYPE, body))
 
     def abort(self, reason: str, *, by_peer: bool) -> None:
@@ -295,8 +306,12 @@ class Handshake:
         self._send_handshake({0: Step.MESSAGE, 1: int(mode), 2: self._noise.write_message(payload)})
         self._first_hash = self._noise.handshake_hash
 
-    def _info(self, knows_peer: bool | None = None, value: bytes | None = None) -> bytes:
-        info: Body = {InfoKey.NAME: self._name, InfoKey.PLATFORM: self._platform}
+    def _info(
+        self, knows_peer: bool | None = None, value: bytes | None = None, *, name: bool = True
+    ) -> bytes:
+        info: Body = {InfoKey.PLATFORM: self._platform}
+        if name:
+            info[InfoKey.NAME] = self._name
         if knows_peer is not None:
             info[InfoKey.KNOWS_YOU] = knows_peer
         if value is not None:
@@ -363,7 +378,9 @@ class Handshake:
             # commit to Nb now, before the head unit reveals Na in XX 3
             self._first_hash = self._noise.handshake_hash
             self._nonce = self._random(NONCE_SIZE)
-            self._noise_write(self._info(value=commitment(self._first_hash, self._nonce)))
+            # no name: whoever sent XX 1 is not known yet; it goes with CONFIRM or STATUS
+            commit = commitment(self._first_hash, self._nonce)
+            self._noise_write(self._info(value=commit, name=False))
             return
         for key in sorted(self._trusted):  # which trusted head unit is this?
             noise = self._new_noise(Mode.KK, False, key)
@@ -396,7 +413,8 @@ class Handshake:
                 # is, it must not pair as (and be handed the messages queued for) X
                 self._fail("another device answered in place of the paired phone")
                 return
-            self._peer = PeerIdentity(rs, _text(info, 0, "name"), _text(info, 1, "platform"))
+            name = _text(info, 0, "name") if InfoKey.NAME in info else ""  # (older phones)
+            self._peer = PeerIdentity(rs, name, _text(info, 1, "platform"))
             self._peer_commit = self._bytes(info, 32, "the phone's commitment")
             self._we_know_peer = rs in self._trusted
             if not self._allow_pairing:
@@ -448,7 +466,7 @@ class Handshake:
             self._authenticate(paired_now=False)
         elif self.role is Role.PHONE:
             if self._we_know_peer and self._peer_knows_us and not self._needs_consent:
-                self._send_pairing(PairingKind.STATUS, True)
+                self._send_pairing(PairingKind.STATUS, True, name=self._name)
                 self._authenticate(paired_now=False)
             elif not self._allow_pairing:
                 self._fail("pairing is not allowed now")
@@ -470,6 +488,7 @@ class Handshake:
         if self.role is Role.HEAD_UNIT and state is _State.STATUS and kind == PairingKind.STATUS:
             if value is not True or not self._we_know_peer or self._needs_consent:
                 raise _bad("the phone claims a known pairing the head unit does not have")
+            self._take_name(body)
             self._authenticate(paired_now=False)
         elif self.role is Role.HEAD_UNIT and state is _State.STATUS and kind == PairingKind.NONCE:
             if type(value) is not bytes or len(value) != NONCE_SIZE:
@@ -490,6 +509,7 @@ class Handshake:
                 if type(irk) is not bytes or len(irk) != IRK_SIZE:
                     raise _bad("the phone's confirmation lacks its 16-byte IRK")
                 self._peer_irk = irk
+                self._take_name(body)
             self._peer_accept = value
             if not value:
                 self._fail("the other side rejected the pairing", by_peer=True)
@@ -497,6 +517,14 @@ class Handshake:
                 self._maybe_finish()
         else:
             raise _bad(f"unexpected pairing message {kind!r} in state {state.value}")
+
+    def _take_name(self, body: Body) -> None:
+        """The phone's name, which it says only once it trusts this head unit."""
+        name = body.get(3)
+        if name is not None and type(name) is not str:
+            raise _bad("the phone's name is not text")
+        if name and self._peer is not None:
+            self._peer = dataclasses.replace(self._peer, name=name[:MAX_NAME])
 
     def _show_code(self, code: str, now: float) -> None:
         assert self._peer is not None
@@ -512,7 +540,8 @@ class Handshake:
             raise LocalProtocolError("no pairing code is waiting for confirmation")
         self._local_accept = accept
         give_irk = accept and self.role is Role.PHONE and self._irk is not None
-        self._send_pairing(PairingKind.CONFIRM, accept, self._irk if give_irk else None)
+        name = self._name if accept and self.role is Role.PHONE else ""
+        self._send_pairing(PairingKind.CONFIRM, accept, self._irk if give_irk else None, name)
         if not accept:
             self._fail("pairing rejected by the user")
         else:

@@ -158,8 +158,10 @@ def test_xx_payloads_must_carry_the_commitment_and_nonce(
     original = sender._info
     forced = value
 
-    def tampered(knows_peer: bool | None = None, value: bytes | None = None) -> bytes:
-        return original(knows_peer, forced)  # the sender's payload, with C or Na replaced
+    def tampered(
+        knows_peer: bool | None = None, value: bytes | None = None, *, name: bool = True
+    ) -> bytes:
+        return original(knows_peer, forced, name=name)  # the payload, with C or Na replaced
 
     [(_, _, xx1)] = hu.outgoing()
     sender._info = tampered  # type: ignore[method-assign]
@@ -360,3 +362,15 @@ def test_a_probe_learns_nothing_from_a_phone_outside_its_pairing_mode(
     closed = [e for e in prober.events if isinstance(e, ConnectionClosed)]
     assert closed and closed[0].by_peer and "not in pairing mode" in closed[0].text
     assert not any(isinstance(e, CodeToConfirm | Authenticated) for e in prober.events)
+
+
+def test_the_phone_says_its_name_only_after_the_comparison(
+    stores: tuple[TrustStore, TrustStore],
+) -> None:
+    """XX 2 carries the phone's platform and commitment, not its name: the head unit
+    learns the name from the phone's CONFIRM, after both users accepted the code."""
+    hu, _ = _paired_session(stores)
+    (prompt,) = [e for e in hu.events if isinstance(e, CodeToConfirm)]
+    (auth,) = [e for e in hu.events if isinstance(e, Authenticated)]
+    assert prompt.peer.name == "" and prompt.peer.display_name == "a new android device"
+    assert auth.peer.name == "Pixel 9" and auth.peer.static_key == prompt.peer.static_key

@@ -100,15 +100,20 @@ def test_pair_navigate_pause_and_reply_from_the_screen(demo: Demo, page: Page) -
     page.goto(url)
     expect(page.locator("#status")).to_have_text("connected", timeout=20_000)
     # both phones ask to pair: the code is shown, confirmed by a tap
+    connected: set[str] = set()
     for _ in range(2):
         expect(page.locator("#prompt")).to_be_visible(timeout=30_000)
         code = page.locator("#prompt-code").inner_text()
         assert re.fullmatch(r"\d{3} \d{3}", code), code
         shot(page, "pairing")
-        name = page.locator("#prompt-name").inner_text()
+        name = page.locator("#prompt-name").inner_text()  # "a new android device"
+        assert re.fullmatch(r"a new (android|ios) device", name), name
         page.locator("#confirm").click()
-        connected = f"phone {name}: connected"
-        demo.wait_for(connected.__eq__, 30)
+        line = demo.wait_for(
+            lambda line: line.startswith("phone ") and line.endswith(": connected")
+            and line not in connected, 30,
+        )  # fmt: skip
+        connected.add(line)
         page.wait_for_function(  # this prompt closed (another may follow)
             "name => document.getElementById('prompt').hidden"
             " || document.getElementById('prompt-name').textContent !== name",
