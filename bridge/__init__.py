@@ -1,13 +1,12 @@
-"""The bridge: a head unit and phones sharing navigation, media and messages over BLE.
+"""The head unit: phones and tablets share navigation, media and messages with a car
+screen over BLE (docs/ARCHITECTURE.md has the layer picture).
 
-Layers, bottom up (each a module you can name):
-
-- ``transports.link``: one ATT value in, one out; the only thing that knows about radios.
-- ``bridge.segment``: frames cut to the link's payload size, lanes, credits (sans-IO).
-- ``bridge.cbor`` / ``bridge.frame``: strict CBOR frames (sans-IO).
-- ``bridge.mux``: channels, priorities, per-channel ordered acknowledged delivery (sans-IO).
-- ``bridge.connection``: the above composed for one link, with timers (sans-IO).
-- ``bridge.session``: the thin trio driver that runs a connection on a link.
+Rooms: :mod:`bridge.wire` (the protocol's bytes, sans-IO), then this package (one link's
+protocol state, the trio session, the head unit's view of each phone, its radio policy,
+the message store, the local API, the service and its configuration), then
+:mod:`bridge.emulation` (the phone side and the demos) and :mod:`bridge.cli` (the
+``bridge`` command). ``pairing`` and ``transports`` sit between the wire core and this
+package.
 """
 
 from __future__ import annotations

@@ -44,10 +44,10 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
-from bridge import messages as m
-from bridge.central import HeadUnit, PairingAttemptFailed, Phone
 from bridge.config import ConfigError
-from bridge.headunit import CommandFailed, DeviceEvent
+from bridge.phone_device import CommandFailed, DeviceEvent
+from bridge.radio_policy import HeadUnit, PairingAttemptFailed, Phone
+from bridge.wire import messages as m
 from pairing.handshake import CodeToConfirm
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
 """One link's protocol state, composed from the sans-IO layers (sans-IO itself).
 
 Strategy. A :class:`Connection` lives as long as one link. It owns a fresh
-:class:`~bridge.segment.Segmenter` and shares the peer's long-lived
-:class:`~bridge.mux.ChannelMux`, with the record layer between them::
+:class:`~bridge.wire.segment.Segmenter` and shares the peer's long-lived
+:class:`~bridge.wire.mux.ChannelMux`, with the record layer between them::
 
     packets <-> Segmenter <-> records <-> RecordLayer <-> frames <-> ChannelMux <-> messages
 
@@ -29,16 +29,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from bridge.channels import Channel, CloseCode, ControlType, Priority
-from bridge.codec import decode, encode
-from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError
-from bridge.frame import Body, Frame, decode_frame, encode_frame
-from bridge.messages import Hello
-from bridge.mux import Acknowledged, ChannelMux, MessageReceived
-from bridge.record import PlaintextRecords, RecordLayer
-from bridge.segment import INITIAL_CREDITS, MAX_CREDITS, Segmenter
+from bridge.wire.channels import Channel, CloseCode, ControlType, Priority
+from bridge.wire.codec import decode, encode
+from bridge.wire.errors import ErrorCode, LocalProtocolError, ProtocolError
+from bridge.wire.frame import Body, Frame, decode_frame, encode_frame
+from bridge.wire.messages import Hello
+from bridge.wire.mux import Acknowledged, ChannelMux, MessageReceived
+from bridge.wire.record import PlaintextRecords, RecordLayer
+from bridge.wire.segment import INITIAL_CREDITS, MAX_CREDITS, Segmenter
+from pairing.encrypted_records import EncryptedRecords
 from pairing.handshake import Authenticated, Handshake, HandshakeEvent, PairingFailed
-from pairing.records import EncryptedRecords
 
 MAX_CLOSE_TEXT = 120
 #: Decoded events held for the application before records are left in the segmenter.

@@ -1,7 +1,7 @@
 """``bridge run`` and ``bridge pair``: the head unit as a service, and pairing from a
 terminal.
 
-Strategy. Both build the same :class:`~bridge.central.HeadUnit` from the configuration
+Strategy. Both build the same :class:`~bridge.radio_policy.HeadUnit` from the configuration
 (``bridge/config.py``) on the configured radio: bleak on BlueZ (the Raspberry Pi), or a
 controller Bumble drives (a USB dongle). The data folder holds the trust store and the
 message stores; one process at a time uses it, guarded by a lock file, so ``bridge
@@ -32,10 +32,10 @@ import trio
 
 from bridge import systemd
 from bridge.api import ApiClient, ApiServer, ApiState, load_or_create_token
-from bridge.central import HeadUnit, PairingAttemptFailed, Phone, Radio
 from bridge.config import Config
 from bridge.endpoint import clock_ms_from_trio
-from bridge.headunit import DeviceEvent
+from bridge.phone_device import DeviceEvent
+from bridge.radio_policy import HeadUnit, PairingAttemptFailed, Phone, Radio
 from bridge.session import LinkDown, LinkUp
 from pairing.handshake import Authenticated, CodeToConfirm, PairingFailed
 from pairing.keylog import KeyLog
@@ -59,7 +59,7 @@ class DataFolderError(Exception):
 
 
 class JournalFormatter(logging.Formatter):
-    """``<6>bridge.central: text`` under journald, ``INFO bridge.central: text`` else."""
+    """``<6>bridge.radio_policy: text`` under journald, ``INFO bridge.radio_policy: text`` else."""
 
     def __init__(self, journald: bool) -> None:
         super().__init__("%(name)s: %(message)s")

@@ -7,8 +7,8 @@ the limit the peer announced in its HELLO before sending, never refused on recei
 Messaging frames go through the :class:`~bridge.store.MessageStore` when there is one:
 persisted in the outbox before they are accepted, deleted when acknowledged, sent again
 on start-up; on receipt, applied once per ``uid``. Subclasses (the head unit's
-:class:`~bridge.headunit.PhoneDevice`, the emulator's :class:`~bridge.phone.PhoneApp`)
-say what a message does in :meth:`Endpoint.apply`.
+:class:`~bridge.phone_device.PhoneDevice`, the emulator's
+:class:`~bridge.emulation.phone_app.PhoneApp`) say what a message does in :meth:`Endpoint.apply`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from typing import Any
 
 import trio
 
-from bridge.channels import Channel
-from bridge.codec import DEFAULT_MAX_TEXT, Message, encode
 from bridge.connection import ConnectionClosed, HelloReceived
-from bridge.errors import ErrorCode, ProtocolError, QueueFullError
-from bridge.messages import ErrorReport, Hello, decode_message
-from bridge.mux import Acknowledged, MessageReceived
 from bridge.session import PeerSession, SessionEvent
 from bridge.store import MessageStore, StoreError
+from bridge.wire.channels import Channel
+from bridge.wire.codec import DEFAULT_MAX_TEXT, Message, encode
+from bridge.wire.errors import ErrorCode, ProtocolError, QueueFullError
+from bridge.wire.messages import ErrorReport, Hello, decode_message
+from bridge.wire.mux import Acknowledged, MessageReceived
 
 log = logging.getLogger(__name__)
 

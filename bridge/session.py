@@ -1,7 +1,7 @@
 """The trio driver: runs a peer's connections on links, one link at a time (thin).
 
 Strategy. A :class:`PeerSession` is one peer (a phone, seen from the head unit, or the
-head unit, seen from a phone). It owns the peer's :class:`~bridge.mux.ChannelMux`, which
+head unit, seen from a phone). It owns the peer's :class:`~bridge.wire.mux.ChannelMux`, which
 outlives links, so messages accepted by :meth:`PeerSession.send` survive a dropped link
 and go out on the next one. :meth:`PeerSession.run_link` drives one link until it ends:
 a reader task feeds packets to the :class:`~bridge.connection.Connection`, a writer task
@@ -27,14 +27,14 @@ from dataclasses import dataclass
 
 import trio
 
-from bridge.channels import Channel
 from bridge.connection import Connection, ConnectionClosed, ConnectionConfig
 from bridge.connection import Event as ConnectionEvent
-from bridge.errors import LocalProtocolError
-from bridge.frame import Body
-from bridge.messages import Hello
-from bridge.mux import ChannelMux, MessageReceived
-from bridge.record import RecordLayer
+from bridge.wire.channels import Channel
+from bridge.wire.errors import LocalProtocolError
+from bridge.wire.frame import Body
+from bridge.wire.messages import Hello
+from bridge.wire.mux import ChannelMux, MessageReceived
+from bridge.wire.record import RecordLayer
 from pairing.handshake import Authenticated, CodeToConfirm, Handshake
 from pairing.keylog import KeyLog
 from transports.link import Link, LinkClosed, segment_size_for

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge import cbor
-from bridge.errors import ProtocolError
-from bridge.frame import Body
+from bridge.wire import cbor
+from bridge.wire.errors import ProtocolError
+from bridge.wire.frame import Body
 
 FILENAME = "messages.sqlite3"
 SEEN_KEPT = 100_000

@@ -1,5 +1,6 @@
-"""Pairing and encrypted sessions (Noise handshake, trust store, record protection).
+"""Pairing and encrypted sessions: the Noise Protocol Framework, the bridge's handshake
+(KK to reconnect, XX with a committed numeric comparison to pair), encrypted records,
+private recognition tokens, the trust store and the opt-in key log (docs/SECURITY.md).
 
-The connection core already routes every frame through a record layer
-(:class:`bridge.record.RecordLayer`); this package will provide the encrypting one.
+Sans-IO except the trust store's and key log's files; stands on :mod:`bridge.wire` only.
 """

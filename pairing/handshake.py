@@ -39,10 +39,10 @@ from enum import Enum, IntEnum
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from bridge import cbor
-from bridge.channels import ControlType
-from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError
-from bridge.frame import Body
+from bridge.wire import cbor
+from bridge.wire.channels import ControlType
+from bridge.wire.errors import ErrorCode, LocalProtocolError, ProtocolError
+from bridge.wire.frame import Body
 from pairing.noise import SUFFIX, HandshakeState
 from pairing.privacy import IRK_SIZE
 

@@ -7,7 +7,7 @@ with every primitive from ``cryptography``: X25519, ChaCha20-Poly1305, SHA-256, 
 vectors byte for byte for every ``*_25519_ChaChaPoly_SHA256`` pattern
 (``tests/test_noise.py``). Nothing here reads a clock or does I/O; ephemeral keys come
 from an injected generator so tests are exact. Any failure of the peer's bytes raises
-:class:`~bridge.errors.ProtocolError`; misuse raises ``LocalProtocolError``.
+:class:`~bridge.wire.errors.ProtocolError`; misuse raises ``LocalProtocolError``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError
+from bridge.wire.errors import ErrorCode, LocalProtocolError, ProtocolError
 
 DHLEN = 32
 HASHLEN = 32

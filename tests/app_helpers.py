@@ -9,12 +9,12 @@ from pathlib import Path
 import trio
 
 from bridge.connection import ConnectionClosed
+from bridge.emulation.phone_app import PhoneApp
 from bridge.endpoint import clock_ms_from_trio
-from bridge.headunit import DeviceEvent, PhoneDevice
-from bridge.messages import PROTOCOL_VERSIONS, Hello
-from bridge.phone import PhoneApp
+from bridge.phone_device import DeviceEvent, PhoneDevice
 from bridge.session import PeerSession
 from bridge.store import MessageStore
+from bridge.wire.messages import PROTOCOL_VERSIONS, Hello
 from transports.simulated import PROFILES, LinkProfile, SimulatedLinkPair
 
 

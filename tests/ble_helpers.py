@@ -13,12 +13,12 @@ from typing import Any
 
 import trio
 
-from bridge.central import HeadUnit, Phone, Policy
-from bridge.emulator import EmulatedPhone
+from bridge.emulation.emulator import EmulatedPhone
+from bridge.emulation.scenarios import FLAVOURS, Flavour
+from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
-from bridge.headunit import DeviceEvent
-from bridge.scenarios import FLAVOURS, Flavour
-from bridge.world import RadioWorld
+from bridge.phone_device import DeviceEvent
+from bridge.radio_policy import HeadUnit, Phone, Policy
 from pairing.handshake import CodeToConfirm
 from transports.simulated import PROFILES, LinkProfile
 

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from bridge.segment import Kind, RecordSource, Segmenter, header_byte
+from bridge.wire.segment import Kind, RecordSource, Segmenter, header_byte
 
 
 class Seq:

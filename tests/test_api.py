@@ -19,7 +19,6 @@ import trio
 from wsproto.events import CloseConnection
 
 from bridge import daemon
-from bridge import messages as m
 from bridge.api import (
     AUTH_TIMEOUT,
     CONTENT_TYPES,
@@ -29,12 +28,13 @@ from bridge.api import (
     ApiState,
     load_or_create_token,
 )
-from bridge.central import HeadUnit, PairingAttemptFailed, Phone
 from bridge.config import ApiConfig, Config
-from bridge.headunit import DeviceEvent, PhoneDevice
-from bridge.scenarios import ART
+from bridge.emulation.scenarios import ART
+from bridge.emulation.world import RadioWorld
+from bridge.phone_device import DeviceEvent, PhoneDevice
+from bridge.radio_policy import HeadUnit, PairingAttemptFailed, Phone
 from bridge.session import PeerSession
-from bridge.world import RadioWorld
+from bridge.wire import messages as m
 from pairing.trust import TrustStore
 from tools.screen_demo import service_with_phones
 

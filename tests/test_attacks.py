@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from bridge import frame as frames
-from bridge.channels import Channel, ControlType
 from bridge.connection import Connection, ConnectionClosed
-from bridge.errors import ErrorCode, ProtocolError
-from bridge.frame import Body
-from bridge.mux import ChannelMux, MessageReceived
-from bridge.segment import Segmenter
+from bridge.wire import frame as frames
+from bridge.wire.channels import Channel, ControlType
+from bridge.wire.errors import ErrorCode, ProtocolError
+from bridge.wire.frame import Body
+from bridge.wire.mux import ChannelMux, MessageReceived
+from bridge.wire.segment import Segmenter
+from pairing.encrypted_records import EncryptedRecords
 from pairing.handshake import (
     Authenticated,
     CodeToConfirm,
@@ -30,7 +31,6 @@ from pairing.handshake import (
     Role,
     comparison_code,
 )
-from pairing.records import EncryptedRecords
 from pairing.trust import TrustStore
 from tests.helpers import Seq, split_record
 from tests.pairing_helpers import handshake

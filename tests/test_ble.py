@@ -14,13 +14,13 @@ import trio
 import trio_asyncio
 from bleak.exc import BleakGATTProtocolError, BleakGATTProtocolErrorCode
 
-from bridge import messages as m
+from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
+from bridge.emulation.world import RadioWorld, pacing_for
 from bridge.endpoint import clock_ms_from_trio
-from bridge.gatt import FROM_PHONE_UUID, INFO_UUID
-from bridge.headunit import CommandFailed
-from bridge.scenarios import FLAVOURS, drive, messages, playlist
+from bridge.phone_device import CommandFailed
 from bridge.session import LinkDown, LinkUp
-from bridge.world import RadioWorld, pacing_for
+from bridge.wire import messages as m
+from bridge.wire.gatt import FROM_PHONE_UUID, INFO_UUID
 from pairing.handshake import Authenticated
 from tests.ble_helpers import TABLET, ble_world, pair_all
 from transports.ble import Sighting

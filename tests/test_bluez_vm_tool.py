@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import tools.bluez_vm.__main__ as lane
-from bridge import demo_radio
+from bridge.emulation import demo_radio
 from pairing.keylog import KeyLog
 
 

@@ -14,8 +14,8 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from bridge.central import HeadUnit, Policy
 from bridge.endpoint import clock_ms_from_trio
+from bridge.radio_policy import HeadUnit, Policy
 from pairing.privacy import make_token
 from pairing.trust import TrustStore
 from transports.link import ConnectFailed, Link

@@ -6,11 +6,11 @@ import pytest
 import trio
 import trio.testing
 
-from bridge import messages as m
-from bridge.channels import Channel
-from bridge.errors import ErrorCode
-from bridge.headunit import CommandFailed
-from bridge.phone import HISTORY
+from bridge.emulation.phone_app import HISTORY
+from bridge.phone_device import CommandFailed
+from bridge.wire import messages as m
+from bridge.wire.channels import Channel
+from bridge.wire.errors import ErrorCode
 from tests.app_helpers import Rig, hu_hello, phone_hello, wait_for
 
 LANES = [

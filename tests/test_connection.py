@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge import messages as m
-from bridge.channels import Channel
 from bridge.connection import Connection, ConnectionClosed
-from bridge.errors import ProtocolError
-from bridge.frame import Frame, encode_frame
-from bridge.mux import ChannelMux, MessageReceived
+from bridge.wire import messages as m
+from bridge.wire.channels import Channel
+from bridge.wire.errors import ProtocolError
+from bridge.wire.frame import Frame, encode_frame
+from bridge.wire.mux import ChannelMux, MessageReceived
 from tests.helpers import Seq, random_cuts, split_record
 
 FRAMES = [

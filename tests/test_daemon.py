@@ -19,12 +19,12 @@ import pytest
 import trio
 
 from bridge import cli, daemon, doctor, systemd
-from bridge import messages as m
-from bridge.central import Phone
 from bridge.config import ApiConfig, Config, ConfigError, DebugConfig, load_config
+from bridge.emulation.scenarios import FLAVOURS
+from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
-from bridge.scenarios import FLAVOURS
-from bridge.world import RadioWorld
+from bridge.radio_policy import Phone
+from bridge.wire import messages as m
 from pairing.handshake import CodeToConfirm
 from pairing.trust import TrustStore
 from tools.dump import cli as dump
@@ -301,13 +301,13 @@ def test_journald_gets_priorities(monkeypatch: pytest.MonkeyPatch) -> None:
     out = io.StringIO()
     monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
     daemon.setup_logging("info", out)
-    logging.getLogger("bridge.central").warning("two\nlines")
-    logging.getLogger("bridge.central").debug("hidden")
+    logging.getLogger("bridge.radio_policy").warning("two\nlines")
+    logging.getLogger("bridge.radio_policy").debug("hidden")
     monkeypatch.delenv("JOURNAL_STREAM")
     daemon.setup_logging("info", out)
     logging.getLogger("bridge").info("plain")
     assert out.getvalue().splitlines() == [
-        "<4>bridge.central: two | lines",
+        "<4>bridge.radio_policy: two | lines",
         "INFO bridge: plain",
     ]
 
@@ -328,7 +328,8 @@ def test_bridge_run_loads_neither_the_demos_nor_test_tools_nor_bumble() -> None:
     loaded = _modules_after("bridge.cli", "bridge.daemon", "transports.ble")
     assert "bridge.daemon" in loaded and "bleak" in loaded  # the check sees real imports
     unwanted = (
-        "bridge.demo", "bridge.demo_radio", "trio.testing", "pytest", "_pytest", "bumble",
+        "bridge.emulation", "bridge.emulation.demo", "bridge.emulation.demo_radio",
+        "trio.testing", "pytest", "_pytest", "bumble",
         "importlib.metadata",  # only `bridge doctor` asks packages their versions
     )  # fmt: skip
     assert [n for n in loaded if n in unwanted or n.startswith(("bumble.", "_pytest."))] == []
@@ -339,7 +340,12 @@ def test_the_bumble_backend_loads_bumbles_host_but_not_the_virtual_radio() -> No
     controller emulation nor our virtual radio (2 MB resident, docs/BENCHMARKS.md P6)."""
     loaded = _modules_after("bridge.cli", "bridge.daemon", "transports.bumble_dongle")
     assert "bumble.device" in loaded and "transports.bumble_host" in loaded
-    unwanted = ("bumble.controller", "bumble.link", "transports.bumble_radio", "bridge.world")
+    unwanted = (
+        "bumble.controller",
+        "bumble.link",
+        "transports.bumble_radio",
+        "bridge.emulation.world",
+    )
     assert [n for n in loaded if n in unwanted] == []
 
 

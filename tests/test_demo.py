@@ -11,7 +11,8 @@ import pytest
 import trio
 import trio.testing
 
-from bridge import cli, demo, demo_radio
+from bridge import cli
+from bridge.emulation import demo, demo_radio
 from pairing.trust import TrustStore
 from transports.simulated import PROFILES
 

@@ -9,11 +9,8 @@ from typing import Any
 import pytest
 import trio
 
-from bridge import messages as m
-from bridge.codec import encode
 from bridge.endpoint import clock_ms_from_trio
-from bridge.errors import ProtocolError
-from bridge.headunit import (
+from bridge.phone_device import (
     MAX_INBOX,
     MAX_TRANSFER_BYTES,
     MAX_TRANSFERS,
@@ -22,6 +19,9 @@ from bridge.headunit import (
 )
 from bridge.session import PeerSession
 from bridge.store import MessageStore
+from bridge.wire import messages as m
+from bridge.wire.codec import encode
+from bridge.wire.errors import ProtocolError
 from tests.app_helpers import Rig, wait_for
 
 

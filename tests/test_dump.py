@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge import demo as simulated_demo
-from bridge import demo_radio
-from bridge.errors import ProtocolError
+from bridge.emulation import demo as simulated_demo
+from bridge.emulation import demo_radio
+from bridge.wire.errors import ProtocolError
 from pairing.keylog import KeyLog
 from tools.dump import cli
 from tools.dump.att import AttTracker

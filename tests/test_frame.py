@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge import cbor
-from bridge.channels import Channel
-from bridge.errors import ErrorCode, ProtocolError
-from bridge.frame import Frame, decode_frame, encode_frame
+from bridge.wire import cbor
+from bridge.wire.channels import Channel
+from bridge.wire.errors import ErrorCode, ProtocolError
+from bridge.wire.frame import Frame, decode_frame, encode_frame
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.errors import ProtocolError
+from bridge.wire.errors import ProtocolError
 from tools.fuzz.targets import TARGETS
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bridge import cbor
-from bridge.gatt import PROTOCOL_VERSIONS, SERVICE_UUID, advertised_name, advertising_data
+from bridge.wire import cbor
+from bridge.wire.gatt import PROTOCOL_VERSIONS, SERVICE_UUID, advertised_name, advertising_data
 
 
 def test_advertisement_fits_a_legacy_packet() -> None:

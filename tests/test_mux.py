@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.channels import Channel, ControlType, Priority
-from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError, QueueFullError
-from bridge.frame import Frame
-from bridge.mux import Acknowledged, ChannelMux, MessageReceived, Scheduler
+from bridge.wire.channels import Channel, ControlType, Priority
+from bridge.wire.errors import ErrorCode, LocalProtocolError, ProtocolError, QueueFullError
+from bridge.wire.frame import Frame
+from bridge.wire.mux import Acknowledged, ChannelMux, MessageReceived, Scheduler
 
 
 def drain(mux: ChannelMux, now: float = 0.0) -> list[Frame]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError
+from bridge.wire.errors import ErrorCode, LocalProtocolError, ProtocolError
 from pairing.noise import SUFFIX, CipherState, HandshakeState
 
 VECTORS = [

@@ -7,10 +7,10 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from bridge.channels import Channel
 from bridge.connection import ConnectionClosed
-from bridge.mux import MessageReceived
 from bridge.session import PeerSession
+from bridge.wire.channels import Channel
+from bridge.wire.mux import MessageReceived
 from pairing.handshake import Role
 from pairing.keylog import KeyLog, read_keylog
 from pairing.trust import TrustStore

@@ -15,9 +15,9 @@ import trio_asyncio
 from bumble.controller import Controller
 from bumble.transport import open_transport
 
+from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
 from bridge.session import LinkUp
-from bridge.world import RadioWorld
 from pairing.handshake import Authenticated
 from tools import phone as tool
 from tools.dump import cli as dump

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from bridge.errors import ProtocolError
+from bridge.wire.errors import ProtocolError
 from pairing.handshake import CodeToConfirm, Handshake, Role
 from pairing.privacy import TOKEN_LENGTH, make_token, parse_token, resolve
 from pairing.trust import TrustStore

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import trio
 
-from bridge.central import HeadUnit, PairingAttemptFailed, Policy
 from bridge.connection import Connection, ConnectionConfig
 from bridge.endpoint import clock_ms_from_trio
-from bridge.mux import ChannelMux
+from bridge.radio_policy import HeadUnit, PairingAttemptFailed, Policy
 from bridge.session import PeerSession
+from bridge.wire.mux import ChannelMux
 from pairing.handshake import CodeToConfirm, Handshake, Role
 from pairing.privacy import make_token
 from pairing.trust import TrustStore

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError
-from bridge.segment import (
+from bridge.wire.errors import ErrorCode, LocalProtocolError, ProtocolError
+from bridge.wire.segment import (
     INITIAL_CREDITS,
     MAX_RECORD_SIZE,
     Kind,

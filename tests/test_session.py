@@ -10,11 +10,11 @@ import pytest
 import trio
 import trio.testing
 
-from bridge.channels import Channel
 from bridge.connection import ConnectionClosed
-from bridge.errors import ErrorCode
-from bridge.mux import Acknowledged, ChannelMux, MessageReceived, Scheduler
 from bridge.session import LinkDown, LinkUp, PeerSession, SessionEvent
+from bridge.wire.channels import Channel
+from bridge.wire.errors import ErrorCode
+from bridge.wire.mux import Acknowledged, ChannelMux, MessageReceived, Scheduler
 from tests.helpers import first
 from transports.simulated import PROFILES, LinkProfile, SimulatedLinkPair
 

@@ -11,8 +11,8 @@ import pytest
 import trio.testing
 
 import tools.soak
-from bridge.headunit import MAX_INBOX
-from bridge.phone import PhoneApp
+from bridge.emulation.phone_app import PhoneApp
+from bridge.phone_device import MAX_INBOX
 from tools.soak import SoakResult, fleet, report, soak
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from bridge.channels import Channel
-from bridge.codec import encode
-from bridge.frame import Frame, decode_frame, encode_frame
-from bridge.messages import decode_message
-from bridge.segment import Segmenter
+from bridge.wire.channels import Channel
+from bridge.wire.codec import encode
+from bridge.wire.frame import Frame, decode_frame, encode_frame
+from bridge.wire.messages import decode_message
+from bridge.wire.segment import Segmenter
 from tests.helpers import Seq, first
 
 VECTORS = Path(__file__).parent / "vectors"

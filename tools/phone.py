@@ -20,10 +20,10 @@ from typing import Any, TextIO
 
 import trio
 
-from bridge.emulator import EmulatedPhone
+from bridge.emulation.emulator import EmulatedPhone
+from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
 from bridge.endpoint import clock_ms_from_trio
-from bridge.errors import first_error
-from bridge.scenarios import FLAVOURS, drive, messages, playlist
+from bridge.wire.errors import first_error
 from pairing.handshake import CodeToConfirm
 from pairing.trust import TrustStoreError
 from transports.aio import asyncio_loop

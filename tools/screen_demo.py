@@ -22,9 +22,9 @@ import trio
 
 from bridge import daemon
 from bridge.config import ApiConfig, Config
+from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
+from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
-from bridge.scenarios import FLAVOURS, drive, messages, playlist
-from bridge.world import RadioWorld
 from transports.aio import asyncio_loop
 from transports.simulated import PROFILES
 

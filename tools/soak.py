@@ -27,12 +27,12 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from bridge import messages as m
+from bridge.emulation.phone_app import PhoneApp
 from bridge.endpoint import clock_ms_from_trio
-from bridge.headunit import PhoneDevice
-from bridge.phone import PhoneApp
+from bridge.phone_device import PhoneDevice
 from bridge.session import PeerSession
 from bridge.store import MessageStore
+from bridge.wire import messages as m
 from transports.simulated import PROFILES, SimulatedLinkPair
 
 REPLY_EVERY = 4  # the head unit answers one notification in four
@@ -195,8 +195,8 @@ async def fleet(folder: Path, *, devices: int, minutes: float, seed: int = 1) ->
     import gc  # noqa: PLC0415
     import tracemalloc  # noqa: PLC0415 - only this check traces allocations
 
-    from bridge.headunit import CommandFailed  # noqa: PLC0415
-    from bridge.scenarios import FLAVOURS, drive, messages, playlist  # noqa: PLC0415
+    from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist  # noqa: PLC0415
+    from bridge.phone_device import CommandFailed  # noqa: PLC0415
 
     rng = random.Random(seed)
     clock = clock_ms_from_trio()

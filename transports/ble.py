@@ -38,7 +38,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError
 
-from bridge import gatt as layout
+from bridge.wire import gatt as layout
 from transports.link import (
     MAX_ATT_VALUE,
     CallbackLink,

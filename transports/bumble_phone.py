@@ -26,7 +26,7 @@ from bumble.att import ATT_Error, ErrorCode
 from bumble.core import AdvertisingData
 from bumble.device import Connection, Device
 
-from bridge import gatt as layout
+from bridge.wire import gatt as layout
 from transports.bumble_host import acl_room
 from transports.bumble_radio import CONNECTION_TIMEOUT
 from transports.link import CallbackLink, CloseReason, LinkClosed

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 import trio
 
-from bridge import gatt
+from bridge.wire import gatt
 from transports.link import CloseReason, Link, LinkClosed
 
 LINKTYPE_H4_WITH_PHDR = 201
@@ -197,7 +197,7 @@ class RecordingLink(Link):
 
 
 class RecordingRadio:
-    """A radio (``bridge.central.Radio``: ``scan()`` and ``connect()``) whose links are
+    """A radio (``bridge.radio_policy.Radio``: ``scan()`` and ``connect()``) whose links are
     recorded by ``recorder``."""
 
     def __init__(self, radio: Any, recorder: LinkRecorder) -> None:

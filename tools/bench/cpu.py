@@ -34,9 +34,9 @@ import trio.testing
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from bridge.connection import Connection
-from bridge.messages import BULK_CHUNK_SIZE, chunk_object
-from bridge.mux import ChannelMux, MessageReceived
 from bridge.session import PeerSession
+from bridge.wire.messages import BULK_CHUNK_SIZE, chunk_object
+from bridge.wire.mux import ChannelMux, MessageReceived
 from pairing.handshake import Handshake, Role
 from pairing.noise import nonce_bytes
 from pairing.trust import TrustStore
@@ -45,7 +45,7 @@ from transports.link import Link, LinkClosed, payload_size_for_mtu
 from transports.simulated import PROFILES, SimulatedLinkPair
 
 MB = 1 << 20
-WINDOW = 16  # frames a channel may have unacknowledged (bridge.mux)
+WINDOW = 16  # frames a channel may have unacknowledged (bridge.wire.mux)
 
 
 @dataclass

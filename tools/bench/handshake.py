@@ -19,9 +19,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.channels import Channel
 from bridge.connection import Connection
-from bridge.mux import ChannelMux, MessageReceived
+from bridge.wire.channels import Channel
+from bridge.wire.mux import ChannelMux, MessageReceived
 from pairing.handshake import CodeToConfirm, Handshake, Role
 from pairing.trust import TrustStore
 

@@ -10,7 +10,7 @@ side in one run and on virtual time (so the figures are exact and repeatable):
   with the priority scheduler and with a plain FIFO scheduler; reported as ratios of the
   idle latency.
 
-``--radio bumble`` measures the same on the Bumble virtual radio (``bridge.world``): the
+``--radio bumble`` measures the same on the Bumble virtual radio (``bridge.emulation.world``): the
 head unit's bleak transport over a Bumble central, the phone's GATT server on Bumble,
 the whole HCI/L2CAP/ATT stack between them on a paced link, still in virtual time. There
 the capacity is measured too: a raw sender of full packets over the same stack, with no
@@ -33,12 +33,12 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from bridge.channels import Channel
+from bridge.emulation.world import RadioWorld, pacing_for
 from bridge.endpoint import clock_ms_from_trio
-from bridge.messages import BULK_CHUNK_SIZE, MediaCommand, MediaCommandRequest, chunk_object
-from bridge.mux import ChannelMux, MessageReceived, Scheduler
 from bridge.session import PeerSession
-from bridge.world import RadioWorld, pacing_for
+from bridge.wire.channels import Channel
+from bridge.wire.messages import BULK_CHUNK_SIZE, MediaCommand, MediaCommandRequest, chunk_object
+from bridge.wire.mux import ChannelMux, MessageReceived, Scheduler
 from transports.aio import asyncio_loop
 from transports.bumble_phone import BumblePeripheral
 from transports.link import Link, segment_size_for

@@ -23,10 +23,10 @@ import trio
 
 from bridge.api import ApiClient
 from bridge.config import ApiConfig, Config
-from bridge.emulator import EmulatedPhone
+from bridge.emulation.emulator import EmulatedPhone
+from bridge.emulation.scenarios import FLAVOURS, Flavour, drive, messages, playlist
+from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
-from bridge.scenarios import FLAVOURS, Flavour, drive, messages, playlist
-from bridge.world import RadioWorld
 from pairing.trust import TrustStore
 from transports.aio import asyncio_loop
 from transports.bumble_radio import kernel_controller

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge import demo, demo_radio
+from bridge.emulation import demo, demo_radio
 from pairing.keylog import KeyLog, read_keylog
 from tools.dump.att import AttTracker
 from tools.dump.capture import HciPacket, PacketType, read_capture

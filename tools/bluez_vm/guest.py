@@ -33,17 +33,17 @@ from typing import Any
 
 import trio
 
-from bridge import messages as m
-from bridge.central import HeadUnit, Phone
 from bridge.config import Config, load_config
 from bridge.doctor import run_checks
-from bridge.emulator import EmulatedPhone
+from bridge.emulation.emulator import EmulatedPhone
+from bridge.emulation.scenarios import FLAVOURS, Flavour, drive, messages, playlist
+from bridge.emulation.world import pacing_for
 from bridge.endpoint import clock_ms_from_trio
-from bridge.errors import first_error
-from bridge.headunit import CommandFailed, DeviceEvent
-from bridge.scenarios import FLAVOURS, Flavour, drive, messages, playlist
+from bridge.phone_device import CommandFailed, DeviceEvent
+from bridge.radio_policy import HeadUnit, Phone
 from bridge.session import LinkDown, LinkUp
-from bridge.world import pacing_for
+from bridge.wire import messages as m
+from bridge.wire.errors import first_error
 from pairing.handshake import Authenticated, CodeToConfirm
 from pairing.keylog import KeyLog
 from pairing.trust import TrustStore
@@ -439,5 +439,5 @@ if __name__ == "__main__":
     logging.getLogger("bleak").addHandler(bleak_log)
     logging.getLogger("bleak").setLevel(logging.DEBUG)
     logging.getLogger("bleak").propagate = False
-    logging.getLogger("bridge.central").setLevel(logging.DEBUG)
+    logging.getLogger("bridge.radio_policy").setLevel(logging.DEBUG)
     sys.exit(trio.run(main, sys.argv[1:] or list(SCENARIOS)))

@@ -13,7 +13,7 @@ direction and an H4 packet type. Three framings carry them:
 
 Anything else (other datalinks, other monitor opcodes: notes, logging) is skipped, not
 an error. A file that is not one of these, or is cut short inside a header, raises
-:class:`CaptureError`, a :class:`~bridge.errors.ProtocolError`: the only exception a
+:class:`CaptureError`, a :class:`~bridge.wire.errors.ProtocolError`: the only exception a
 reader lets out, whatever the bytes. A record cut short at the very end of a file (a
 capture still being written) ends the file without error when ``partial_ok``.
 """
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
-from bridge.errors import ErrorCode, ProtocolError
+from bridge.wire.errors import ErrorCode, ProtocolError
 
 BTSNOOP_MAGIC = b"btsnoop\0"
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"

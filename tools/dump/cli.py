@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from bridge import cbor
-from bridge.errors import ProtocolError
+from bridge.wire import cbor
+from bridge.wire.errors import ProtocolError
 from pairing.keylog import read_keylog
 from tools.dump.att import AttPdu, AttTracker
 from tools.dump.capture import CaptureError, HciPacket, read_capture

@@ -3,16 +3,16 @@
 Strategy. The bridge's traffic is ATT writes to the to-phone characteristic and
 notifications of the from-phone one (``bridge/gatt.py``), recognised by their UUIDs in
 the GATT discovery the capture holds. Each connection and direction is one segment
-stream: :func:`bridge.segment.parse_segment` parses each value and :class:`Stream`
+stream: :func:`bridge.wire.segment.parse_segment` parses each value and :class:`Stream`
 joins the segments of each lane into records, as the receiver does (but forgiving: a
 capture may start in the middle of a record, so a stray continuation is reported, not
-fatal). A record is a plaintext frame (:func:`bridge.frame.decode_frame`) until the
+fatal). A record is a plaintext frame (:func:`bridge.wire.frame.decode_frame`) until the
 first one that is not: from then on that direction is encrypted
 (``pairing/records.py``). Encrypted records are opened with
-:class:`pairing.records.EncryptedRecords` when the key log has the connection's keys
+:class:`pairing.encrypted_records.EncryptedRecords` when the key log has the connection's keys
 (found by trying each logged session on the first encrypted record), and listed with
 their size and counter byte otherwise. Frames are named and summarised from the typed
-message (:func:`bridge.messages.decode_message`).
+message (:func:`bridge.wire.messages.decode_message`).
 
 Everything a capture can hold ends up as an :class:`Item`; bad bytes become items with
 an ``error``, never exceptions.
@@ -26,15 +26,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from bridge import gatt
-from bridge import messages as m
-from bridge.channels import Channel, ControlType
-from bridge.codec import Message
-from bridge.errors import ProtocolError
-from bridge.frame import Frame, decode_frame
-from bridge.segment import Kind, parse_segment
+from bridge.wire import gatt
+from bridge.wire import messages as m
+from bridge.wire.channels import Channel, ControlType
+from bridge.wire.codec import Message
+from bridge.wire.errors import ProtocolError
+from bridge.wire.frame import Frame, decode_frame
+from bridge.wire.segment import Kind, parse_segment
+from pairing.encrypted_records import RECORD_OVERHEAD, EncryptedRecords
 from pairing.handshake import Mode, PairingKind, Step
-from pairing.records import RECORD_OVERHEAD, EncryptedRecords
 from tools.dump.att import NOTIFICATION, WRITE_COMMAND, WRITE_REQUEST, AttPdu, Connection
 
 TO_PHONE, TO_HEAD_UNIT = "to phone", "to head unit"

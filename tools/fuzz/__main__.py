@@ -3,7 +3,7 @@
 
 Install the fuzzer first: ``pip install -e '.[fuzz]'``. The invariant, for every target
 and every input: the decoder returns, or raises the project's
-:class:`~bridge.errors.ProtocolError`; any other exception is a crash, which libFuzzer
+:class:`~bridge.wire.errors.ProtocolError`; any other exception is a crash, which libFuzzer
 reports with the input that caused it (saved as ``crash-*``). ``--list`` names the
 targets. The hypothesis suites in tests/ check the same invariant in CI, bounded.
 """
@@ -17,7 +17,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():  # coverage of everything the targets import
-    from bridge.errors import ProtocolError
+    from bridge.wire.errors import ProtocolError
     from tools.fuzz.targets import TARGETS
 
 

@@ -1,5 +1,5 @@
 """The fuzz targets: each feeds one input to a decoder; only the project's
-:class:`~bridge.errors.ProtocolError` may escape (``tools/fuzz/__main__.py`` runs them
+:class:`~bridge.wire.errors.ProtocolError` may escape (``tools/fuzz/__main__.py`` runs them
 under atheris; ``tests/test_fuzz_targets.py`` checks them with hypothesis)."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bridge import cbor
-from bridge import messages as m
-from bridge.channels import Channel
-from bridge.frame import decode_frame
-from bridge.segment import Segmenter, parse_segment
+from bridge.wire import cbor
+from bridge.wire import messages as m
+from bridge.wire.channels import Channel
+from bridge.wire.frame import decode_frame
+from bridge.wire.segment import Segmenter, parse_segment
+from pairing.encrypted_records import EncryptedRecords
 from pairing.handshake import Handshake, Role
-from pairing.records import EncryptedRecords
 from pairing.trust import TrustStore
 from tools.dump.att import AttTracker
 from tools.dump.capture import read_capture

@@ -1,6 +1,6 @@
 """Scripted phone scenarios for the emulator and the demo, in Android and iOS flavours.
 
-A scenario drives a :class:`~bridge.phone.PhoneApp` on trio time: a drive with a route
+A scenario drives a :class:`~bridge.emulation.phone_app.PhoneApp` on trio time: a drive with a route
 and maneuvers counting down, a playlist playing with album art, messages arriving.
 Flavours differ where real phones do: platform, apps, model, link profile.
 """
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import trio
 
-from bridge import messages as m
-from bridge.phone import PhoneApp
+from bridge.emulation.phone_app import PhoneApp
+from bridge.wire import messages as m
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ Strategy. A message is a frozen dataclass whose fields say their wire key with
 encode and to validate: integers, booleans, text, bytes, floats, ``IntEnum`` types,
 lists, nested message dataclasses and ``X | None`` (optional: absent on the wire). On
 receipt, unknown keys are ignored (forward compatibility); a missing required field or a
-wrong type raises :class:`~bridge.errors.ProtocolError` with code ``INVALID_MESSAGE``.
+wrong type raises :class:`~bridge.wire.errors.ProtocolError` with code ``INVALID_MESSAGE``.
 On sending, text longer than the peer's announced limit is truncated by the sender
 (:func:`encode` with ``max_text``), never rejected by the receiver.
 """
@@ -18,8 +18,8 @@ import types
 import typing
 from typing import Any, ClassVar, Self, TypeVar
 
-from bridge.errors import ErrorCode, ProtocolError
-from bridge.frame import Body
+from bridge.wire.errors import ErrorCode, ProtocolError
+from bridge.wire.frame import Body
 
 M = TypeVar("M")
 

@@ -7,7 +7,7 @@ false/true/null and floats), in preferred serialization (shortest integer and le
 encodings, definite lengths), with at most :data:`MAX_DEPTH` levels of nesting,
 :data:`MAX_ITEMS` data items, map keys that are integers or text, and no duplicate
 keys. It refuses tags, indefinite lengths, undefined and other simple values. Any bytes
-whatsoever give either a Python value or :class:`~bridge.errors.ProtocolError`.
+whatsoever give either a Python value or :class:`~bridge.wire.errors.ProtocolError`.
 
 Encoding uses ``cbor2`` in canonical mode, so what we send passes our own check.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import cbor2
 
-from bridge.errors import ErrorCode, ProtocolError
+from bridge.wire.errors import ErrorCode, ProtocolError
 
 MAX_DEPTH = 8
 MAX_ITEMS = 4096

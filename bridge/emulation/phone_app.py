@@ -2,7 +2,7 @@
 
 Strategy. A :class:`PhoneApp` holds the phone's own state (player, route, notifications)
 and publishes changes to the head unit; commands from the head unit change that state
-and are each answered with a result. The emulator's scenarios (``bridge.scenarios``)
+and are each answered with a result. The emulator's scenarios (``bridge.emulation.scenarios``)
 drive it; tests read what it received (``replies``, ``commands``).
 """
 
@@ -12,12 +12,12 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from bridge import messages as m
-from bridge.codec import Message
 from bridge.endpoint import Endpoint
-from bridge.errors import ErrorCode, ProtocolError
 from bridge.session import PeerSession
 from bridge.store import MessageStore
+from bridge.wire import messages as m
+from bridge.wire.codec import Message
+from bridge.wire.errors import ErrorCode, ProtocolError
 
 #: How many of each kind of request from the head unit a phone remembers.
 HISTORY = 1000

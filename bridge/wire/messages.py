@@ -1,6 +1,6 @@
 """Application messages: control, navigation, audio control, messaging and bulk.
 
-Each message is a frozen dataclass (see :mod:`bridge.codec`): its channel, its type
+Each message is a frozen dataclass (see :mod:`bridge.wire.codec`): its channel, its type
 number within the channel, and fields with small integer wire keys. The CDDL is in
 docs/PROTOCOL.md section 6. Commands from the head unit are answered with a
 ``*CommandResult`` naming the command frame's sequence number.
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
-from bridge.channels import Channel, ControlType
-from bridge.codec import Message, decode, key
-from bridge.errors import ErrorCode, ProtocolError
-from bridge.frame import Body
+from bridge.wire.channels import Channel, ControlType
+from bridge.wire.codec import Message, decode, key
+from bridge.wire.errors import ErrorCode, ProtocolError
+from bridge.wire.frame import Body
 
 PROTOCOL_VERSIONS = [0]
 

@@ -17,9 +17,9 @@ import trio
 from bridge import __version__, api, daemon, doctor
 from bridge.config import DEFAULT_PATH, Config, ConfigError, load_config
 from bridge.daemon import DaemonError, DataFolderError
-from bridge.errors import first_error
 from bridge.prompt import ask_code
 from bridge.store import StoreError
+from bridge.wire.errors import first_error
 from pairing.handshake import CodeToConfirm
 from pairing.keylog import KeyLog, KeyLogError
 from pairing.trust import FILENAME as TRUST_FILE
@@ -229,11 +229,11 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             # the demos load trio.testing (and through it pytest, where installed): only
             # when asked, so that ``bridge run`` does not carry them
             if args.radio == "bumble":
-                from bridge import demo_radio  # noqa: PLC0415 - loads Bumble only when asked
+                from bridge.emulation import demo_radio  # noqa: PLC0415 - Bumble only when asked
 
                 status = demo_radio.main(**common, ask=ask_code, capture=args.capture)
             else:
-                from bridge import demo  # noqa: PLC0415
+                from bridge.emulation import demo  # noqa: PLC0415
 
                 status = demo.main(args.profile, seed=args.seed, **common, capture=args.capture)
         except* TrustStoreError as group:

@@ -23,15 +23,15 @@ from typing import Any, TextIO
 import trio
 import trio.testing
 
-from bridge import messages as m
-from bridge.central import Phone
-from bridge.demo import Confirm, _key, _maneuver_text
+from bridge.emulation.demo import Confirm, _key, _maneuver_text
+from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
+from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
-from bridge.headunit import CommandFailed, DeviceEvent
+from bridge.phone_device import CommandFailed, DeviceEvent
 from bridge.prompt import assume_yes as _yes
-from bridge.scenarios import FLAVOURS, drive, messages, playlist
+from bridge.radio_policy import Phone
 from bridge.session import LinkDown, LinkUp
-from bridge.world import RadioWorld
+from bridge.wire import messages as m
 from pairing.handshake import Authenticated, CodeToConfirm, PairingFailed
 from pairing.keylog import KeyLog
 from transports.aio import asyncio_loop

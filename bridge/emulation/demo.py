@@ -24,14 +24,14 @@ from typing import Any, TextIO
 import trio
 import trio.testing
 
-from bridge import messages as m
 from bridge import prompt
+from bridge.emulation.phone_app import PhoneApp
+from bridge.emulation.scenarios import FLAVOURS, Flavour, drive, messages, playlist
 from bridge.endpoint import clock_ms_from_trio
-from bridge.headunit import CommandFailed, DeviceEvent, PhoneDevice
-from bridge.phone import PhoneApp
-from bridge.scenarios import FLAVOURS, Flavour, drive, messages, playlist
+from bridge.phone_device import CommandFailed, DeviceEvent, PhoneDevice
 from bridge.session import LinkDown, LinkUp, PeerSession
 from bridge.store import MessageStore
+from bridge.wire import messages as m
 from pairing.handshake import Authenticated, CodeToConfirm, Handshake, PairingFailed, Role
 from pairing.keylog import KeyLog
 from pairing.privacy import make_token, resolve

@@ -2,7 +2,7 @@
 
 The head unit runs the bleak transport (``transports/ble.py``) with the bleak backend
 over Bumble, so the code that drives BlueZ on a Raspberry Pi is the code under test;
-each phone is an :class:`~bridge.emulator.EmulatedPhone` on its own virtual controller,
+each phone is an :class:`~bridge.emulation.emulator.EmulatedPhone` on its own virtual controller,
 paced like the simulated link profile it is given. Used by the tests and by
 ``bridge demo --radio bumble``. Run it inside ``trio_asyncio.open_loop()``.
 """
@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.central import HeadUnit, Policy
-from bridge.emulator import EmulatedPhone, Show
-from bridge.scenarios import Flavour
+from bridge.emulation.emulator import EmulatedPhone, Show
+from bridge.emulation.scenarios import Flavour
+from bridge.radio_policy import HeadUnit, Policy
 from pairing.keylog import KeyLog
 from pairing.trust import TrustStore
 from transports.ble import BleakCentral

@@ -8,7 +8,7 @@ standalone ACK frame, at once when half a window is owed, or after ``ack_delay``
 
 A sender keeps at most ``window`` unacknowledged frames per channel in flight and at most
 ``queue_limit`` frames per channel in all; :meth:`ChannelMux.send` raises
-:class:`~bridge.errors.QueueFullError` beyond that. When a link ends, unacknowledged
+:class:`~bridge.wire.errors.QueueFullError` beyond that. When a link ends, unacknowledged
 frames stay; :meth:`ChannelMux.link_up` on the next link puts them first in line again,
 and the receiver's duplicate check makes delivery exactly once. A receiver that has no
 state for a channel (a fresh process) accepts whatever sequence number comes first.
@@ -33,9 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-from bridge.channels import CHANNEL_PRIORITY, Channel, ControlType, Priority
-from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError, QueueFullError
-from bridge.frame import Body, Frame
+from bridge.wire.channels import CHANNEL_PRIORITY, Channel, ControlType, Priority
+from bridge.wire.errors import ErrorCode, LocalProtocolError, ProtocolError, QueueFullError
+from bridge.wire.frame import Body, Frame
 
 
 class Scheduler(Enum):

@@ -19,13 +19,13 @@ from typing import Any
 
 import trio
 
-from bridge import messages as m
-from bridge.codec import Message, decode, encode
 from bridge.connection import HelloReceived
 from bridge.endpoint import Endpoint
-from bridge.errors import ErrorCode, ProtocolError
 from bridge.session import PeerSession
 from bridge.store import MessageStore, StoreError
+from bridge.wire import messages as m
+from bridge.wire.codec import Message, decode, encode
+from bridge.wire.errors import ErrorCode, ProtocolError
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError
-from bridge.record import RecordLayer
+from bridge.wire.errors import ErrorCode, LocalProtocolError, ProtocolError
+from bridge.wire.record import RecordLayer
 from pairing.noise import CipherState, nonce_bytes
 
 REKEY_INTERVAL = 1 << 16

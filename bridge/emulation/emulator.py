@@ -1,4 +1,4 @@
-"""An emulated phone on a BLE radio: the phone app of ``bridge.phone`` behind a Bumble
+"""An emulated phone on a BLE radio: the phone app of ``bridge.emulation.phone_app`` behind a Bumble
 peripheral (``transports/bumble_phone.py``).
 
 Strategy. :class:`EmulatedPhone` keeps one :class:`~bridge.session.PeerSession` for its
@@ -19,11 +19,11 @@ from typing import Any
 
 import trio
 
-from bridge import messages as m
-from bridge.phone import PhoneApp
-from bridge.scenarios import Flavour
+from bridge.emulation.phone_app import PhoneApp
+from bridge.emulation.scenarios import Flavour
 from bridge.session import LinkDown, PeerSession
 from bridge.store import MessageStore
+from bridge.wire import messages as m
 from pairing.handshake import Authenticated, CodeToConfirm, Handshake, Role
 from pairing.privacy import make_token
 from pairing.trust import TrustStore

@@ -5,8 +5,8 @@
 ``channel`` and ``type`` say what the body is; ``seq`` numbers the frame within its
 channel for ordered, acknowledged delivery (``null`` for frames that are neither, such as
 ACK and KEEPALIVE); ``acks`` piggy-backs cumulative acknowledgements of the peer's
-channels. Decoding goes through :mod:`bridge.cbor`'s strict check, then a shape check, so
-hostile bytes give :class:`~bridge.errors.ProtocolError` and nothing else.
+channels. Decoding goes through :mod:`bridge.wire.cbor`'s strict check, then a shape check, so
+hostile bytes give :class:`~bridge.wire.errors.ProtocolError` and nothing else.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge import cbor
-from bridge.channels import Channel
-from bridge.errors import ErrorCode, ProtocolError
+from bridge.wire import cbor
+from bridge.wire.channels import Channel
+from bridge.wire.errors import ErrorCode, ProtocolError
 
 MAX_SEQ = 0xFFFFFFFF
 MAX_TYPE = 0xFF

@@ -28,7 +28,7 @@ Credits are granted in batches without waiting for anything: no extra round trip
 Every check is strict: the sequence, the kind, lane use (a FIRST on a busy lane, a CONT
 on an idle one), lengths (no empty segments, no overrun of the announced length, no
 segment over 512 bytes), record size, reassembly memory, credit use and credit overflow.
-Any failure raises :class:`~bridge.errors.ProtocolError` and the receive side stays
+Any failure raises :class:`~bridge.wire.errors.ProtocolError` and the receive side stays
 failed; the send side goes on, so a CLOSE frame can still say why.
 """
 
@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
-from bridge.errors import ErrorCode, LocalProtocolError, ProtocolError
+from bridge.wire.errors import ErrorCode, LocalProtocolError, ProtocolError
 
 #: Largest record the length field can carry and every receiver must accept.
 MAX_RECORD_SIZE = 16384

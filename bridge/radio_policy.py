@@ -45,10 +45,10 @@ from typing import Any, Protocol
 
 import trio
 
-from bridge import messages as m
-from bridge.headunit import DeviceEvent, PhoneDevice
+from bridge.phone_device import DeviceEvent, PhoneDevice
 from bridge.session import LinkDown, PeerSession
 from bridge.store import MessageStore, StoreError
+from bridge.wire import messages as m
 from pairing.handshake import Authenticated, CodeToConfirm, Handshake, PairingFailed, Role
 from pairing.keylog import KeyLog
 from pairing.privacy import resolve
