@@ -45,8 +45,8 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from bridge.config import ConfigError
-from bridge.phone_device import CommandFailed, DeviceEvent
-from bridge.radio_policy import HeadUnit, PairingAttemptFailed, Phone
+from bridge.phone_device import CommandFailed
+from bridge.radio_policy import HeadUnit, HeadUnitEvent, PairingAttemptFailed, Phone
 from bridge.wire import messages as m
 from pairing.handshake import CodeToConfirm
 
@@ -267,9 +267,9 @@ class ApiState:
             "code": prompt.event.code,
         }  # fmt: skip
 
-    def on_device_event(self, phone: Phone, event: DeviceEvent) -> None:
-        if isinstance(event.detail, PairingAttemptFailed):
-            failed = event.detail
+    def on_device_event(self, phone: Phone, event: HeadUnitEvent) -> None:
+        if isinstance(event, PairingAttemptFailed):
+            failed = event
             self.broadcast({
                 "event": "pairing_attempt_failed", "failed": failed.failed,
                 "limit": failed.limit, "pairing": self.hu.pairing_mode,

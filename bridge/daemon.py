@@ -33,10 +33,12 @@ import trio
 from bridge import systemd
 from bridge.api import ApiClient, ApiServer, ApiState, load_or_create_token
 from bridge.config import Config
+from bridge.connection import ConnectionClosed
 from bridge.endpoint import clock_ms_from_trio
-from bridge.phone_device import DeviceEvent
-from bridge.radio_policy import HeadUnit, PairingAttemptFailed, Phone, Radio
+from bridge.phone_device import event_name
+from bridge.radio_policy import HeadUnit, HeadUnitEvent, PairingAttemptFailed, Phone, Radio
 from bridge.session import LinkDown, LinkUp
+from bridge.wire import messages as m
 from pairing.handshake import Authenticated, CodeToConfirm, PairingFailed
 from pairing.keylog import KeyLog
 from pairing.trust import TrustStore
@@ -141,27 +143,29 @@ async def open_radio(config: Config) -> AsyncIterator[Radio]:
     yield BleakCentral(connect_timeout=radio_config.connect_timeout, backend_kwargs=kwargs)
 
 
-def describe(phone: Phone, event: DeviceEvent) -> tuple[int, str] | None:
+def describe(phone: Phone, event: HeadUnitEvent) -> tuple[int, str] | None:
     """A log line for a head-unit event: its level and text (never message contents)."""
-    detail = event.detail
     who = phone.label  # names stay out of logs at INFO and above
-    if isinstance(detail, PairingAttemptFailed):
-        ended = "; pairing mode is off now" if detail.pairing_mode_ended else ""
-        text = f"a pairing attempt failed ({detail.failed} of {detail.limit}){ended}"
-        return logging.WARNING, text
-    if event.kind != "link":
-        return logging.DEBUG, f"{who}: {event.kind}"
-    if isinstance(detail, LinkUp):
-        return logging.INFO, f"{who}: connected ({detail.payload_size}-byte packets)"
-    if isinstance(detail, LinkDown):
-        return logging.INFO, f"{who}: disconnected ({detail.reason})"
-    if isinstance(detail, Authenticated):
-        how = "paired" if detail.paired_now else "recognised"
-        who = f"device {detail.peer.static_key.hex()[:8]}"
-        return logging.INFO, f"{who}: {how} ({detail.peer.platform})"
-    if isinstance(detail, PairingFailed):
-        return logging.WARNING, f"{who}: pairing failed: {detail.reason}"
-    return None
+    match event:
+        case PairingAttemptFailed():
+            ended = "; pairing mode is off now" if event.pairing_mode_ended else ""
+            return (
+                logging.WARNING,
+                f"a pairing attempt failed ({event.failed} of {event.limit}){ended}",
+            )
+        case LinkUp():
+            return logging.INFO, f"{who}: connected ({event.payload_size}-byte packets)"
+        case LinkDown():
+            return logging.INFO, f"{who}: disconnected ({event.reason})"
+        case Authenticated():
+            how = "paired" if event.paired_now else "recognised"
+            who = f"device {event.peer.static_key.hex()[:8]}"
+            return logging.INFO, f"{who}: {how} ({event.peer.platform})"
+        case PairingFailed():
+            return logging.WARNING, f"{who}: pairing failed: {event.reason}"
+        case ConnectionClosed() | CodeToConfirm():
+            return None
+    return logging.DEBUG, f"{who}: {event_name(event)}"
 
 
 Confirm = Callable[[Phone, CodeToConfirm], Awaitable[bool]]
@@ -307,13 +311,13 @@ async def pair(
                 )
                 paired: Phone | None = None
                 async for phone, event in hu.events:
-                    if isinstance(event.detail, PairingFailed):
-                        print(f"{phone.name}: pairing failed: {event.detail.reason}", file=out)
-                    if isinstance(event.detail, Authenticated) and event.detail.paired_now:
+                    if isinstance(event, PairingFailed):
+                        print(f"{phone.name}: pairing failed: {event.reason}", file=out)
+                    if isinstance(event, Authenticated) and event.paired_now:
                         paired = phone
                     # the phone's hello: it has confirmed and stored us too, the link
                     # can end (ending it before could leave the phone unpaired)
-                    if event.kind == "hello" and phone is paired:
+                    if isinstance(event, m.Hello) and phone is paired:
                         nursery.cancel_scope.cancel()
                         return phone.name
     return None

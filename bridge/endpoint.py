@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import sqlite3
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
@@ -27,12 +26,17 @@ from bridge.store import MessageStore, StoreError
 from bridge.wire.channels import Channel
 from bridge.wire.codec import DEFAULT_MAX_TEXT, Message, encode
 from bridge.wire.errors import ErrorCode, ProtocolError, QueueFullError
+from bridge.wire.frame import Body
 from bridge.wire.messages import ErrorReport, Hello, decode_message
 from bridge.wire.mux import Acknowledged, MessageReceived
 
 log = logging.getLogger(__name__)
 
 UID_KEY = 15
+
+#: What :meth:`Endpoint.on_event` is given: the session's events other than messages and
+#: acknowledgements (HELLO, link up and down, the handshake's, close), and ERROR reports.
+PeerEvent = SessionEvent | ErrorReport
 
 
 class Endpoint:
@@ -172,7 +176,7 @@ class Endpoint:
                     return
                 with self.store.transaction() as db:
                     self.store.mark_seen(db, uid)
-                    self.persist(message, db)
+                    self.persist(message, event.body, db)
             except StoreError as e:
                 self.store_failed(e)
                 self._report(event, ProtocolError(ErrorCode.UNSUPPORTED, "cannot store messages"))
@@ -184,13 +188,14 @@ class Endpoint:
 
     # -- for subclasses -----------------------------------------------------------------
 
-    def persist(self, message: Message, db: sqlite3.Connection) -> None:
-        """Store what a messaging message changes, in the same transaction as its uid."""
+    def persist(self, message: Message, body: Body, db: sqlite3.Connection) -> None:
+        """Store what a messaging message changes, in the same transaction as its uid
+        (``body``: the message as it arrived, to be stored as it is)."""
 
     async def apply(self, message: Message, seq: int | None) -> None:
         """Act on a valid message from the peer (raise ProtocolError to refuse it)."""
 
-    async def on_event(self, event: Any) -> None:
+    async def on_event(self, event: PeerEvent) -> None:
         """HELLO, link, pairing and close events, and ERROR reports from the peer."""
 
 

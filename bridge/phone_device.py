@@ -2,7 +2,8 @@
 
 Strategy. A :class:`PhoneDevice` is the only thing the screen and the CLI use: it keeps
 the phone's current state (:class:`DeviceState`: route and next maneuver, now playing,
-inbox), emits a :class:`DeviceEvent` for every change on an async stream, and offers the
+inbox), emits a typed :data:`DeviceEvent` for every change on an async stream (the
+phone's message itself where there is one), and offers the
 head unit's commands as methods that return the phone's result. The now-playing position
 advances by itself: the phone stamps it with its clock, HELLO tells the offset between
 the clocks, and :meth:`DeviceState.position_ms` extrapolates.
@@ -19,13 +20,15 @@ from typing import Any
 
 import trio
 
-from bridge.connection import HelloReceived
-from bridge.endpoint import Endpoint
-from bridge.session import PeerSession
+from bridge.connection import ConnectionClosed, HelloReceived
+from bridge.endpoint import Endpoint, PeerEvent
+from bridge.session import LinkDown, LinkUp, PeerSession
 from bridge.store import MessageStore, StoreError
 from bridge.wire import messages as m
-from bridge.wire.codec import Message, decode, encode
+from bridge.wire.codec import Message, decode
 from bridge.wire.errors import ErrorCode, ProtocolError
+from bridge.wire.frame import Body
+from pairing.handshake import Authenticated, CodeToConfirm, PairingFailed
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +70,36 @@ class DeviceState:
 
 
 @dataclass(frozen=True)
-class DeviceEvent:
-    """Something changed: ``kind`` is one of hello, route, maneuver, maneuver_image,
-    now_playing, art, notification, removed, error, link; ``detail`` is the message or
-    the event behind it."""
+class ArtReceived:
+    """The album art of what is playing arrived whole."""
 
-    kind: str
-    detail: Any
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ManeuverImageReceived:
+    """The next maneuver's image arrived whole."""
+
+    data: bytes
+
+
+#: What happened to the phone's link: up, down, closed, its pairing prompt and outcome.
+LinkEvent = LinkUp | LinkDown | ConnectionClosed | CodeToConfirm | Authenticated | PairingFailed
+_LINK_EVENTS = (LinkUp, LinkDown, ConnectionClosed, CodeToConfirm, Authenticated, PairingFailed)
+
+#: Something changed, as a typed value: the phone's message itself (its hello, the route,
+#: the next maneuver, now playing, a notification or its removal, an ERROR it sent), a
+#: bulk object completed, or a link event.
+DeviceEvent = (
+    m.Hello | m.RouteStatus | m.Maneuver | m.NowPlaying | m.Notification
+    | m.NotificationRemoved | m.ErrorReport | ArtReceived | ManeuverImageReceived | LinkEvent
+)  # fmt: skip
+
+
+def event_name(event: object) -> str:
+    """A device event's name for logs: ``notification``, ``route_status``, ``link_up``."""
+    name = type(event).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
 class CommandFailed(Exception):
@@ -162,15 +188,15 @@ class PhoneDevice(Endpoint):
                     "stop the service and move the file away to start over"
                 ))  # fmt: skip
 
-    def _emit(self, kind: str, detail: Any) -> None:
+    def _emit(self, event: DeviceEvent) -> None:
         try:
-            self._events_in.send_nowait(DeviceEvent(kind, detail))
+            self._events_in.send_nowait(event)
         except trio.WouldBlock:
             self.events_dropped += 1  # a stalled screen must not stall the phone
 
     # -- incoming -----------------------------------------------------------------------
 
-    async def on_event(self, event: Any) -> None:
+    async def on_event(self, event: PeerEvent) -> None:
         if isinstance(event, HelloReceived):
             hello = event.hello
             self.state.name, self.state.platform, self.state.model = (
@@ -179,16 +205,14 @@ class PhoneDevice(Endpoint):
                 hello.model,
             )
             self.state.clock_offset_ms = self.clock_ms() - hello.clock_ms
-            self._emit("hello", hello)
-        elif isinstance(event, m.ErrorReport):
-            self._emit("error", event)
-        else:
-            self._emit("link", event)
+            self._emit(hello)
+        elif isinstance(event, (m.ErrorReport, *_LINK_EVENTS)):
+            self._emit(event)
 
-    def persist(self, message: Message, db: sqlite3.Connection) -> None:
+    def persist(self, message: Message, body: Body, db: sqlite3.Connection) -> None:
         assert self.store is not None
-        if isinstance(message, m.Notification):
-            self.store.inbox_put(db, message.id, encode(message))
+        if isinstance(message, m.Notification):  # as it arrived: no second encoding
+            self.store.inbox_put(db, message.id, body)
         elif isinstance(message, m.NotificationRemoved):
             self.store.inbox_remove(db, message.id)
 
@@ -199,21 +223,21 @@ class PhoneDevice(Endpoint):
                 state.route = message
                 if message.state in (m.RouteState.INACTIVE, m.RouteState.ARRIVED):
                     state.maneuver = None
-                self._emit("route", message)
+                self._emit(message)
             case m.Maneuver():
                 state.maneuver = message
-                self._emit("maneuver", message)
+                self._emit(message)
             case m.NowPlaying():
                 state.now_playing = message
-                self._emit("now_playing", message)
+                self._emit(message)
             case m.Notification():
                 state.inbox.pop(message.id, None)  # an update counts as the newest
                 state.inbox[message.id] = InboxItem(message)
                 self._trim_inbox()
-                self._emit("notification", message)
+                self._emit(message)
             case m.NotificationRemoved():
                 state.inbox.pop(message.id, None)
-                self._emit("removed", message)
+                self._emit(message)
             case m.BulkChunk():
                 data = self._transfers.add(message)
                 if data is not None:
@@ -255,10 +279,10 @@ class PhoneDevice(Endpoint):
         playing, maneuver = self.state.now_playing, self.state.maneuver
         if playing is not None and playing.art == transfer:
             self.state.art = data
-            self._emit("art", data)
+            self._emit(ArtReceived(data))
         elif maneuver is not None and maneuver.image == transfer:
             self.state.maneuver_image = data
-            self._emit("maneuver_image", data)
+            self._emit(ManeuverImageReceived(data))
 
     # -- commands -----------------------------------------------------------------------
 

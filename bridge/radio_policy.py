@@ -30,7 +30,7 @@ Strategy. :class:`HeadUnit` reads sightings from a :class:`Radio` (the bleak tra
 
 Each phone runs in its own tasks, so a phone navigating, a tablet playing music and a
 phone sending messages are served at once. Events of every phone come out of
-:attr:`HeadUnit.events` as ``(Phone, DeviceEvent)``.
+:attr:`HeadUnit.events` as ``(Phone, HeadUnitEvent)``.
 """
 
 from __future__ import annotations
@@ -140,6 +140,10 @@ class Phone:
 
 Confirm = Callable[[Phone, CodeToConfirm], Awaitable[bool]]
 
+#: What :attr:`HeadUnit.events` carries with each phone: its device's events, and the
+#: head unit's own word on a failed pairing attempt.
+HeadUnitEvent = DeviceEvent | PairingAttemptFailed
+
 
 async def _refuse(phone: Phone, event: CodeToConfirm) -> bool:
     return False
@@ -177,7 +181,7 @@ class HeadUnit:
         self._last_stranger = -float("inf")
         self._addresses: dict[str, _Address] = {}  # oldest first
         self._in_use: set[str] = set()  # addresses being connected or connected
-        self._events_in, self.events = trio.open_memory_channel[tuple[Phone, DeviceEvent]](1024)
+        self._events_in, self.events = trio.open_memory_channel[tuple[Phone, HeadUnitEvent]](1024)
         self._nursery: trio.Nursery | None = None
         for device in trust.devices():
             self._register(device.key_bytes, device.name, device.platform)
@@ -294,11 +298,10 @@ class HeadUnit:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(phone.device.run)
                 async for event in phone.device.events:
-                    if event.kind == "link":
-                        await self._link_event(phone, event.detail, nursery)
+                    await self._link_event(phone, event, nursery)
                     await self._events_in.send((phone, event))
 
-    async def _link_event(self, phone: Phone, detail: object, nursery: trio.Nursery) -> None:
+    async def _link_event(self, phone: Phone, detail: DeviceEvent, nursery: trio.Nursery) -> None:
         if isinstance(detail, CodeToConfirm):
             nursery.start_soon(self._ask, phone, detail)
         elif isinstance(detail, Authenticated):
@@ -410,6 +413,6 @@ class HeadUnit:
             self._pairing_mode = False
         event = PairingAttemptFailed(self.failed_comparisons, limit, ended)
         try:
-            self._events_in.send_nowait((phone, DeviceEvent("pairing_attempt", event)))
+            self._events_in.send_nowait((phone, event))
         except trio.WouldBlock:
             log.warning("head-unit events full: a failed pairing attempt was not reported")

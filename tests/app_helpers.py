@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
 from bridge.connection import ConnectionClosed
 from bridge.emulation.phone_app import PhoneApp
 from bridge.endpoint import clock_ms_from_trio
-from bridge.phone_device import DeviceEvent, PhoneDevice
+from bridge.phone_device import PhoneDevice
 from bridge.session import PeerSession
 from bridge.store import MessageStore
 from bridge.wire.messages import PROTOCOL_VERSIONS, Hello
 from transports.simulated import PROFILES, LinkProfile, SimulatedLinkPair
+
+T = TypeVar("T")
 
 
 def hu_hello(versions: list[int] | None = None, max_text: int = 1024) -> Hello:
@@ -66,7 +69,7 @@ class Rig:
         nursery.start_soon(self.hu.run)
         nursery.start_soon(self.phone.run)
         pair = await self.link(nursery)
-        await wait_for(self.hu, lambda e: e.kind == "hello")
+        await wait_for(self.hu, Hello)
         return pair
 
     async def closed(self, nursery: trio.Nursery) -> ConnectionClosed:
@@ -74,11 +77,7 @@ class Rig:
         nursery.start_soon(self.hu.run)
         nursery.start_soon(self.phone.run)
         await self.link(nursery)
-        event = await wait_for(
-            self.hu, lambda e: e.kind == "link" and isinstance(e.detail, ConnectionClosed)
-        )
-        closed: ConnectionClosed = event.detail
-        return closed
+        return await wait_for(self.hu, ConnectionClosed)
 
     async def link(self, nursery: trio.Nursery, seed: int = 0) -> SimulatedLinkPair:
         pair = SimulatedLinkPair(self.profile, seed=seed)
@@ -88,12 +87,16 @@ class Rig:
 
 
 async def wait_for(
-    device: PhoneDevice, predicate: Callable[[DeviceEvent], bool], limit: float = 30.0
-) -> DeviceEvent:
+    device: PhoneDevice,
+    cls: type[T],
+    predicate: Callable[[T], bool] = lambda event: True,
+    limit: float = 30.0,
+) -> T:
+    """The next event of the device that is a ``cls`` and satisfies ``predicate``."""
     with trio.fail_after(limit):
         while True:
             event = await device.events.receive()
-            if predicate(event):
+            if isinstance(event, cls) and predicate(event):
                 return event
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import trio
 
@@ -17,10 +17,11 @@ from bridge.emulation.emulator import EmulatedPhone
 from bridge.emulation.scenarios import FLAVOURS, Flavour
 from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
-from bridge.phone_device import DeviceEvent
-from bridge.radio_policy import HeadUnit, Phone, Policy
+from bridge.radio_policy import HeadUnit, HeadUnitEvent, Phone, Policy
 from pairing.handshake import CodeToConfirm
 from transports.simulated import PROFILES, LinkProfile
+
+T = TypeVar("T")
 
 TABLET = dataclasses.replace(
     FLAVOURS["android"], name="Galaxy Tab", model="SM-X910", music_app="YouTube Music"
@@ -33,15 +34,13 @@ class BleRig:
     hu: HeadUnit
     phones: dict[str, EmulatedPhone]
     nursery: trio.Nursery
-    events: list[tuple[Phone, DeviceEvent]] = field(default_factory=list)
+    events: list[tuple[Phone, HeadUnitEvent]] = field(default_factory=list)
     prompts: list[CodeToConfirm] = field(default_factory=list)
     _changed: trio.Event = field(default_factory=trio.Event)
 
-    def kinds(self, phone: str, kind: str) -> list[Any]:
-        return [e.detail for p, e in self.events if p.name == phone and e.kind == kind]
-
-    def link_events(self, phone: str, cls: type) -> list[Any]:
-        return [d for d in self.kinds(phone, "link") if isinstance(d, cls)]
+    def of(self, phone: str, cls: type[T]) -> list[T]:
+        """The events of one phone that are a ``cls``, in order."""
+        return [e for p, e in self.events if p.name == phone and isinstance(e, cls)]
 
     async def until(self, predicate: Callable[[], bool], limit: float = 60.0) -> None:
         with trio.fail_after(limit):

@@ -31,7 +31,7 @@ from bridge.api import (
 from bridge.config import ApiConfig, Config
 from bridge.emulation.scenarios import ART
 from bridge.emulation.world import RadioWorld
-from bridge.phone_device import DeviceEvent, PhoneDevice
+from bridge.phone_device import PhoneDevice
 from bridge.radio_policy import HeadUnit, PairingAttemptFailed, Phone
 from bridge.session import PeerSession
 from bridge.wire import messages as m
@@ -317,7 +317,7 @@ def test_a_failed_pairing_attempt_reaches_every_client(tmp_path: Path) -> None:
     hu.pairing_mode = False  # the third failure ended it
     session = PeerSession("new phone")
     phone = Phone(session, PhoneDevice(session, clock_ms=lambda: 0))
-    state.on_device_event(phone, DeviceEvent("pairing_attempt", PairingAttemptFailed(3, 3, True)))
+    state.on_device_event(phone, PairingAttemptFailed(3, 3, True))
     assert events.receive_nowait() == {
         "event": "pairing_attempt_failed", "failed": 3, "limit": 3, "pairing": False,
     }  # fmt: skip

@@ -17,7 +17,7 @@ from bleak.exc import BleakGATTProtocolError, BleakGATTProtocolErrorCode
 from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
 from bridge.emulation.world import RadioWorld, pacing_for
 from bridge.endpoint import clock_ms_from_trio
-from bridge.phone_device import CommandFailed
+from bridge.phone_device import ArtReceived, CommandFailed
 from bridge.session import LinkDown, LinkUp
 from bridge.wire import messages as m
 from bridge.wire.gatt import FROM_PHONE_UUID, INFO_UUID
@@ -39,9 +39,9 @@ async def test_pair_and_every_channel_through_bleak(
     async with ble_world(tmp_path, captures, {"phone": (flavour, profile)}) as rig:
         await pair_all(rig)
         name = flavour.name
-        ups = rig.link_events(name, LinkUp)
+        ups = rig.of(name, LinkUp)
         assert [u.payload_size for u in ups] == [packet]  # the real MTU, capped at 512
-        assert [a.paired_now for a in rig.link_events(name, Authenticated)] == [True]
+        assert [a.paired_now for a in rig.of(name, Authenticated)] == [True]
         assert len(rig.prompts) == 1
         phone = rig.phones["phone"]
         record = rig.phone_record(name)
@@ -51,16 +51,16 @@ async def test_pair_and_every_channel_through_bleak(
             play.start_soon(drive, phone.app, flavour)
             play.start_soon(messages, phone.app, flavour)
             play.start_soon(playlist, phone.app, flavour)
-            await rig.until(lambda: len(rig.kinds(name, "notification")) >= 1)
-            await rig.until(lambda: rig.kinds(name, "art") != [])
+            await rig.until(lambda: len(rig.of(name, m.Notification)) >= 1)
+            await rig.until(lambda: rig.of(name, ArtReceived) != [])
             await record.device.media(m.MediaCommand.PAUSE)
-            note = rig.kinds(name, "notification")[0]
+            note = rig.of(name, m.Notification)[0]
             await record.device.reply(note.id, text="On my way")
             play.cancel_scope.cancel()
         assert any(isinstance(c, m.MediaCommandRequest) for c in phone.app.commands)
         assert phone.app.player is not None and not phone.app.player.playing
         assert (note.id, "On my way") in phone.app.replies
-        assert rig.kinds(name, "maneuver")
+        assert rig.of(name, m.Maneuver)
     assert any(p.suffix == ".btsnoop" and p.stat().st_size > 0 for p in captures.iterdir())
 
 
@@ -85,16 +85,16 @@ async def test_link_loss_mid_transfer_reconnects_and_loses_nothing(
 
         async with trio.open_nursery() as play:
             play.start_soon(publish)
-            await rig.until(lambda: len(rig.kinds(name, "notification")) >= 11)
+            await rig.until(lambda: len(rig.of(name, m.Notification)) >= 11)
             rig.world.lose_link("phone")  # mid-transfer: the object is still arriving
-        await rig.until(lambda: len(rig.kinds(name, "notification")) >= len(sent), 120)
-        got = [n.id for n in rig.kinds(name, "notification")]
+        await rig.until(lambda: len(rig.of(name, m.Notification)) >= len(sent), 120)
+        got = [n.id for n in rig.of(name, m.Notification)]
         assert got == sent  # exactly once, in order
-        downs = rig.link_events(name, LinkDown)
+        downs = rig.of(name, LinkDown)
         assert downs and downs[0].reason.startswith("link lost")  # bleak gives no HCI reason
         assert "supervision timeout (HCI 0x08)" in phone.links[0].reason
-        assert len(rig.link_events(name, LinkUp)) == 2
-        auths = rig.link_events(name, Authenticated)
+        assert len(rig.of(name, LinkUp)) == 2
+        auths = rig.of(name, Authenticated)
         assert [a.paired_now for a in auths] == [True, False]  # back without a prompt
         assert len(rig.prompts) == 1
         assert len(set(phone.tokens)) == len(phone.tokens) == 2  # a fresh token each time
@@ -114,16 +114,16 @@ async def test_two_phones_and_a_tablet_at_once(
             play.start_soon(messages, iphone.app, IOS)  # messages on the other phone
             await rig.until(
                 lambda: bool(
-                    rig.kinds(ANDROID.name, "maneuver")
-                    and rig.kinds(TABLET.name, "art")
-                    and rig.kinds(IOS.name, "notification")
+                    rig.of(ANDROID.name, m.Maneuver)
+                    and rig.of(TABLET.name, ArtReceived)
+                    and rig.of(IOS.name, m.Notification)
                 )
             )
             await rig.phone_record(TABLET.name).device.media(m.MediaCommand.PAUSE)
             play.cancel_scope.cancel()
         assert tablet.app.player is not None and not tablet.app.player.playing
         assert pixel.app.commands == [] and iphone.app.commands == []  # to the tablet only
-        assert not rig.kinds(TABLET.name, "maneuver") and not rig.kinds(ANDROID.name, "art")
+        assert not rig.of(TABLET.name, m.Maneuver) and not rig.of(ANDROID.name, ArtReceived)
         assert {p.platform for p in rig.hu.phones.values()} == {"android", "ios"}
         assert rig.hu.connect_attempts == 3
 
@@ -143,7 +143,7 @@ async def test_strangers_phones_are_left_alone(
         assert rig.hu.strangers_ignored > 100  # seen at every advertisement, never connected
         assert rig.phones["s1"].links == rig.phones["s2"].links == []
         assert not rig.phones["s1"].connected.is_set()
-        assert [a.paired_now for a in rig.link_events(ANDROID.name, Authenticated)] == [False]
+        assert [a.paired_now for a in rig.of(ANDROID.name, Authenticated)] == [False]
         assert rig.prompts == []
 
 
@@ -156,7 +156,7 @@ async def test_a_phone_that_stops_advertising_is_not_chased(
         record = rig.phone_record(name)
         phone.set_advertising(False)  # the app is closed; the link drops later
         rig.world.lose_link("phone")
-        await rig.until(lambda: bool(rig.link_events(name, LinkDown)))
+        await rig.until(lambda: bool(rig.of(name, LinkDown)))
         attempts = rig.hu.connect_attempts
         command: list[Any] = []
 

@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from bridge.emulation.phone_app import HISTORY
-from bridge.phone_device import CommandFailed
+from bridge.phone_device import ArtReceived, CommandFailed, ManeuverImageReceived
 from bridge.wire import messages as m
 from bridge.wire.channels import Channel
 from bridge.wire.errors import ErrorCode
@@ -48,27 +48,25 @@ async def test_every_message_both_ways(autojump_clock: trio.testing.MockClock) -
         nursery.start_soon(rig.hu.run)
         nursery.start_soon(rig.phone.run)
         await rig.link(nursery)
-        hello = await wait_for(rig.hu, lambda e: e.kind == "hello")
-        assert hello.detail.name == "Pixel 9" and rig.hu.version == 0 and rig.phone.version == 0
+        hello = await wait_for(rig.hu, m.Hello)
+        assert hello.name == "Pixel 9" and rig.hu.version == 0 and rig.phone.version == 0
         # navigation
         await rig.phone.set_route(
             m.RouteStatus(m.RouteState.ACTIVE, "Elm Rd 42", 1_000_000, 5400, 720)
         )
         await rig.phone.maneuver(ROUNDABOUT, image=b"\x89PNG" + bytes(5000))
-        await wait_for(rig.hu, lambda e: e.kind == "maneuver_image")
+        await wait_for(rig.hu, ManeuverImageReceived)
         assert rig.hu.state.maneuver is not None and rig.hu.state.maneuver.roundabout_exit == 3
         assert rig.hu.state.maneuver.lanes == ROUNDABOUT.lanes
         assert rig.hu.state.route is not None and rig.hu.state.route.remaining_m == 5400
         assert rig.hu.state.maneuver_image == b"\x89PNG" + bytes(5000)
         await rig.hu.guidance(False)
-        await wait_for(
-            rig.hu, lambda e: e.kind == "route" and e.detail.state is m.RouteState.INACTIVE
-        )
+        await wait_for(rig.hu, m.RouteStatus, lambda e: e.state is m.RouteState.INACTIVE)
         await rig.hu.guidance(True, "Home")
         assert rig.phone.route.destination == "Home"
         # audio: now playing with art, then every command
         await rig.phone.play(TRACKS, art=bytes(range(256)) * 40)
-        await wait_for(rig.hu, lambda e: e.kind == "art")
+        await wait_for(rig.hu, ArtReceived)
         assert rig.hu.state.art == bytes(range(256)) * 40
         for command, value in MEDIA_COMMANDS:
             result = await rig.hu.media(command, value)
@@ -81,7 +79,7 @@ async def test_every_message_both_ways(autojump_clock: trio.testing.MockClock) -
         assert playing is not None and playing.shuffle and playing.repeat is m.RepeatMode.ALL
         # messaging
         await rig.phone.notify(NOTE)
-        await wait_for(rig.hu, lambda e: e.kind == "notification")
+        await wait_for(rig.hu, m.Notification)
         assert rig.hu.state.inbox["n1"].notification == NOTE  # every field, unchanged
         await rig.hu.mark_read("n1")
         await rig.hu.reply("n1", text="See you soon")
@@ -90,7 +88,7 @@ async def test_every_message_both_ways(autojump_clock: trio.testing.MockClock) -
         with pytest.raises(CommandFailed, match="no action"):
             await rig.hu.perform_action("n1", "nope")
         await rig.hu.dismiss("n1")
-        await wait_for(rig.hu, lambda e: e.kind == "removed")
+        await wait_for(rig.hu, m.NotificationRemoved)
         assert "n1" not in rig.hu.state.inbox and rig.hu.state.inbox == {}
         assert rig.phone.read == {"n1"} and rig.phone.actions == [("n1", "thumb")]
         assert rig.phone.replies == [("n1", "See you soon"), ("n1", "Call you later")]
@@ -106,7 +104,7 @@ async def test_position_advances_in_virtual_time(autojump_clock: trio.testing.Mo
     async with trio.open_nursery() as nursery:
         await rig.start(nursery)
         await rig.phone.play(TRACKS)
-        await wait_for(rig.hu, lambda e: e.kind == "now_playing")
+        await wait_for(rig.hu, m.NowPlaying)
 
         def hu_ms() -> int:
             return int(trio.current_time() * 1000)
@@ -180,7 +178,7 @@ async def test_malformed_messages_get_an_error_and_the_link_stays_up(
         assert rig.hu.state.route is None and rig.hu.state.inbox == {} and rig.phone.commands == []
         # the link is still up: a good message after them is applied
         await rig.phone.set_route(m.RouteStatus(m.RouteState.ARRIVED))
-        await wait_for(rig.hu, lambda e: e.kind == "route")
+        await wait_for(rig.hu, m.RouteStatus)
         assert rig.hu_session.connected
         nursery.cancel_scope.cancel()
 
@@ -196,11 +194,11 @@ async def test_unknown_fields_are_ignored_and_long_text_is_cut_by_the_sender(
         body[99] = "a field from a future version"
         body["x"] = [1, 2, 3]
         rig.phone_session.send_nowait(Channel.NAVIGATION, m.NavigationType.ROUTE_STATUS, body)
-        await wait_for(rig.hu, lambda e: e.kind == "route")
+        await wait_for(rig.hu, m.RouteStatus)
         assert rig.phone.errors_received == []
         await rig.phone.notify(m.Notification("n", "SMS", m.Category.MESSAGE, "x" * 500, 0))
-        event = await wait_for(rig.hu, lambda e: e.kind == "notification")
-        assert event.detail.text == "x" * 40  # the head unit said 40; the phone cut it
+        event = await wait_for(rig.hu, m.Notification)
+        assert event.text == "x" * 40  # the head unit said 40; the phone cut it
         nursery.cancel_scope.cancel()
 
 
@@ -247,7 +245,7 @@ async def test_a_phone_remembers_only_its_last_commands(
         nursery.start_soon(rig.hu.run)
         nursery.start_soon(rig.phone.run)
         await rig.link(nursery)
-        await wait_for(rig.hu, lambda e: e.kind == "hello")
+        await wait_for(rig.hu, m.Hello)
         await rig.phone.play(TRACKS)
         sent = HISTORY + 20
         for i in range(sent):

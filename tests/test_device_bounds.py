@@ -73,7 +73,7 @@ async def test_the_inbox_keeps_the_newest_and_says_how_many_it_dropped(
         await phone.apply(note(n), None)
         if phone.store is not None:
             with phone.store.transaction() as db:
-                phone.persist(note(n), db)
+                phone.persist(note(n), encode(note(n)), db)
     assert len(phone.state.inbox) == MAX_INBOX and phone.inbox_dropped == 250
     assert next(iter(phone.state.inbox)) == "n250"
     again = device(tmp_path)  # after a restart: what the store kept
@@ -104,7 +104,7 @@ async def test_a_damaged_store_turns_off_that_devices_messaging_only(
         assert rig.hu.store_error is not None and "move the file away" in rig.hu.store_error
         await rig.phone.notify(note(999))
         await rig.phone.set_route(m.RouteStatus(m.RouteState.ACTIVE, "Elm Rd 42", remaining_m=3030))
-        await wait_for(rig.hu, lambda e: e.kind == "route")  # navigation carries on
+        await wait_for(rig.hu, m.RouteStatus)  # navigation carries on
         with trio.fail_after(10):
             while not rig.phone.errors_received:
                 await trio.sleep(0.1)

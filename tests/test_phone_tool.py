@@ -18,6 +18,7 @@ from bumble.transport import open_transport
 from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
 from bridge.session import LinkUp
+from bridge.wire import messages as m
 from pairing.handshake import Authenticated
 from tools import phone as tool
 from tools.dump import cli as dump
@@ -55,20 +56,20 @@ async def test_the_phone_command_pairs_and_plays_over_a_tcp_controller(
             return True
 
         hu = world.head_unit(central, confirm=yes)
-        kinds: list[tuple[str, Any]] = []
+        events: list[Any] = []
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(tool.run, args, out)
                 await nursery.start(hu.run)
                 async for _, event in hu.events:
-                    kinds.append((event.kind, event.detail))
-                    if event.kind == "maneuver":
+                    events.append(event)
+                    if isinstance(event, m.Maneuver):
                         break
                 accepted.append(transport.sink.transport)
                 nursery.cancel_scope.cancel()
-        links = [d for k, d in kinds if isinstance(d, LinkUp)]
+        links = [e for e in events if isinstance(e, LinkUp)]
         assert links and links[0].payload_size == 512
-        assert [d.paired_now for k, d in kinds if isinstance(d, Authenticated)] == [True]
+        assert [e.paired_now for e in events if isinstance(e, Authenticated)] == [True]
         text = out.getvalue()
         assert "asks to pair; code" in text and "a head unit connected" in text
         assert "advertises the bridge service as" in text

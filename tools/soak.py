@@ -93,13 +93,13 @@ async def soak(
 
     async def head_unit(device: PhoneDevice) -> None:
         async for event in device.events:
-            if event.kind != "notification":
+            if not isinstance(event, m.Notification):
                 continue
-            result.delivered.append(event.detail.id)
+            result.delivered.append(event.id)
             if len(result.delivered) % REPLY_EVERY == 0 and len(result.replies) < messages - notes:
                 async with send_lock:
                     reply_id = f"r{len(result.replies)}"
-                    await device.send(m.Reply(event.detail.id, text=reply_id))
+                    await device.send(m.Reply(event.id, text=reply_id))
                     result.replies.append(reply_id)
 
     def done() -> bool:
@@ -235,11 +235,11 @@ async def fleet(folder: Path, *, devices: int, minutes: float, seed: int = 1) ->
         async def head_unit_side() -> None:
             async for event in device.events:
                 result.messages += 1
-                if event.kind == "notification" and rng.random() < 0.5:
+                if isinstance(event, m.Notification) and rng.random() < 0.5:
                     with contextlib.suppress(CommandFailed):
-                        await device.mark_read(event.detail.id)
-                elif event.kind == "now_playing" and rng.random() < 0.3:
-                    command = m.MediaCommand.PAUSE if event.detail.playing else m.MediaCommand.PLAY
+                        await device.mark_read(event.id)
+                elif isinstance(event, m.NowPlaying) and rng.random() < 0.3:
+                    command = m.MediaCommand.PAUSE if event.playing else m.MediaCommand.PLAY
                     with contextlib.suppress(CommandFailed):
                         await device.media(command)
 

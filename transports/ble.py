@@ -148,15 +148,6 @@ class BleakLink(CallbackLink):
         await _bounded_disconnect(self.client)
 
 
-def _versions(raw: bytes) -> tuple[int, ...]:
-    """The info characteristic: a CBOR array of small uints (docs/PROTOCOL.md 1)."""
-    if not raw or raw[0] >> 5 != 4 or raw[0] & 0x1F > 23 or len(raw) != 1 + (raw[0] & 0x1F):
-        raise ValueError(f"info characteristic holds {raw.hex() or 'nothing'}, not a version list")
-    if any(b > 23 for b in raw[1:]):
-        raise ValueError("info characteristic lists a version over 23")
-    return tuple(raw[1:])
-
-
 class BleakCentral:
     """Scanning and connecting through bleak; ``scanner_backend``/``client_backend`` and
     ``backend_kwargs`` pick a backend other than the platform's (the Bumble one)."""
@@ -307,7 +298,7 @@ async def _set_up(client: BleakClient) -> BleakLink:
         _fail("the phone's bridge characteristics have the wrong properties")
     link = BleakLink(client, to_phone, from_phone, max(23, min(mtu, 517)))
     try:
-        link.versions = _versions(bytes(await aio(client.read_gatt_char)(info)))
+        link.versions = layout.parse_info_value(bytes(await aio(client.read_gatt_char)(info)))
     except ValueError as e:
         _fail(str(e))
     if not set(link.versions) & set(layout.PROTOCOL_VERSIONS):

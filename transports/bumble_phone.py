@@ -110,7 +110,7 @@ class BumblePeripheral:
         self.apple = apple
         self.name = ""
         self.largest_write = 0  # bytes: the largest value any head unit wrote
-        self.readable_info = bytes([0x80 | len(versions), *versions])  # CBOR array of uints
+        self.readable_info = layout.info_value(versions)
         self._links: dict[int, PeripheralLink] = {}
         self._accept_send, self._accept_receive = trio.open_memory_channel[PeripheralLink](16)
         self.to_phone: gatt.Characteristic[bytes] = gatt.Characteristic(

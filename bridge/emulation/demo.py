@@ -27,8 +27,14 @@ import trio.testing
 from bridge import prompt
 from bridge.emulation.phone_app import PhoneApp
 from bridge.emulation.scenarios import FLAVOURS, Flavour, drive, messages, playlist
-from bridge.endpoint import clock_ms_from_trio
-from bridge.phone_device import CommandFailed, DeviceEvent, PhoneDevice
+from bridge.endpoint import PeerEvent, clock_ms_from_trio
+from bridge.phone_device import (
+    ArtReceived,
+    CommandFailed,
+    DeviceEvent,
+    ManeuverImageReceived,
+    PhoneDevice,
+)
 from bridge.session import LinkDown, LinkUp, PeerSession
 from bridge.store import MessageStore
 from bridge.wire import messages as m
@@ -127,7 +133,7 @@ class _DemoPhone(PhoneApp):
             self.published.append(_key(message))
         return await super().send(message)
 
-    async def on_event(self, event: Any) -> None:
+    async def on_event(self, event: PeerEvent) -> None:
         if isinstance(event, CodeToConfirm):
             self.screen.show("PHONE", f"shows code {event.code}; its user taps Confirm")
             self.session.confirm_pairing(True)
@@ -162,55 +168,52 @@ class _Driver:
         paused = replied = False
         async for event in self.device.events:
             await self.show(event)
-            detail = event.detail
-            if event.kind == "now_playing" and detail.art is not None and not paused:
+            if isinstance(event, m.NowPlaying) and event.art is not None and not paused:
                 paused = True
                 nursery.start_soon(self.tap_pause)
-            if event.kind == "notification" and detail.canned_replies and not replied:
+            if isinstance(event, m.Notification) and event.canned_replies and not replied:
                 replied = True
-                nursery.start_soon(self.answer, detail)
+                nursery.start_soon(self.answer, event)
 
     async def show(self, event: DeviceEvent) -> None:
-        screen, detail, result = self.screen, event.detail, self.result
-        match event.kind:
-            case "hello":
-                screen.show(
-                    "PHONE", f"{detail.name} ({detail.platform}, {detail.model}) says hello"
-                )
-            case "route":
-                if detail.state is m.RouteState.ARRIVED:
-                    screen.show("ROUTE", f"arrived at {detail.destination}")
-                elif detail.remaining_m is not None:
-                    km = detail.remaining_m / 1000
-                    screen.show("ROUTE", f"to {detail.destination}: {km:.1f} km left")
-            case "maneuver":
-                result.received.append(_key(detail))
-                screen.show("NAV", _maneuver_text(detail))
-            case "maneuver_image":
-                screen.show("NAV", f"maneuver image shown ({len(detail)} bytes)")
-            case "now_playing":
+        screen, result = self.screen, self.result
+        match event:
+            case m.Hello():
+                screen.show("PHONE", f"{event.name} ({event.platform}, {event.model}) says hello")
+            case m.RouteStatus():
+                if event.state is m.RouteState.ARRIVED:
+                    screen.show("ROUTE", f"arrived at {event.destination}")
+                elif event.remaining_m is not None:
+                    km = event.remaining_m / 1000
+                    screen.show("ROUTE", f"to {event.destination}: {km:.1f} km left")
+            case m.Maneuver():
+                result.received.append(_key(event))
+                screen.show("NAV", _maneuver_text(event))
+            case ManeuverImageReceived():
+                screen.show("NAV", f"maneuver image shown ({len(event.data)} bytes)")
+            case m.NowPlaying():
                 position = self.device.state.position_ms(self.device.clock_ms()) or 0
-                sign = "▶" if detail.playing else "⏸"
-                total = _clock(detail.duration_ms or 0)
+                sign = "▶" if event.playing else "⏸"
+                total = _clock(event.duration_ms or 0)
                 screen.show(
                     "MUSIC",
-                    f"{sign} {detail.title} — {detail.artist} ({detail.source_app}) "
+                    f"{sign} {event.title} — {event.artist} ({event.source_app}) "
                     f"{_clock(position)} / {total}",
                 )
-            case "art":
-                screen.show("MUSIC", f"album art shown ({len(detail) // 1024} KB)")
-            case "notification":
-                result.received.append(_key(detail))
-                actions = ", ".join(a.label for a in detail.actions or [])
-                screen.show("MSG", f"{detail.sender} ({detail.app}): {detail.text}  [{actions}]")
-            case "removed":
-                screen.show("MSG", f"{detail.id} removed")
-            case "error":
-                screen.show("ERROR", f"the phone refused a message: {detail.text}")
-            case "link":
-                await self.link_event(detail)
+            case ArtReceived():
+                screen.show("MUSIC", f"album art shown ({len(event.data) // 1024} KB)")
+            case m.Notification():
+                result.received.append(_key(event))
+                actions = ", ".join(a.label for a in event.actions or [])
+                screen.show("MSG", f"{event.sender} ({event.app}): {event.text}  [{actions}]")
+            case m.NotificationRemoved():
+                screen.show("MSG", f"{event.id} removed")
+            case m.ErrorReport():
+                screen.show("ERROR", f"the phone refused a message: {event.text}")
+            case _:
+                await self.link_event(event)
 
-    async def link_event(self, event: Any) -> None:
+    async def link_event(self, event: DeviceEvent) -> None:
         screen, result = self.screen, self.result
         if isinstance(event, LinkUp):
             result.links += 1

@@ -27,9 +27,9 @@ from bridge.emulation.demo import Confirm, _key, _maneuver_text
 from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
 from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
-from bridge.phone_device import CommandFailed, DeviceEvent
+from bridge.phone_device import ArtReceived, CommandFailed
 from bridge.prompt import assume_yes as _yes
-from bridge.radio_policy import Phone
+from bridge.radio_policy import HeadUnitEvent, Phone
 from bridge.session import LinkDown, LinkUp
 from bridge.wire import messages as m
 from pairing.handshake import Authenticated, CodeToConfirm, PairingFailed
@@ -146,27 +146,27 @@ async def _play(
         answered: set[str] = set()
         async for phone, event in hu.events:
             _show(screen, phone, event, result)
-            if isinstance(event.detail, Authenticated):
+            if isinstance(event, Authenticated):
                 paired.add(phone.name)
                 if len(paired) == len(phones):
                     all_paired.set()
-            if isinstance(event.detail, PairingFailed):
-                result.pairing_failed = event.detail.reason
+            if isinstance(event, PairingFailed):
+                result.pairing_failed = event.reason
                 all_paired.set()
             if (
-                event.kind == "now_playing"
-                and event.detail.art is not None
+                isinstance(event, m.NowPlaying)
+                and event.art is not None
                 and "pause" not in answered
             ):
                 answered.add("pause")
                 nursery.start_soon(_tap_pause, phone, screen)
             if (
-                event.kind == "notification"
-                and event.detail.canned_replies
+                isinstance(event, m.Notification)
+                and event.canned_replies
                 and "reply" not in answered
             ):
                 answered.add("reply")
-                nursery.start_soon(_answer, phone, event.detail, screen)
+                nursery.start_soon(_answer, phone, event, screen)
 
     async with trio.open_nursery() as nursery:
         for phone in phones.values():
@@ -199,38 +199,31 @@ async def _play(
     }
 
 
-def _show(screen: _Screen, phone: Phone, event: DeviceEvent, result: RadioDemoResult) -> None:
-    who, detail = phone.name, event.detail
-    match event.kind:
-        case "hello":
-            screen.show(
-                who, "PHONE", f"{detail.name} ({detail.platform}, {detail.model}) says hello"
-            )
-        case "maneuver":
-            result.received.setdefault(who, []).append(_key(detail))
-            screen.show(who, "NAV", _maneuver_text(detail))
-        case "now_playing":
-            sign = "▶" if detail.playing else "⏸"
-            screen.show(
-                who, "MUSIC", f"{sign} {detail.title} — {detail.artist} ({detail.source_app})"
-            )
-        case "art":
-            screen.show(who, "MUSIC", f"album art shown ({len(detail) // 1024} KB)")
-        case "notification":
-            result.received.setdefault(who, []).append(_key(detail))
-            screen.show(who, "MSG", f"{detail.sender} ({detail.app}): {detail.text}")
-        case "link":
-            if isinstance(detail, LinkUp):
-                screen.show(
-                    who, "LINK", f"connected ({detail.payload_size}-byte packets); handshake"
-                )
-            elif isinstance(detail, LinkDown):
-                screen.show(who, "LINK", f"{detail.reason}; waiting for its advertisement")
-            elif isinstance(detail, Authenticated):
-                how = "paired" if detail.paired_now else "recognised from its token: no prompt"
-                screen.show(who, "PAIR", f"{how}; link encrypted")
-            elif isinstance(detail, PairingFailed):
-                screen.show(who, "PAIR", f"pairing failed: {detail.reason}; nothing was stored")
+def _show(screen: _Screen, phone: Phone, event: HeadUnitEvent, result: RadioDemoResult) -> None:
+    who = phone.name
+    match event:
+        case m.Hello():
+            screen.show(who, "PHONE", f"{event.name} ({event.platform}, {event.model}) says hello")
+        case m.Maneuver():
+            result.received.setdefault(who, []).append(_key(event))
+            screen.show(who, "NAV", _maneuver_text(event))
+        case m.NowPlaying():
+            sign = "▶" if event.playing else "⏸"
+            screen.show(who, "MUSIC", f"{sign} {event.title} — {event.artist} ({event.source_app})")
+        case ArtReceived():
+            screen.show(who, "MUSIC", f"album art shown ({len(event.data) // 1024} KB)")
+        case m.Notification():
+            result.received.setdefault(who, []).append(_key(event))
+            screen.show(who, "MSG", f"{event.sender} ({event.app}): {event.text}")
+        case LinkUp():
+            screen.show(who, "LINK", f"connected ({event.payload_size}-byte packets); handshake")
+        case LinkDown():
+            screen.show(who, "LINK", f"{event.reason}; waiting for its advertisement")
+        case Authenticated():
+            how = "paired" if event.paired_now else "recognised from its token: no prompt"
+            screen.show(who, "PAIR", f"{how}; link encrypted")
+        case PairingFailed():
+            screen.show(who, "PAIR", f"pairing failed: {event.reason}; nothing was stored")
 
 
 async def _tap_pause(phone: Phone, screen: _Screen) -> None:

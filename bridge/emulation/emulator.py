@@ -21,6 +21,7 @@ import trio
 
 from bridge.emulation.phone_app import PhoneApp
 from bridge.emulation.scenarios import Flavour
+from bridge.endpoint import PeerEvent
 from bridge.session import LinkDown, PeerSession
 from bridge.store import MessageStore
 from bridge.wire import messages as m
@@ -55,7 +56,7 @@ class PairingPhoneApp(PhoneApp):
         self.show = show
         self.paired_with: list[str] = []
 
-    async def on_event(self, event: Any) -> None:
+    async def on_event(self, event: PeerEvent) -> None:
         if isinstance(event, CodeToConfirm):
             accepted = await self.confirm(event)
             if self.show is not None:

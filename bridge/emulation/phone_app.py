@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from bridge.endpoint import Endpoint
+from bridge.endpoint import Endpoint, PeerEvent
 from bridge.session import PeerSession
 from bridge.store import MessageStore
 from bridge.wire import messages as m
@@ -129,7 +129,7 @@ class PhoneApp(Endpoint):
 
     # -- commands from the head unit ----------------------------------------------------
 
-    async def on_event(self, event: Any) -> None:
+    async def on_event(self, event: PeerEvent) -> None:
         _keep(self.events, event, self.history)
 
     async def apply(self, message: Message, seq: int | None) -> None:

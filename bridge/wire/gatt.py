@@ -13,6 +13,25 @@ FROM_PHONE_UUID = uuid.UUID("6b1e0002-5b5f-4c2d-9a2e-6a3f0b6c1d00")
 INFO_UUID = uuid.UUID("6b1e0003-5b5f-4c2d-9a2e-6a3f0b6c1d00")
 
 PROTOCOL_VERSIONS = (0,)
+MAX_VERSION = 23  # the info value's versions are one-byte CBOR uints
+
+
+def info_value(versions: tuple[int, ...] = PROTOCOL_VERSIONS) -> bytes:
+    """The info characteristic's value: the versions as a CBOR array of small uints."""
+    if len(versions) > 23 or any(not 0 <= v <= MAX_VERSION for v in versions):
+        raise ValueError("at most 23 versions, each 0 to 23")
+    return bytes([0x80 | len(versions), *versions])
+
+
+def parse_info_value(raw: bytes) -> tuple[int, ...]:
+    """The versions in an info value; ValueError (which says what it holds) if it is
+    not a CBOR array of small uints (docs/PROTOCOL.md 1)."""
+    if not raw or raw[0] >> 5 != 4 or raw[0] & 0x1F > 23 or len(raw) != 1 + (raw[0] & 0x1F):
+        raise ValueError(f"info characteristic holds {raw.hex() or 'nothing'}, not a version list")
+    if any(b > MAX_VERSION for b in raw[1:]):
+        raise ValueError(f"info characteristic lists a version over {MAX_VERSION}")
+    return tuple(raw[1:])
+
 
 #: Legacy advertisement: 31 bytes - flags (3) - 128-bit service UUID list (18) - name AD header (2).
 MAX_ADVERTISED_NAME = 8

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
+from bridge.wire import gatt
 from bridge.wire.channels import Channel, ControlType
 from bridge.wire.codec import Message, decode, key
 from bridge.wire.errors import ErrorCode, ProtocolError
 from bridge.wire.frame import Body
 
-PROTOCOL_VERSIONS = [0]
+PROTOCOL_VERSIONS = list(gatt.PROTOCOL_VERSIONS)  # what HELLO offers
 
 
 def _check(condition: bool, message: str) -> None:

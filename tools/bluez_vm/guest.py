@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -39,8 +39,8 @@ from bridge.emulation.emulator import EmulatedPhone
 from bridge.emulation.scenarios import FLAVOURS, Flavour, drive, messages, playlist
 from bridge.emulation.world import pacing_for
 from bridge.endpoint import clock_ms_from_trio
-from bridge.phone_device import CommandFailed, DeviceEvent
-from bridge.radio_policy import HeadUnit, Phone
+from bridge.phone_device import ArtReceived, CommandFailed
+from bridge.radio_policy import HeadUnit, HeadUnitEvent, Phone
 from bridge.session import LinkDown, LinkUp
 from bridge.wire import messages as m
 from bridge.wire.errors import first_error
@@ -54,6 +54,7 @@ from transports.bumble_phone import BumblePeripheral
 from transports.bumble_radio import VirtualRadio, kernel_controller
 from transports.simulated import PROFILES
 
+T = TypeVar("T")
 OUT = Path("/out")
 BLUETOOTHD = "/usr/libexec/bluetooth/bluetoothd"
 HEAD_UNIT_ADDRESS = "00:AA:01:00:00:00"
@@ -65,15 +66,13 @@ class Lane:
     def __init__(self, hu: HeadUnit, phones: dict[str, EmulatedPhone]) -> None:
         self.hu = hu
         self.phones = phones
-        self.events: list[tuple[Phone, DeviceEvent]] = []
+        self.events: list[tuple[Phone, HeadUnitEvent]] = []
         self.prompts: list[CodeToConfirm] = []
         self._changed = trio.Event()
 
-    def kinds(self, name: str, kind: str) -> list[Any]:
-        return [e.detail for p, e in self.events if p.name == name and e.kind == kind]
-
-    def links(self, name: str, cls: type) -> list[Any]:
-        return [d for d in self.kinds(name, "link") if isinstance(d, cls)]
+    def of(self, name: str, cls: type[T]) -> list[T]:
+        """The events of one phone that are a ``cls``, in order."""
+        return [e for p, e in self.events if p.name == name and isinstance(e, cls)]
 
     async def until(self, what: str, predicate: Callable[[], bool], limit: float = 90) -> None:
         with trio.move_on_after(limit):
@@ -99,22 +98,22 @@ async def pair_and_channels(lane: Lane) -> None:
     name, phone = ANDROID.name, lane.phones["pixel"]
     phone.set_advertising(True)
     await lane.until("the Android phone paired", lambda: lane.connected(name))
-    ups = lane.links(name, LinkUp)
+    ups = lane.of(name, LinkUp)
     assert ups[-1].payload_size == 512, f"payload {ups[-1].payload_size}: MTU not acquired"
-    assert [a.paired_now for a in lane.links(name, Authenticated)][:1] == [True]
+    assert [a.paired_now for a in lane.of(name, Authenticated)][:1] == [True]
     record = lane.hu.phone(name)
     assert record is not None
     async with trio.open_nursery() as play:
         play.start_soon(drive, phone.app, ANDROID)
         play.start_soon(messages, phone.app, ANDROID)
         play.start_soon(playlist, phone.app, ANDROID)
-        await lane.until("a notification", lambda: bool(lane.kinds(name, "notification")))
-        await lane.until("album art", lambda: bool(lane.kinds(name, "art")))
+        await lane.until("a notification", lambda: bool(lane.of(name, m.Notification)))
+        await lane.until("album art", lambda: bool(lane.of(name, ArtReceived)))
         await record.device.media(m.MediaCommand.PAUSE)
-        note = lane.kinds(name, "notification")[0]
+        note = lane.of(name, m.Notification)[0]
         await record.device.reply(note.id, text="On my way")
         play.cancel_scope.cancel()
-    assert lane.kinds(name, "maneuver"), "no maneuver arrived"
+    assert lane.of(name, m.Maneuver), "no maneuver arrived"
     assert phone.app.player is not None and not phone.app.player.playing, "pause not applied"
     assert (note.id, "On my way") in phone.app.replies, "reply not delivered"
 
@@ -125,9 +124,9 @@ async def link_loss(lane: Lane) -> None:
     name, phone = ANDROID.name, lane.phones["pixel"]
     phone.set_advertising(True)
     await lane.until("the Android phone connected", lambda: lane.connected(name))
-    before = len(lane.links(name, LinkDown))
+    before = len(lane.of(name, LinkDown))
     sent: list[str] = []
-    start = len(lane.kinds(name, "notification"))
+    start = len(lane.of(name, m.Notification))
 
     async def publish() -> None:
         for i in range(20):
@@ -140,19 +139,17 @@ async def link_loss(lane: Lane) -> None:
 
     async with trio.open_nursery() as play:
         play.start_soon(publish)
-        await lane.until(
-            "5 notifications", lambda: len(lane.kinds(name, "notification")) >= start + 5
-        )
+        await lane.until("5 notifications", lambda: len(lane.of(name, m.Notification)) >= start + 5)
         await phone.drop_link()  # the phone's side ends the connection, mid-transfer
-    await lane.until("the link to go down", lambda: len(lane.links(name, LinkDown)) > before)
+    await lane.until("the link to go down", lambda: len(lane.of(name, LinkDown)) > before)
     await lane.until(
         "every notification after reconnecting",
-        lambda: len(lane.kinds(name, "notification")) >= start + len(sent),
+        lambda: len(lane.of(name, m.Notification)) >= start + len(sent),
         120,
     )
-    got = [n.id for n in lane.kinds(name, "notification")[start:]]
+    got = [n.id for n in lane.of(name, m.Notification)[start:]]
     assert got == sent, f"got {got}"
-    assert lane.links(name, Authenticated)[-1].paired_now is False, "asked to pair again"
+    assert lane.of(name, Authenticated)[-1].paired_now is False, "asked to pair again"
 
 
 async def android_and_ios(lane: Lane) -> None:
@@ -162,18 +159,18 @@ async def android_and_ios(lane: Lane) -> None:
     await lane.until(
         "both phones connected", lambda: lane.connected(ANDROID.name) and lane.connected(IOS.name)
     )
-    ups = lane.links(IOS.name, LinkUp)
+    ups = lane.of(IOS.name, LinkUp)
     assert ups[-1].payload_size == 182, f"iOS payload {ups[-1].payload_size}"
     pixel, iphone = lane.phones["pixel"], lane.phones["iphone"]
-    start = len(lane.kinds(ANDROID.name, "maneuver"))
+    start = len(lane.of(ANDROID.name, m.Maneuver))
     async with trio.open_nursery() as play:
         play.start_soon(drive, pixel.app, ANDROID)
         play.start_soon(playlist, iphone.app, IOS)
         await lane.until(
             "a maneuver and now playing",
             lambda: (
-                len(lane.kinds(ANDROID.name, "maneuver")) > start
-                and bool(lane.kinds(IOS.name, "now_playing"))
+                len(lane.of(ANDROID.name, m.Maneuver)) > start
+                and bool(lane.of(IOS.name, m.NowPlaying))
             ),
         )
         record = lane.hu.phone(IOS.name)
