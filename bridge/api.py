@@ -192,6 +192,37 @@ def device_json(phone: Phone, now_ms: int) -> dict[str, Any]:
     return out
 
 
+def device_delta(before: dict[str, Any] | None, now: dict[str, Any]) -> dict[str, Any]:
+    """What a ``device`` event sends: the whole device the first time, then its ``id``
+    and the fields that changed. In ``now_playing`` (sent whole when any of its fields
+    changed), ``art`` is there only when the picture changed."""
+    if before is None:
+        return now
+    delta: dict[str, Any] = {"id": now["id"]}
+    for key, value in now.items():
+        old = before.get(key)
+        if key == "now_playing" and isinstance(value, dict) and isinstance(old, dict):
+            fields = {k: v for k, v in value.items() if k != "art"}
+            if fields != {k: v for k, v in old.items() if k != "art"}:
+                delta[key] = fields
+            if value.get("art") != old.get("art"):
+                delta.setdefault(key, dict(fields))["art"] = value.get("art")
+        elif value != old:
+            delta[key] = value
+    return delta
+
+
+def merge_device(device: dict[str, Any] | None, delta: dict[str, Any]) -> dict[str, Any]:
+    """A client's copy of a device after a ``device`` event (docs/API.md)."""
+    if device is None:
+        return dict(delta)
+    merged = {**device, **delta}
+    old, new = device.get("now_playing"), delta.get("now_playing")
+    if isinstance(old, dict) and isinstance(new, dict) and "art" not in new:
+        merged["now_playing"] = {**new, "art": old.get("art")}
+    return merged
+
+
 @functools.lru_cache(maxsize=16)  # one encoding per picture, not one per device event
 def _data_url(image: bytes) -> str:
     kind = "image/png" if image.startswith(b"\x89PNG") else "image/jpeg"
@@ -234,6 +265,7 @@ class ApiState:
         self.clock_ms = clock_ms
         self.prompts: dict[int, PairingPrompt] = {}
         self._next_prompt = 1
+        self._sent: dict[str, dict[str, Any]] = {}  # device id -> as last broadcast
         self._listeners: list[trio.MemorySendChannel[dict[str, Any]]] = []
 
     # events out
@@ -279,7 +311,11 @@ class ApiState:
             return
         if phone.key is None:  # still pairing: it becomes a device once paired
             return
-        self.broadcast({"event": "device", "device": device_json(phone, self.clock_ms())})
+        now = device_json(phone, self.clock_ms())
+        delta = device_delta(self._sent.get(now["id"]), now)
+        self._sent[now["id"]] = now
+        if len(delta) > 1:  # something besides the id changed
+            self.broadcast({"event": "device", "device": delta})
 
     # pairing: the head unit's confirm callback
     async def confirm(self, phone: Phone, event: CodeToConfirm) -> bool:
@@ -621,6 +657,8 @@ class ApiClient:
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.closed: CloseConnection | None = None
         self.pending: list[dict[str, Any]] = []
+        #: The devices as the events so far describe them (deltas merged), by id.
+        self.devices: dict[str, dict[str, Any]] = {}
         self.seq = 0
         self._text = ""
 
@@ -652,6 +690,13 @@ class ApiClient:
         seq = self.seq
         return await self.receive(lambda e: e.get("reply_to") == seq)
 
+    def _follow(self, message: dict[str, Any]) -> None:
+        if message.get("event") == "state":
+            self.devices = {d["id"]: d for d in message["devices"]}
+        elif message.get("event") == "device":
+            delta = message["device"]
+            self.devices[delta["id"]] = merge_device(self.devices.get(delta["id"]), delta)
+
     async def receive(
         self, match: Callable[[dict[str, Any]], bool] = lambda e: True
     ) -> dict[str, Any]:
@@ -665,7 +710,9 @@ class ApiClient:
                 if isinstance(ws_event, TextMessage):  # possibly in several fragments
                     self._text += ws_event.data
                     if ws_event.message_finished:
-                        self.pending.append(json.loads(self._text))
+                        message = json.loads(self._text)
+                        self._follow(message)
+                        self.pending.append(message)
                         self._text = ""
                 elif isinstance(ws_event, CloseConnection):
                     self.closed = ws_event

@@ -368,8 +368,8 @@ async def pair_through_service(
                 if event["event"] == "pairing_request":
                     await client.op(op="confirm", id=event["id"], accept=await ask(event))
                     continue
-                device = event["device"]
-                if device["id"] and device["id"] not in known and device["ready"]:
+                device = client.devices[event["device"]["id"]]  # the events merged
+                if device["id"] and device["id"] not in known and device.get("ready"):
                     return str(device["name"])
         return None
     except ConnectionError as e:

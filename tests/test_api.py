@@ -9,7 +9,7 @@ import json
 import socket
 import stat
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,9 @@ from bridge.api import (
     SCREEN,
     ApiClient,
     ApiState,
+    device_delta,
     load_or_create_token,
+    merge_device,
 )
 from bridge.config import ApiConfig, Config
 from bridge.emulation.scenarios import ART
@@ -65,6 +67,22 @@ def token(tmp_path: Path) -> str:
     return path.read_text().strip()
 
 
+async def device_until(
+    client: ApiClient,
+    predicate: Callable[[dict[str, Any]], bool],
+    seen: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Device events (deltas, merged by the client) until a device satisfies ``predicate``;
+    that device, whole. ``seen`` collects the raw events."""
+    while True:
+        event = await client.receive(lambda e: e.get("event") == "device")
+        if seen is not None:
+            seen.append(event)
+        device = client.devices[event["device"]["id"]]
+        if predicate(device):
+            return device
+
+
 async def test_pairing_confirmed_on_the_screen_then_commands_reach_the_phone(
     aio: Any, autojump_clock: Any, tmp_path: Path
 ) -> None:
@@ -82,35 +100,37 @@ async def test_pairing_confirmed_on_the_screen_then_commands_reach_the_phone(
         assert await client.op(op="confirm", id=prompt["id"], accept=True) == {
             "reply_to": client.seq, "ok": True,
         }  # fmt: skip
-        device = await client.receive(
-            lambda e: e.get("event") == "device" and e["device"]["connected"]
-            and e["device"]["name"] == "Pixel 9"
-        )  # fmt: skip
-        assert device["device"]["platform"] == "android"
-        pixel = device["device"]["id"]  # operations name a device by its id
+        device = await device_until(client, lambda d: d["connected"] and d["name"] == "Pixel 9")
+        assert device["platform"] == "android"
+        pixel = device["id"]  # operations name a device by its id
         phone = world.phones["pixel"]
         await phone.app.notify(m.Notification(
             "n1", "Chat", m.Category.MESSAGE, "Running late", 0, sender="Bo",
             canned_replies=["On my way"],
         ))  # fmt: skip
-        update = await client.receive(lambda e: e.get("event") == "device" and e["device"]["inbox"])
-        (note,) = update["device"]["inbox"]
+        update = await device_until(client, lambda d: bool(d["inbox"]))
+        (note,) = update["inbox"]
         assert (note["id"], note["sender"], note["text"]) == ("n1", "Bo", "Running late")
         assert (await client.op(op="reply", device=pixel, id="n1", canned=0))["ok"]
         assert ("n1", "On my way") in phone.app.replies
         assert (await client.op(op="mark_read", device=pixel, id="n1"))["ok"]
         await phone.app.play([m.NowPlaying("Song", "Artist", duration_ms=200_000)], art=ART)
-        with_art = await client.receive(
-            lambda e: (
-                e.get("event") == "device"
-                and bool(e["device"]["now_playing"])
-                and bool(e["device"]["now_playing"]["art"])
-            )
+        art_events: list[dict[str, Any]] = []
+        with_art = await device_until(
+            client, lambda d: bool(d["now_playing"]) and bool(d["now_playing"]["art"]), art_events
         )  # a message of some 60 KB: it arrives in pieces, the client joins them
-        art = with_art["device"]["now_playing"]["art"]
+        art = with_art["now_playing"]["art"]
         assert art.startswith("data:image/") and base64.b64decode(art.split(",", 1)[1]) == ART
         assert (await client.op(op="media", device=pixel, command="pause"))["ok"]
         assert phone.app.player is not None and not phone.app.player.playing
+        # events send what changed: the picture once, never again with the pause
+        after: list[dict[str, Any]] = []
+        paused = await device_until(client, lambda d: d["now_playing"]["state"] == "paused", after)
+        assert paused["now_playing"]["art"] == art  # the client's merged copy kept it
+        assert all("art" not in (e["device"].get("now_playing") or {}) for e in after)
+        assert all("inbox" not in e["device"] for e in after)  # unchanged: not sent
+        pictures = [e for e in art_events if (e["device"].get("now_playing") or {}).get("art")]
+        assert len(pictures) == 1
         # refused operations say why and keep the connection
         bad = await client.op(op="media", device=pixel, command="louder")
         assert bad == {
@@ -322,3 +342,30 @@ def test_a_failed_pairing_attempt_reaches_every_client(tmp_path: Path) -> None:
         "event": "pairing_attempt_failed", "failed": 3, "limit": 3, "pairing": False,
     }  # fmt: skip
     assert events.receive_nowait() == {"event": "pairing", "on": False}
+
+
+def test_a_client_merging_the_deltas_has_the_device_as_the_service_has_it() -> None:
+    art = "data:image/png;base64,AAAA"
+    states = [
+        {"id": "d1", "name": "Pixel 9", "connected": False, "now_playing": None, "inbox": []},
+        {"id": "d1", "name": "Pixel 9", "connected": True, "now_playing": None, "inbox": []},
+        {"id": "d1", "name": "Pixel 9", "connected": True, "inbox": [],
+         "now_playing": {"title": "A", "position_ms": 0, "art": None}},
+        {"id": "d1", "name": "Pixel 9", "connected": True, "inbox": [],
+         "now_playing": {"title": "A", "position_ms": 900, "art": art}},
+        {"id": "d1", "name": "Pixel 9", "connected": True, "inbox": [{"id": "n1"}],
+         "now_playing": {"title": "A", "position_ms": 900, "art": art}},
+        {"id": "d1", "name": "Pixel 9", "connected": True, "inbox": [{"id": "n1"}],
+         "now_playing": {"title": "B", "position_ms": 0, "art": art}},
+        {"id": "d1", "name": "Pixel 9", "connected": False, "inbox": [], "now_playing": None},
+    ]  # fmt: skip
+    sent: dict[str, Any] | None = None
+    client: dict[str, Any] | None = None
+    pictures = 0
+    for now in states:
+        delta = device_delta(sent, now)
+        client, sent = merge_device(client, delta), now
+        assert client == now
+        pictures += (delta.get("now_playing") or {}).get("art") == art
+    assert pictures == 1  # the picture went once, though now_playing changed four times
+    assert device_delta(states[-1], states[-1]) == {"id": "d1"}  # nothing: nothing sent

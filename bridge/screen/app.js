@@ -75,9 +75,15 @@ function onEvent(event) {
       state.devices = new Map(event.devices.map((d) => [d.id, d]));
       state.prompts = new Map(event.prompts.map((p) => [p.id, p]));
       break;
-    case "device":
-      state.devices.set(event.device.id, event.device);
+    case "device": {  // the device whole the first time, then what changed (docs/API.md)
+      const delta = event.device;
+      const old = state.devices.get(delta.id);
+      if (old && old.now_playing && delta.now_playing && !("art" in delta.now_playing)) {
+        delta.now_playing.art = old.now_playing.art;  // the picture is sent when it changes
+      }
+      state.devices.set(delta.id, old ? Object.assign(old, delta) : delta);
       break;
+    }
     case "pairing_request":
       state.prompts.set(event.id, event);
       break;
