@@ -336,7 +336,7 @@ class HeadUnit:
         except Exception as e:  # the link went away while the user looked
             log.info("pairing answer for %s came too late: %s", phone.label, e)
 
-    def _handshake(self, key: bytes | None) -> Handshake:
+    def _handshake(self, key: bytes | None, address: str) -> Handshake:
         return Handshake(
             Role.HEAD_UNIT,
             self.trust.identity,
@@ -346,6 +346,7 @@ class HeadUnit:
             peer_key=key,
             allow_pairing=self.pairing_mode,
             random=os.urandom,
+            link=address,  # its transitions are logged (DEBUG) with the link's address
         )
 
     async def _connect(self, phone: Phone, sighting: SightingLike, key: bytes) -> None:
@@ -388,7 +389,7 @@ class HeadUnit:
             return
         phone.links += 1
         started = trio.current_time()
-        handshake = self._handshake(key)
+        handshake = self._handshake(key, sighting.address)
         down: LinkDown = await phone.session.run_link(link, handshake=handshake)
         lasted = trio.current_time() - started
         if down.authenticated:
