@@ -1,8 +1,10 @@
 """The local API: JSON over a WebSocket on localhost, for the head unit's screen and any
 other local client (docs/API.md).
 
-Strategy. :class:`ApiState` is the sans-IO part: it turns head-unit events into JSON
-events and client operations into calls on the head unit, and knows nothing of sockets.
+Strategy. :class:`ApiState` turns head-unit events into JSON events (what changed of a
+device) and client operations into calls on the head unit; it knows nothing of sockets,
+but it is not sans-IO: it hands events to clients through trio memory channels and waits
+on trio events for pairing answers.
 :class:`ApiServer` is the trio driver: an HTTP/1.1 listener (h11) that serves the
 screen's static files and upgrades ``/api`` to a WebSocket (wsproto); each client
 first authenticates with the token from a file only the service's user can read.

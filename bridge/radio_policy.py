@@ -306,13 +306,7 @@ class HeadUnit:
             nursery.start_soon(self._ask, phone, detail)
         elif isinstance(detail, Authenticated):
             peer = detail.peer
-            stored: TrustedDevice | None
-            if detail.paired_now:  # named "Pixel 9 (2)" if another device is "Pixel 9"
-                irk = detail.peer_irk or b""
-                stored = self.trust.add(peer.static_key, peer.name, peer.platform, irk)
-            else:
-                self.trust.seen(peer.static_key)
-                stored = self.trust.by_key(peer.static_key)
+            stored = self.trust.record(detail)  # "Pixel 9 (2)" if another is "Pixel 9"
             phone.name = stored.name if stored is not None else peer.name
             if phone.key is None:  # a first pairing: from now on a phone we know
                 phone.key = peer.static_key

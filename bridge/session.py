@@ -37,7 +37,7 @@ from bridge.wire.mux import ChannelMux, MessageReceived
 from bridge.wire.record import RecordLayer
 from pairing.handshake import Authenticated, CodeToConfirm, Handshake
 from pairing.keylog import KeyLog
-from transports.link import Link, LinkClosed, segment_size_for
+from transports.link import Link, LinkClosed, Wakeup, segment_size_for
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +61,6 @@ class LinkDown:
 SessionEvent = ConnectionEvent | LinkUp | LinkDown
 
 
-class _Wakeup:
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
-
-    async def wait_until(self, deadline: float = math.inf) -> None:
-        with trio.move_on_at(deadline):
-            await self._event.wait()
-
-
 class PeerSession:
     def __init__(
         self,
@@ -94,7 +81,7 @@ class PeerSession:
         self._confirming: Connection | None = None  # the link that showed a pairing code
         self._leftover: deque[SessionEvent] = deque()
         self._leftover_taken: tuple[Channel, int, int] | None = None
-        self._wakeup = _Wakeup()
+        self._wakeup = Wakeup()
 
     @property
     def connected(self) -> bool:

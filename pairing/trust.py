@@ -21,6 +21,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from pairing.handshake import Authenticated
 from pairing.noise import public_bytes
 from pairing.privacy import IRK_SIZE
 
@@ -184,6 +185,16 @@ class TrustStore:
             n += 1
             candidate = f"{name} ({n})"
         return candidate
+
+    def record(self, event: Authenticated) -> TrustedDevice | None:
+        """What every side does once a peer is authenticated: store it after a first
+        pairing (with its IRK, if it gave one), else note when it was last seen. The
+        device as stored (its name may have a " (2)" suffix)."""
+        peer = event.peer
+        if event.paired_now:
+            return self.add(peer.static_key, peer.name, peer.platform, event.peer_irk or b"")
+        self.seen(peer.static_key)
+        return self.by_key(peer.static_key)
 
     def seen(self, key: bytes) -> None:
         old = self.by_key(key)

@@ -175,3 +175,23 @@ class CallbackLink(Link):
     @abc.abstractmethod
     async def _disconnect(self) -> None:
         """Ask the stack to disconnect; errors are the subclass's to swallow."""
+
+
+class Wakeup:
+    """Wakes every task waiting on it when some shared state changed (links and the
+    session's tasks use it: a waiter looks again at what it waits for)."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait_until(self, deadline: float = math.inf) -> None:
+        """Until the next notify, or ``deadline`` (trio's clock)."""
+        if deadline == math.inf:  # no cancel scope to open for a wait without end
+            await self._event.wait()
+            return
+        with trio.move_on_at(deadline):
+            await self._event.wait()

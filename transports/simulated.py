@@ -44,6 +44,7 @@ from transports.link import (
     CloseReason,
     Link,
     LinkClosed,
+    Wakeup,
     payload_size_for_mtu,
     segment_size_for,
 )
@@ -232,21 +233,6 @@ class _Direction:
         return max([now] + [p.deliver_at for p in self.queue])
 
 
-class _Notifier:
-    """Wakes every waiter when the shared state changes."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
-
-    async def wait_until(self, deadline: float) -> None:
-        with trio.move_on_at(deadline):
-            await self._event.wait()
-
-
 class SimulatedLink(Link):
     """One end of a :class:`SimulatedLinkPair`."""
 
@@ -359,7 +345,7 @@ class SimulatedLinkPair:
 
     def __init__(self, profile: LinkProfile, *, seed: int = 0, name: str = "phone") -> None:
         self.profile = profile
-        self.notifier = _Notifier()
+        self.notifier = Wakeup()
         rng = random.Random(seed)
         anchor = trio.current_time() + rng.random() * profile.interval
         self._up = _Direction(profile, anchor, seed, "to-phone")  # central -> peripheral

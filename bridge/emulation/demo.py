@@ -138,11 +138,7 @@ class _DemoPhone(PhoneApp):
             self.screen.show("PHONE", f"shows code {event.code}; its user taps Confirm")
             self.session.confirm_pairing(True)
         elif isinstance(event, Authenticated):
-            peer = event.peer
-            if event.paired_now:
-                self.trust.add(peer.static_key, peer.name, peer.platform)
-            else:
-                self.trust.seen(peer.static_key)
+            self.trust.record(event)
 
 
 class _Driver:
@@ -228,11 +224,10 @@ class _Driver:
             self.session.confirm_pairing(accepted)
         elif isinstance(event, Authenticated):
             peer = event.peer
+            self.trust.record(event)
             if event.paired_now:
-                self.trust.add(peer.static_key, peer.name, peer.platform, event.peer_irk or b"")
                 screen.show("PAIR", f"paired with {peer.name} ({peer.platform}); link encrypted")
             else:
-                self.trust.seen(peer.static_key)
                 screen.show("PAIR", f"recognised {peer.name}: no prompt; link encrypted")
             result.paired.set()
         elif isinstance(event, PairingFailed):

@@ -64,12 +64,9 @@ class PairingPhoneApp(PhoneApp):
                 self.show("PHONE", f"shows code {event.code}; its user taps {tap}")
             self.session.confirm_pairing(accepted)
         elif isinstance(event, Authenticated):
-            peer = event.peer
+            self.trust.record(event)
             if event.paired_now:
-                self.trust.add(peer.static_key, peer.name, peer.platform)
-                self.paired_with.append(peer.name)
-            else:
-                self.trust.seen(peer.static_key)
+                self.paired_with.append(event.peer.name)
 
 
 class EmulatedPhone:
