@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -136,3 +138,16 @@ def test_radio_demo_runs_android_and_ios_at_once_over_bleak_and_bumble(tmp_path:
     assert demo_radio.main(drop=False, realtime=False, out=again, data_dir=tmp_path / "a") == 0
     assert "pair with" not in again.getvalue()
     assert again.getvalue().count("recognised from its token") == 2
+
+
+def test_bridge_demo_does_not_load_pytest() -> None:
+    """The demos run on virtual time without trio.testing, which loads pytest (issue 24)."""
+    code = (
+        "import sys, io, contextlib; from bridge.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()): status = main(['demo', '--yes'])\n"
+        "print(status, 'pytest' in sys.modules, 'trio.testing' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.split() == ["0", "False", "False"]

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
-import trio.testing
 
+from bridge.emulation.clock import virtual_clock
 from bridge.emulation.phone_app import PhoneApp
 from bridge.endpoint import clock_ms_from_trio
 from bridge.phone_device import PhoneDevice
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: fleet(
                     Path(folder), devices=args.fleet, minutes=args.minutes, seed=args.seed
                 ),
-                clock=trio.testing.MockClock(autojump_threshold=0),
+                clock=virtual_clock(),
             )
         print(fleet_report(fleet_result, time.monotonic() - started))
         flat = fleet_result.memory_growth() <= 1.10 and fleet_result.task_growth() <= 4 * args.fleet
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                 Path(folder), messages=args.messages, drops=args.drops,
                 restarts=args.restarts, seed=args.seed,
             ),
-            clock=trio.testing.MockClock(autojump_threshold=0),
+            clock=virtual_clock(),
         )  # fmt: skip
     print(report(result, time.monotonic() - started))
     return 0 if result.ok() else 1

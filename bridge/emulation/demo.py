@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import trio
-import trio.testing
 
 from bridge import prompt
+from bridge.emulation.clock import virtual_clock
 from bridge.emulation.phone_app import PhoneApp
 from bridge.emulation.scenarios import FLAVOURS, Flavour, drive, messages, playlist
 from bridge.endpoint import PeerEvent, clock_ms_from_trio
@@ -389,7 +389,7 @@ def main(
     """Run the demo; 0 if it paired and everything arrived once and in order.
     Interactive confirmation (``assume_yes=False``) runs on the wall clock."""
     profile = PROFILES[profile_name]
-    clock = None if realtime or not assume_yes else trio.testing.MockClock(autojump_threshold=0)
+    clock = None if realtime or not assume_yes else virtual_clock()
     confirm = prompt.assume_yes if assume_yes else prompt.ask_code
     recording = LinkRecorder(capture / "head-unit.pcapng") if capture else contextlib.nullcontext()
     with tempfile.TemporaryDirectory(prefix="bridge-demo-") as scratch, recording as recorder:

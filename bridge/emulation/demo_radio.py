@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import trio
-import trio.testing
 
+from bridge.emulation.clock import virtual_clock
 from bridge.emulation.demo import Confirm, _key, _maneuver_text
 from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
 from bridge.emulation.world import RadioWorld
@@ -262,7 +262,7 @@ def main(
     ask: Callable[[str], Awaitable[bool]] | None = None,
     capture: Path | None = None,
 ) -> int:
-    clock = None if realtime or not assume_yes else trio.testing.MockClock(autojump_threshold=0)
+    clock = None if realtime or not assume_yes else virtual_clock()
     confirm: Confirm = _yes if assume_yes or ask is None else ask
     with tempfile.TemporaryDirectory(prefix="bridge-demo-") as scratch:
         directory = data_dir or Path(scratch)
