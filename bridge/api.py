@@ -298,7 +298,7 @@ class ApiState:
         peer = prompt.event.peer
         return {
             "id": prompt.id, "name": peer.display_name, "platform": peer.platform,
-            "code": prompt.event.code,
+            "code": prompt.event.code, "re_pairing": prompt.event.re_pairing,
         }  # fmt: skip
 
     def on_device_event(self, phone: Phone, event: HeadUnitEvent) -> None:

@@ -378,10 +378,9 @@ class Connection:
     def get_timer(self) -> float | None:
         if self._state is not _State.OPEN:
             return None
-        times = [
-            self._last_sent + self.config.keepalive,
-            self._last_received + self.config.idle_timeout,
-        ]
+        times = [self._last_sent + self.config.keepalive]
+        if self.handshake is None or self.handshake.get_timer() is None:  # no code shown
+            times.append(self._last_received + self.config.idle_timeout)
         if not self.authenticated:
             assert self.handshake is not None
             pairing = self.handshake.get_timer()  # the code's confirmation deadline
@@ -398,6 +397,10 @@ class Connection:
         self._now = now
         if self.segmenter.peer_credits == 0:
             self._last_received = now  # we are holding the peer back: its silence is ours
+        comparing = self.handshake is not None and self.handshake.get_timer() is not None
+        if comparing:  # a code is shown: its own deadline (60 s) counts, not the peer's
+            # silence; and once it is answered the peer still has half the idle timeout
+            self._last_received = max(self._last_received, now - self.config.idle_timeout / 2)
         if now >= self._last_received + self.config.idle_timeout:
             self._fail(
                 ProtocolError(ErrorCode.TIMEOUT, f"peer silent for {self.config.idle_timeout:g} s")

@@ -120,6 +120,7 @@ class Phone:
     attempts: int = 0  # links being connected or in their handshake now
     links: int = 0
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    asking: trio.CancelScope | None = None  # the pairing prompt shown for it, while open
 
     @property
     def connected(self) -> bool:
@@ -320,11 +321,20 @@ class HeadUnit:
                     phone.device.store_failed(failed)
                 if self.pairing is phone:
                     self.pairing = None
-        elif isinstance(detail, PairingFailed) and self.pairing is phone:
-            phone.session.close("pairing failed")
+        elif isinstance(detail, PairingFailed | LinkDown):
+            if phone.asking is not None:  # the prompt closes (the API says pairing_closed)
+                phone.asking.cancel()
+            if isinstance(detail, PairingFailed) and self.pairing is phone:
+                phone.session.close("pairing failed")
 
     async def _ask(self, phone: Phone, event: CodeToConfirm) -> None:
-        accepted = await self.confirm(phone, event)
+        with trio.CancelScope() as asking:  # closed when the attempt ends without us
+            phone.asking = asking
+            accepted = await self.confirm(phone, event)
+        if phone.asking is asking:
+            phone.asking = None
+        if asking.cancelled_caught:
+            return
         try:
             phone.session.confirm_pairing(accepted)
         except Exception as e:  # the link went away while the user looked

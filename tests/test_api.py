@@ -369,3 +369,51 @@ def test_a_client_merging_the_deltas_has_the_device_as_the_service_has_it() -> N
         pictures += (delta.get("now_playing") or {}).get("art") == art
     assert pictures == 1  # the picture went once, though now_playing changed four times
     assert device_delta(states[-1], states[-1]) == {"id": "d1"}  # nothing: nothing sent
+
+
+async def test_the_prompt_of_a_pairing_the_phone_rejected_is_closed(
+    aio: Any, autojump_clock: Any, tmp_path: Path
+) -> None:
+    async with (
+        service(tmp_path, pixel="android") as (running, world),
+        connect(running.api_port or 0) as client,
+    ):
+
+        async def reject(event: Any) -> bool:
+            return False
+
+        world.phones["pixel"].app.confirm = reject  # its user taps Reject
+        await client.send({"op": "auth", "token": token(tmp_path)})
+        prompt = await client.receive(lambda e: e.get("event") == "pairing_request")
+        assert prompt["re_pairing"] is False
+        await client.receive(lambda e: e == {"event": "pairing_closed", "id": prompt["id"]})
+        state = await client.op(op="state")
+        assert state["state"]["prompts"] == [] and running.head_unit.trust.devices() == []
+
+
+async def test_a_re_pairing_prompt_says_so_and_closes_when_the_phone_rejects(
+    aio: Any, autojump_clock: Any, tmp_path: Path
+) -> None:
+    """The head unit knows the phone; the phone forgot the head unit (KK, UNKNOWN, XX):
+    the prompt says it is a re-pairing, and closes when the phone's user rejects."""
+    async with (
+        service(tmp_path, pixel="android") as (running, world),
+        connect(running.api_port or 0) as client,
+    ):
+        await client.send({"op": "auth", "token": token(tmp_path)})
+        first = await client.receive(lambda e: e.get("event") == "pairing_request")
+        assert first["re_pairing"] is False
+        await client.op(op="confirm", id=first["id"], accept=True)
+        await device_until(client, lambda d: bool(d.get("ready")))
+        phone = world.phones["pixel"]
+
+        async def reject(event: Any) -> bool:
+            return False
+
+        phone.app.confirm = reject
+        phone.trust.forget("Test car")  # the phone's user removed the car
+        world.lose_link("pixel")
+        again = await client.receive(lambda e: e.get("event") == "pairing_request")
+        assert again["re_pairing"] is True
+        await client.receive(lambda e: e == {"event": "pairing_closed", "id": again["id"]})
+        assert (await client.op(op="state"))["state"]["prompts"] == []

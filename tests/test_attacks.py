@@ -374,3 +374,27 @@ def test_the_phone_says_its_name_only_after_the_comparison(
     (auth,) = [e for e in hu.events if isinstance(e, Authenticated)]
     assert prompt.peer.name == "" and prompt.peer.display_name == "a new android device"
     assert auth.peer.name == "Pixel 9" and auth.peer.static_key == prompt.peer.static_key
+
+
+def test_a_silent_peer_is_not_dropped_while_the_users_compare_codes(
+    stores: tuple[TrustStore, TrustStore],
+) -> None:
+    """PROTOCOL.md 8.2 gives the users 60 s: the 15 s idle timeout does not cut it short,
+    and the 60 s do end it."""
+    hu_store, phone_store = stores
+    hu, phone = end(Role.HEAD_UNIT, hu_store, 1), end(Role.PHONE, phone_store, 2)
+    for _ in range(10):  # to the codes, nobody answering
+        for src, dst in ((hu, phone), (phone, hu)):
+            while (p := src.conn.next_packet(0.0)) is not None:
+                dst.conn.receive_packet(p, 0.0)
+            src.pull(confirm=False)
+    assert hu.codes() and phone.codes()
+    for now in (5.0, 10.0, 20.0, 40.0, 59.0):  # the phone says nothing at all
+        hu.conn.handle_timer(now)
+        assert hu.conn.open, now
+    hu.conn.handle_timer(60.0)
+    hu.pull(confirm=False)
+    assert not hu.conn.open
+    assert [e.reason for e in hu.events if isinstance(e, PairingFailed)] == [
+        "pairing not confirmed in time"
+    ]

@@ -227,6 +227,7 @@ function renderPrompt() {
   $("prompt").hidden = !prompt;
   if (!prompt) return;
   $("prompt-name").textContent = prompt.name;
+  $("prompt-again").hidden = !prompt.re_pairing;  // this car knew it; it forgot the car
   $("prompt-code").textContent = prompt.code;
   $("confirm").onclick = () => send({ op: "confirm", id: prompt.id, accept: true });
   $("reject").onclick = () => send({ op: "confirm", id: prompt.id, accept: false });
