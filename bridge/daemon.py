@@ -36,7 +36,14 @@ from bridge.config import Config
 from bridge.connection import ConnectionClosed
 from bridge.endpoint import clock_ms_from_trio
 from bridge.phone_device import event_name
-from bridge.radio_policy import HeadUnit, HeadUnitEvent, PairingAttemptFailed, Phone, Radio
+from bridge.radio_policy import (
+    Confirm,
+    HeadUnit,
+    HeadUnitEvent,
+    PairingAttemptFailed,
+    Phone,
+    Radio,
+)
 from bridge.session import LinkDown, LinkUp
 from bridge.wire import messages as m
 from pairing.handshake import Authenticated, CodeToConfirm, PairingFailed
@@ -166,9 +173,6 @@ def describe(phone: Phone, event: HeadUnitEvent) -> tuple[int, str] | None:
         case ConnectionClosed() | CodeToConfirm():
             return None
     return logging.DEBUG, f"{who}: {event_name(event)}"
-
-
-Confirm = Callable[[Phone, CodeToConfirm], Awaitable[bool]]
 
 
 async def _no_screen(phone: Phone, event: CodeToConfirm) -> bool:

@@ -25,6 +25,7 @@ from bridge.config import ApiConfig, Config
 from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
 from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
+from bridge.radio_policy import Confirm
 from transports.aio import asyncio_loop
 from transports.simulated import PROFILES
 
@@ -56,7 +57,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> None:
 
 @asynccontextmanager
 async def service_with_phones(
-    config: Config, cast: dict[str, str], folder: Path, confirm: daemon.Confirm | None = None
+    config: Config, cast: dict[str, str], folder: Path, confirm: Confirm | None = None
 ) -> AsyncIterator[tuple[daemon.Service, RadioWorld]]:
     """``bridge run`` on the virtual radio with emulated phones (``cast``: key ->
     flavour) advertising; inside trio-asyncio's loop."""

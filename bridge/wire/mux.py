@@ -325,9 +325,6 @@ class ChannelMux:
                     f"no acknowledgement on {channel.name.lower()} for {self.ack_timeout:g} s",
                 )
 
-    def ack_due(self) -> bool:
-        return self._ack_now
-
 
 def _parse_ack_body(body: Body) -> dict[Channel, int]:
     acks: dict[Channel, int] = {}
