@@ -417,3 +417,18 @@ async def test_a_re_pairing_prompt_says_so_and_closes_when_the_phone_rejects(
         assert again["re_pairing"] is True
         await client.receive(lambda e: e == {"event": "pairing_closed", "id": again["id"]})
         assert (await client.op(op="state"))["state"]["prompts"] == []
+
+
+def test_api_md_lists_every_enumeration_value() -> None:
+    """docs/API.md's enumerations are the codec's, all of them (issue 21 item 16)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "API.md").read_text()
+    fields = {
+        "route.state": m.RouteState, "maneuver.type": m.ManeuverType,
+        "maneuver.display_unit": m.DistanceUnit, "maneuver.lanes[].directions[]": m.LaneDirection,
+        "now_playing.state": m.PlaybackState, "inbox[].category": m.Category,
+        "media.command": m.MediaCommand,
+    }  # fmt: skip
+    for field, enum in fields.items():
+        (line,) = [x for x in text.splitlines() if x.startswith(f"- `{field}`: ")]
+        listed = [v.strip(" `") for v in line.split(": ", 1)[1].split(",")]
+        assert listed == [v.name.lower() for v in enum], field
