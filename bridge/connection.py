@@ -311,7 +311,8 @@ class Connection:
         if self.hello is not None:
             hello = dataclasses.replace(self.hello, epoch=self.mux.epoch)
             self._queue_control(Frame(Channel.CONTROL, ControlType.HELLO, None, encode(hello)))
-        self.mux.link_up()
+        # with HELLOs, no acknowledgement goes before the peer's (it may have restarted)
+        self.mux.link_up(await_hello=self.hello is not None)
 
     def _receive_hello(self, body: Body) -> None:
         hello = decode(Hello, body)
@@ -330,6 +331,7 @@ class Connection:
                 self.mux.reset_incoming()  # the peer restarted: its numbering starts again
             self.mux.peer_epoch = hello.epoch
         self.peer_hello = hello
+        self.mux.peer_hello_seen()
         self._events.append(HelloReceived(hello, self.version))
 
     def confirm_pairing(self, accept: bool) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from bridge.connection import Connection, ConnectionClosed
 from bridge.wire import messages as m
 from bridge.wire.channels import Channel
+from bridge.wire.codec import encode
 from bridge.wire.errors import ProtocolError
 from bridge.wire.frame import Frame, encode_frame
 from bridge.wire.mux import ChannelMux, MessageReceived
@@ -101,3 +102,46 @@ def test_random_bodies_give_only_protocol_errors(
 ) -> None:
     with contextlib.suppress(ProtocolError):
         m.decode_message(channel, type_, body)
+
+
+def _pump(a: Connection, b: Connection, now: float) -> list[object]:
+    """Move packets both ways until quiet; every event both sides saw (each message
+    taken, so acknowledgeable, as an application would)."""
+    events: list[object] = []
+    for _ in range(50):
+        moved = False
+        for src, dst in ((a, b), (b, a)):
+            while (packet := src.next_packet(now)) is not None:
+                dst.receive_packet(packet, now)
+                moved = True
+            while (event := dst.next_event()) is not None:
+                events.append(event)
+        if not moved:
+            break
+    return events
+
+
+def test_an_acknowledgement_owed_to_a_peer_that_restarted_is_not_sent() -> None:
+    """The phone owed the head unit an acknowledgement when the link dropped; the head
+    unit restarted (a new epoch, numbering from 0) and reconnects. The phone must not
+    acknowledge the old frame on the new link before the head unit's HELLO: the new head
+    unit never sent it ("ack of control frame 0, never sent", found by
+    bridge-conformance)."""
+    phone_mux = ChannelMux()
+    hello_hu = m.Hello([0], "head-unit", "Car")
+    hello_phone = m.Hello([0], "android", "Pixel 9")
+    hu = Connection(ChannelMux(), 182, now=0.0, hello=hello_hu)
+    phone = Connection(phone_mux, 182, now=0.0, hello=hello_phone)
+    _pump(hu, phone, 0.0)
+    report = m.ErrorReport(1, None, 6, "x")
+    hu.mux.send(report.channel, report.type, encode(report))
+    while (packet := hu.next_packet(0.0)) is not None:  # delivered; the ack not yet sent
+        phone.receive_packet(packet, 0.0)
+    while phone.next_event() is not None:
+        pass
+    phone.abandon()  # the link is gone; the head unit's process too
+    new_hu = Connection(ChannelMux(), 182, now=1.0, hello=hello_hu)
+    new_phone = Connection(phone_mux, 182, now=1.0, hello=hello_phone)
+    events = _pump(new_phone, new_hu, 1.0)  # the phone speaks first
+    assert not [e for e in events if isinstance(e, ConnectionClosed)], events
+    assert new_hu.open and new_phone.open

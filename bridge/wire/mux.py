@@ -113,6 +113,7 @@ class ChannelMux:
         self.scheduler = scheduler
         #: Names this mux's sequence numbering; a restarted sender has a new one.
         self.epoch = epoch if epoch is not None else os.urandom(8)
+        self._peer_known = True  # acknowledgements may go (see link_up)
         #: The peer's epoch as its HELLO last said.
         self.peer_epoch: bytes | None = None
         #: Counts resets of the incoming side, so stale commits can be told apart.
@@ -154,8 +155,13 @@ class ChannelMux:
 
     # -- link lifecycle ---------------------------------------------------------------
 
-    def link_up(self) -> None:
-        """A new link: unacknowledged frames go again, first; tell the peer where we are."""
+    def link_up(self, *, await_hello: bool = False) -> None:
+        """A new link: unacknowledged frames go again, first; tell the peer where we are.
+        ``await_hello``: hold every acknowledgement until :meth:`peer_hello_seen`, since
+        until the peer's HELLO says its epoch, what we owe may be for a peer that has
+        since restarted (and would take an acknowledgement of frames it never sent as a
+        protocol error)."""
+        self._peer_known = not await_hello
         for out in self._out.values():
             for item in reversed(out.unacked):
                 item.sent_at = None
@@ -167,11 +173,16 @@ class ChannelMux:
                 inc.ack_owed = True
         self._ack_now = any(inc.ack_owed for inc in self._in.values())
 
+    def peer_hello_seen(self) -> None:
+        """The peer's HELLO on this link is in (and a new epoch's reset done): owed
+        acknowledgements may go."""
+        self._peer_known = True
+
     # -- sending ----------------------------------------------------------------------
 
     def has_sendable(self) -> bool:
         """True if :meth:`next_frame` would return a frame for some lane."""
-        return self._ack_now or any(self._eligible(c) for c in Channel)
+        return (self._ack_now and self._peer_known) or any(self._eligible(c) for c in Channel)
 
     def lane_of(self, channel: Channel) -> int:
         if self.scheduler is Scheduler.FIFO:
@@ -203,7 +214,7 @@ class ChannelMux:
         """The next frame for ``lane``, with any acknowledgements we owe riding on it."""
         channel = self._pick(lane)
         if channel is None:
-            if self._ack_now and lane == self.lane_of(Channel.CONTROL):
+            if self._ack_now and self._peer_known and lane == self.lane_of(Channel.CONTROL):
                 body: Body = {int(c): s for c, s in self._take_acks().items()}
                 return Frame(Channel.CONTROL, ControlType.ACK, None, body)
             return None
@@ -212,7 +223,8 @@ class ChannelMux:
         if item.seq is not None:
             item.sent_at = now
             out.unacked.append(item)
-        return Frame(channel, item.type, item.seq, item.body, self._take_acks())
+        acks = self._take_acks() if self._peer_known else {}
+        return Frame(channel, item.type, item.seq, item.body, acks)
 
     def _take_acks(self) -> dict[Channel, int]:
         acks: dict[Channel, int] = {}
@@ -301,7 +313,7 @@ class ChannelMux:
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` next has something to do."""
         times = []
-        if not self._ack_now:  # once an ack is due, the next frame we send carries it
+        if not self._ack_now and self._peer_known:  # once due, the next frame carries it
             times = [
                 i.owed_since + self.ack_delay for i in self._in.values() if i.owed_since is not None
             ]
