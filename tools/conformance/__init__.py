@@ -1,0 +1,1 @@
+"""``bridge-conformance``: numbered cases that check a phone against docs/PROTOCOL.md."""

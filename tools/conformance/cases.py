@@ -1,0 +1,350 @@
+"""The conformance cases: each checks one rule of docs/PROTOCOL.md against a phone, as a
+head unit would see it, and names the section. A case passes, fails with the evidence,
+or is skipped with why; cases run in their order on one phone, whose state (paired or
+not) they share (case 3 pairs it; later cases reconnect as that head unit).
+
+The head unit's side is this project's own (a :class:`~bridge.session.PeerSession` with
+the real handshake), or raw segments where a case sends what no correct head unit would.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from bridge.connection import ConnectionClosed, ConnectionConfig, HelloReceived
+from bridge.session import LinkDown, PeerSession, SessionEvent
+from bridge.wire import messages as m
+from bridge.wire.channels import Channel, ControlType
+from bridge.wire.codec import encode
+from bridge.wire.errors import ErrorCode, ProtocolError
+from bridge.wire.frame import Frame, decode_frame
+from bridge.wire.mux import Acknowledged, MessageReceived
+from bridge.wire.segment import Kind, Segmenter, header_byte
+from pairing.handshake import Authenticated, CodeToConfirm, Handshake, Role
+from pairing.trust import TrustStore
+from transports.link import Link, LinkClosed, segment_size_for
+
+
+class CaseFailed(Exception):
+    """The phone broke the rule; the message is the evidence."""
+
+
+class CaseSkipped(Exception):
+    """The case cannot run against this phone; the message says why."""
+
+
+class Target(Protocol):
+    @property
+    def description(self) -> str: ...
+    async def connect(self) -> Link: ...
+
+
+@dataclass
+class Context:
+    """What the cases share: the phone, the head unit's identity, what they learned."""
+
+    target: Target
+    trust: TrustStore  # the head unit's
+    phone_key: bytes | None = None  # once a case paired with the phone
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Case:
+    number: str
+    section: str
+    title: str
+    run: Callable[[Context], Awaitable[None]]
+
+
+CASES: list[Case] = []
+
+
+def case(
+    number: str, section: str, title: str
+) -> Callable[[Callable[[Context], Awaitable[None]]], Callable[[Context], Awaitable[None]]]:
+    def register(run: Callable[[Context], Awaitable[None]]) -> Callable[[Context], Awaitable[None]]:
+        CASES.append(Case(number, section, title, run))
+        return run
+
+    return register
+
+
+# -- the head unit's side ----------------------------------------------------------------
+
+
+class Session:
+    """A head-unit session on one link to the phone, its events collected."""
+
+    def __init__(
+        self, ctx: Context, link: Link, *, allow_pairing: bool, peer: bytes | None,
+        config: ConnectionConfig | None = None,
+    ) -> None:  # fmt: skip
+        self.link = link
+        self.received = 0  # packets from the phone
+        original = link.receive
+
+        async def counted() -> bytes:
+            packet = await original()
+            self.received += 1
+            return packet
+
+        link.receive = counted  # type: ignore[method-assign]
+        self.events: list[SessionEvent] = []
+        hello = m.Hello([0], "head-unit", "Conformance")
+        self.session = PeerSession("phone", hello=hello, config=config)
+        self.handshake = Handshake(
+            Role.HEAD_UNIT, ctx.trust.identity, name="Conformance", platform="head-unit",
+            trusted=ctx.trust.trusted_keys(), peer_key=peer, allow_pairing=allow_pairing,
+            random=os.urandom,
+        )  # fmt: skip
+        self.down: LinkDown | None = None
+
+    async def run(self, nursery: trio.Nursery) -> None:
+        async def drive() -> None:
+            self.down = await self.session.run_link(self.link, handshake=self.handshake)
+
+        async def read() -> None:
+            while True:
+                event = await self.session.next_event()
+                self.events.append(event)
+                if isinstance(event, CodeToConfirm):
+                    self.session.confirm_pairing(True)
+
+        nursery.start_soon(drive)
+        nursery.start_soon(read)
+
+    def of(self, cls: type) -> list[object]:
+        return [e for e in self.events if isinstance(e, cls)]
+
+    async def until(self, what: str, predicate: Callable[[], bool], limit: float) -> None:
+        with trio.move_on_after(limit):
+            while not predicate():
+                await trio.sleep(0.01)
+            return
+        raise CaseFailed(f"{what} within {limit:g} s: it did not")
+
+
+async def _paired(
+    ctx: Context, nursery: trio.Nursery, config: ConnectionConfig | None = None
+) -> Session:
+    """A session that is authenticated with the phone (KK if paired, else pairing)."""
+    link = await ctx.target.connect()
+    s = Session(ctx, link, allow_pairing=ctx.phone_key is None, peer=ctx.phone_key,
+                config=config)  # fmt: skip
+    await s.run(nursery)
+    await s.until("the phone authenticated", lambda: bool(s.of(HelloReceived)), 70)
+    return s
+
+
+class RawLink:
+    """Segments in and out without a protocol core: for what a correct head unit never
+    sends. Reads the phone's plaintext frames."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.size = segment_size_for(link.payload_size)
+        self.rx = Segmenter(self.size, window=255)
+        self.seq = 0
+
+    def first(self, record: bytes, *, seq: int | None = None, lane: int = 0) -> bytes:
+        s = self.seq if seq is None else seq
+        self.seq = (s + 1) % 16
+        n = len(record)
+        return bytes((header_byte(Kind.FIRST, lane, s), n & 0xFF, n >> 8)) + record
+
+    async def frames(self, limit: float) -> tuple[list[Frame], str]:
+        """The phone's plaintext frames until it closes the link or ``limit``; and how
+        reading ended."""
+        out: list[Frame] = []
+        with trio.move_on_after(limit):
+            try:
+                while True:
+                    self.rx.receive_segment(await self.link.receive())
+                    while (record := self.rx.next_record()) is not None:
+                        out.append(decode_frame(record))
+            except LinkClosed as e:
+                return out, f"link closed ({e})"
+            except ProtocolError as e:
+                return out, f"not a plaintext frame: {e}"
+        return out, "still open"
+
+
+async def _hang_up(link: Link) -> None:
+    """End a link as a head unit does, and give the phone the time a real one takes to
+    see the disconnection (a link's supervision timeout at most) before the next case."""
+    await link.aclose()
+    await trio.sleep(2)
+
+
+def _close_code(frames: list[Frame]) -> int | None:
+    closes = [f for f in frames if f.channel is Channel.CONTROL and f.type == ControlType.CLOSE]
+    code = closes[0].body.get(0) if closes else None
+    return code if isinstance(code, int) else None
+
+
+# -- the cases ----------------------------------------------------------------------------
+
+
+@case("1", "3", "a segment with the wrong seq closes the link with code 2 (sequence)")
+async def _wrong_seq(ctx: Context) -> None:
+    raw = RawLink(await ctx.target.connect())
+    keepalive = bytes.fromhex("840002f6a0")  # [0, 2, null, {}]
+    await raw.link.send(raw.first(keepalive, seq=5))
+    frames, how = await raw.frames(5)
+    await _hang_up(raw.link)
+    if _close_code(frames) != ErrorCode.SEQUENCE:
+        raise CaseFailed(f"sent a FIRST with seq 5 as the first segment: got {frames}, {how}")
+
+
+@case("2", "5", "a frame that is not canonical CBOR closes the link with code 1 (malformed)")
+async def _non_canonical(ctx: Context) -> None:
+    raw = RawLink(await ctx.target.connect())
+    record = bytes.fromhex("840002f6b90000")  # the body {} with a 2-byte length
+    await raw.link.send(raw.first(record))
+    frames, how = await raw.frames(5)
+    await _hang_up(raw.link)
+    if _close_code(frames) != ErrorCode.MALFORMED:
+        raise CaseFailed(f"sent a keepalive whose empty map has a 2-byte length: {frames}, {how}")
+
+
+@case("3", "8.1, 8.2", "a first pairing: XX with the commitment, then CONFIRM with IRK and name")
+async def _first_pairing(ctx: Context) -> None:
+    async with trio.open_nursery() as nursery:
+        link = await ctx.target.connect()
+        s = Session(ctx, link, allow_pairing=True, peer=None)
+        await s.run(nursery)
+        await s.until("a code, then authentication", lambda: bool(s.of(Authenticated)), 70)
+        (auth,) = s.of(Authenticated)
+        assert isinstance(auth, Authenticated)
+        (prompt,) = s.of(CodeToConfirm)
+        assert isinstance(prompt, CodeToConfirm)
+        if prompt.peer.name:
+            raise CaseFailed(f"XX 2 carried the phone's name ({prompt.peer.name!r}): 8.2 says no")
+        if auth.peer_irk is None or len(auth.peer_irk) != 16 or not auth.peer.name:
+            raise CaseFailed("the phone's CONFIRM lacked its 16-byte IRK or its name")
+        ctx.trust.record(auth)
+        ctx.phone_key = auth.peer.static_key
+        await s.until("its HELLO after authentication", lambda: bool(s.of(HelloReceived)), 5)
+        await _hang_up(link)
+        nursery.cancel_scope.cancel()
+
+
+@case("4", "8.1", "outside its pairing mode the phone answers XX 1 with CLOSE, never XX 2")
+async def _xx_refused(ctx: Context) -> None:
+    if ctx.phone_key is None:
+        raise CaseSkipped("needs the phone paired (case 3) and so out of its pairing mode")
+    stranger = TrustStore(Path(ctx.trust.directory) / "stranger")
+    async with trio.open_nursery() as nursery:
+        s = Session(Context(ctx.target, stranger), await ctx.target.connect(),
+                    allow_pairing=True, peer=None)  # fmt: skip
+        await s.run(nursery)
+        with trio.move_on_after(15):  # the phone closes; or (wrongly) pairs with us
+            while s.down is None and not s.of(CodeToConfirm):
+                await trio.sleep(0.01)
+        if s.down is None:
+            await _hang_up(s.link)
+        nursery.cancel_scope.cancel()
+    if s.of(CodeToConfirm) or s.of(Authenticated):
+        raise CaseFailed("a stranger's XX 1 got XX 2 (the phone's static key) and a code")
+    closed = [e for e in s.of(ConnectionClosed) if isinstance(e, ConnectionClosed)]
+    if not closed or not closed[0].by_peer or closed[0].code != 0:
+        raise CaseFailed(f"expected the phone's CLOSE code 0, got {s.events}")
+
+
+@case("5", "8.1", "a paired head unit reconnects with KK and both say HELLO")
+async def _kk(ctx: Context) -> None:
+    if ctx.phone_key is None:
+        raise CaseSkipped("needs the phone paired (case 3)")
+    async with trio.open_nursery() as nursery:
+        s = await _paired(ctx, nursery)
+        (auth,) = s.of(Authenticated)
+        if not isinstance(auth, Authenticated) or auth.paired_now or s.of(CodeToConfirm):
+            raise CaseFailed("a known phone was asked to compare codes again")
+        hello = s.of(HelloReceived)[0]
+        assert isinstance(hello, HelloReceived)
+        if 0 not in hello.hello.versions:
+            raise CaseFailed(f"its HELLO offers versions {hello.hello.versions}, not 0")
+        await _hang_up(s.link)
+        nursery.cancel_scope.cancel()
+
+
+@case("6", "6.1 (timers)", "the phone sends KEEPALIVE after 5 s in which it sent nothing")
+async def _keepalive(ctx: Context) -> None:
+    if ctx.phone_key is None:
+        raise CaseSkipped("needs the phone paired (case 3)")
+    async with trio.open_nursery() as nursery:
+        s = await _paired(ctx, nursery)
+        await trio.sleep(1)  # what the HELLOs set off is over
+        before = s.received
+        await trio.sleep(6.5)
+        after = s.received
+        await _hang_up(s.link)
+        nursery.cancel_scope.cancel()
+    if after == before:
+        raise CaseFailed("the phone sent nothing in the 6.5 s after the last exchange")
+
+
+@case("7", "6.1 (timers)", "the phone closes a link that stays silent 15 s, with code 7")
+async def _idle(ctx: Context) -> None:
+    if ctx.phone_key is None:
+        raise CaseSkipped("needs the phone paired (case 3)")
+    silent = ConnectionConfig(keepalive=math.inf, idle_timeout=math.inf)  # we say nothing
+    async with trio.open_nursery() as nursery:
+        s = await _paired(ctx, nursery, silent)
+        try:
+            await s.until("the phone's CLOSE", lambda: bool(s.of(ConnectionClosed)), 20)
+        finally:
+            await _hang_up(s.link)
+            nursery.cancel_scope.cancel()
+    closed = s.of(ConnectionClosed)[0]
+    assert isinstance(closed, ConnectionClosed)
+    if not closed.by_peer or closed.code != ErrorCode.TIMEOUT:
+        raise CaseFailed(f"the link ended, but not by the phone with code 7: {closed.describe()}")
+
+
+@case("8", "5", "a sequenced frame that needs no answer is acknowledged within 1 s")
+async def _ack(ctx: Context) -> None:
+    if ctx.phone_key is None:
+        raise CaseSkipped("needs the phone paired (case 3)")
+    async with trio.open_nursery() as nursery:
+        s = await _paired(ctx, nursery)
+        text = "conformance: an ERROR the phone only has to acknowledge"
+        report = m.ErrorReport(int(Channel.NAVIGATION), None, int(ErrorCode.UNSUPPORTED), text)
+        await s.session.send(report.channel, report.type, encode(report))
+        try:
+            await s.until("an acknowledgement of an ERROR frame",
+                          lambda: bool(s.of(Acknowledged)), 1.0)  # fmt: skip
+        finally:
+            await _hang_up(s.link)
+            nursery.cancel_scope.cancel()
+
+
+@case("9", "6.3", "a media command is answered with a media result naming its seq")
+async def _media(ctx: Context) -> None:
+    if ctx.phone_key is None:
+        raise CaseSkipped("needs the phone paired (case 3)")
+    async with trio.open_nursery() as nursery:
+        s = await _paired(ctx, nursery)
+        command = m.MediaCommandRequest(m.MediaCommand.PAUSE)
+        seq = await s.session.send(command.channel, command.type, encode(command))
+
+        def answered() -> bool:
+            return any(
+                isinstance(e, MessageReceived) and e.channel is Channel.AUDIO
+                and e.type == m.MediaCommandResult.type and e.body.get(0) == seq
+                for e in s.events
+            )  # fmt: skip
+
+        try:
+            await s.until(f"a media result for frame {seq}", answered, 10)
+        finally:
+            await _hang_up(s.link)
+            nursery.cancel_scope.cancel()

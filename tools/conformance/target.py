@@ -1,0 +1,85 @@
+"""The phone under test, when it is this project's own emulator: the phone side of the
+protocol (``bridge/emulation``) answering each link the conformance tool opens on a
+simulated BLE link, in virtual time. ``fault`` gives it one deliberate fault, so that the
+tests can show each case checks what it names."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import trio
+
+from bridge.connection import ConnectionConfig
+from bridge.emulation.emulator import PairingPhoneApp
+from bridge.endpoint import clock_ms_from_trio
+from bridge.session import PeerSession
+from bridge.wire import messages as m
+from bridge.wire.mux import ChannelMux
+from pairing.handshake import Handshake, Role
+from pairing.trust import TrustStore
+from transports.link import Link
+from transports.simulated import PROFILES, SimulatedLinkPair
+
+#: The faults an emulated phone can be given, and what each breaks (PROTOCOL.md).
+FAULTS = {
+    "no-keepalive": "never sends KEEPALIVE when it has nothing else to send (5)",
+    "no-idle-timeout": "keeps a silent link open for ever (5)",
+    "no-ack": "never sends a standalone acknowledgement (5)",
+    "pairs-any-time": "answers XX 1 outside its pairing mode, with its static key (8.1)",
+}
+
+
+class EmulatorUnderTest:
+    """Opens links to an emulated phone; run :meth:`run` in a nursery first."""
+
+    def __init__(self, data_dir: Path, *, fault: str | None = None, profile: str = "ios") -> None:
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; the faults: {', '.join(FAULTS)}")
+        self.fault = fault
+        self.profile = PROFILES[profile]
+        self.trust = TrustStore(data_dir, role="phone")
+        config = ConnectionConfig(
+            keepalive=math.inf if fault == "no-keepalive" else 5.0,
+            idle_timeout=math.inf if fault == "no-idle-timeout" else 15.0,
+        )
+        mux = ChannelMux(ack_delay=math.inf if fault == "no-ack" else 0.05)
+        clock = clock_ms_from_trio()
+        hello = m.Hello(m.PROTOCOL_VERSIONS, "ios", "Conformance phone", "emulator",
+                        clock_ms=clock())  # fmt: skip
+        self.session = PeerSession("phone", mux=mux, config=config, hello=hello)
+        self.app = PairingPhoneApp(self.session, clock_ms=clock, trust=self.trust)
+        self._nursery: trio.Nursery | None = None
+        self.links = 0
+
+    @property
+    def description(self) -> str:
+        fault = f", with the fault '{self.fault}': {FAULTS[self.fault]}" if self.fault else ""
+        return f"this project's emulated phone on a simulated {self.profile.name} link{fault}"
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self.app.run)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _handshake(self) -> Handshake:
+        in_pairing_mode = self.fault == "pairs-any-time" or not self.trust.trusted_keys()
+        return Handshake(
+            Role.PHONE, self.trust.identity, name="Conformance phone", platform="ios",
+            trusted=self.trust.trusted_keys(), allow_pairing=in_pairing_mode,
+            random=os.urandom, irk=self.trust.irk,
+        )  # fmt: skip
+
+    async def connect(self) -> Link:
+        """A new link to the phone (as a head unit connecting): the head unit's end."""
+        assert self._nursery is not None, "run() first"
+        self.links += 1
+        pair = SimulatedLinkPair(self.profile, seed=self.links)
+        self._nursery.start_soon(self._serve, pair.peripheral)
+        return pair.central
+
+    async def _serve(self, link: Link) -> None:
+        await self.session.run_link(link, handshake=self._handshake())
