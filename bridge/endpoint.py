@@ -27,7 +27,7 @@ from bridge.wire.channels import Channel
 from bridge.wire.codec import DEFAULT_MAX_TEXT, Message, encode
 from bridge.wire.errors import ErrorCode, ProtocolError, QueueFullError
 from bridge.wire.frame import Body
-from bridge.wire.messages import ErrorReport, Hello, decode_message
+from bridge.wire.messages import Delivered, ErrorReport, Hello, decode_message
 from bridge.wire.mux import Acknowledged, MessageReceived
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,10 @@ class Endpoint:
     # -- sending ------------------------------------------------------------------------
 
     def _prepare(self, message: Message) -> tuple[Message, str | None]:
-        has_uid = any(f.name == "uid" for f in dataclasses.fields(message))  # type: ignore[arg-type]
-        if message.channel is not Channel.MESSAGING or self.store is None or not has_uid:
+        if not isinstance(message, Delivered) or self.store is None:
             return message, None
-        uid = getattr(message, "uid", "") or self.store.next_uid(self.uid_prefix)
-        return dataclasses.replace(message, uid=uid), uid  # type: ignore[type-var]
+        uid = message.uid or self.store.next_uid(self.uid_prefix)
+        return dataclasses.replace(message, uid=uid), uid
 
     async def send(self, message: Message) -> int | None:
         """Accept a message for delivery (waiting while its channel is full); its seq.
@@ -168,7 +167,7 @@ class Endpoint:
             refused = ProtocolError(ErrorCode.UNSUPPORTED, "the head unit cannot store messages")
             self._report(event, refused)
             return
-        uid = getattr(message, "uid", "") if event.channel is Channel.MESSAGING else ""
+        uid = message.uid if isinstance(message, Delivered) else ""
         if uid and self.store is not None:
             try:
                 if self.store.seen(uid):

@@ -457,6 +457,13 @@ def chunk_object(
     ]
 
 
+#: The messages that carry a delivery uid (key 15, PROTOCOL.md 6.4): messaging's.
+Delivered = (
+    Notification | NotificationRemoved | MarkRead | PerformAction | Reply | Dismiss
+    | MessagingResult
+)  # fmt: skip
+
+
 # -- dispatch -----------------------------------------------------------------------------
 
 ALL: list[type[Message]] = [
