@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -132,16 +133,25 @@ class Session:
         raise CaseFailed(f"{what} within {limit:g} s: it did not")
 
 
-async def _paired(
-    ctx: Context, nursery: trio.Nursery, config: ConnectionConfig | None = None
-) -> Session:
-    """A session that is authenticated with the phone (KK if paired, else pairing)."""
-    link = await ctx.target.connect()
-    s = Session(ctx, link, allow_pairing=ctx.phone_key is None, peer=ctx.phone_key,
-                config=config)  # fmt: skip
-    await s.run(nursery)
-    await s.until("the phone authenticated", lambda: bool(s.of(HelloReceived)), 70)
-    return s
+@asynccontextmanager
+async def reconnected(
+    ctx: Context, config: ConnectionConfig | None = None
+) -> AsyncIterator[Session]:
+    """A session authenticated (KK) as the head unit that paired in case 3, hung up when
+    the case is done. Its tasks run in a nursery of their own: what a case raises inside
+    comes out in an exception group (the runner takes the first error out)."""
+    if ctx.phone_key is None:
+        raise CaseSkipped("needs the phone paired (case 3)")
+    async with trio.open_nursery() as nursery:
+        s = Session(ctx, await ctx.target.connect(), allow_pairing=False,
+                    peer=ctx.phone_key, config=config)  # fmt: skip
+        await s.run(nursery)
+        try:
+            await s.until("the phone authenticated", lambda: bool(s.of(HelloReceived)), 70)
+            yield s
+        finally:
+            await _hang_up(s.link)
+            nursery.cancel_scope.cancel()
 
 
 class RawLink:
@@ -261,10 +271,7 @@ async def _xx_refused(ctx: Context) -> None:
 
 @case("5", "8.1", "a paired head unit reconnects with KK and both say HELLO")
 async def _kk(ctx: Context) -> None:
-    if ctx.phone_key is None:
-        raise CaseSkipped("needs the phone paired (case 3)")
-    async with trio.open_nursery() as nursery:
-        s = await _paired(ctx, nursery)
+    async with reconnected(ctx) as s:
         (auth,) = s.of(Authenticated)
         if not isinstance(auth, Authenticated) or auth.paired_now or s.of(CodeToConfirm):
             raise CaseFailed("a known phone was asked to compare codes again")
@@ -272,38 +279,24 @@ async def _kk(ctx: Context) -> None:
         assert isinstance(hello, HelloReceived)
         if 0 not in hello.hello.versions:
             raise CaseFailed(f"its HELLO offers versions {hello.hello.versions}, not 0")
-        await _hang_up(s.link)
-        nursery.cancel_scope.cancel()
 
 
 @case("6", "6.1 (timers)", "the phone sends KEEPALIVE after 5 s in which it sent nothing")
 async def _keepalive(ctx: Context) -> None:
-    if ctx.phone_key is None:
-        raise CaseSkipped("needs the phone paired (case 3)")
-    async with trio.open_nursery() as nursery:
-        s = await _paired(ctx, nursery)
+    async with reconnected(ctx) as s:
         await trio.sleep(1)  # what the HELLOs set off is over
         before = s.received
         await trio.sleep(6.5)
         after = s.received
-        await _hang_up(s.link)
-        nursery.cancel_scope.cancel()
     if after == before:
         raise CaseFailed("the phone sent nothing in the 6.5 s after the last exchange")
 
 
 @case("7", "6.1 (timers)", "the phone closes a link that stays silent 15 s, with code 7")
 async def _idle(ctx: Context) -> None:
-    if ctx.phone_key is None:
-        raise CaseSkipped("needs the phone paired (case 3)")
     silent = ConnectionConfig(keepalive=math.inf, idle_timeout=math.inf)  # we say nothing
-    async with trio.open_nursery() as nursery:
-        s = await _paired(ctx, nursery, silent)
-        try:
-            await s.until("the phone's CLOSE", lambda: bool(s.of(ConnectionClosed)), 20)
-        finally:
-            await _hang_up(s.link)
-            nursery.cancel_scope.cancel()
+    async with reconnected(ctx, silent) as s:
+        await s.until("the phone's CLOSE", lambda: bool(s.of(ConnectionClosed)), 20)
     closed = s.of(ConnectionClosed)[0]
     assert isinstance(closed, ConnectionClosed)
     if not closed.by_peer or closed.code != ErrorCode.TIMEOUT:
@@ -312,27 +305,17 @@ async def _idle(ctx: Context) -> None:
 
 @case("8", "5", "a sequenced frame that needs no answer is acknowledged within 1 s")
 async def _ack(ctx: Context) -> None:
-    if ctx.phone_key is None:
-        raise CaseSkipped("needs the phone paired (case 3)")
-    async with trio.open_nursery() as nursery:
-        s = await _paired(ctx, nursery)
+    async with reconnected(ctx) as s:
         text = "conformance: an ERROR the phone only has to acknowledge"
         report = m.ErrorReport(int(Channel.NAVIGATION), None, int(ErrorCode.UNSUPPORTED), text)
         await s.session.send(report.channel, report.type, encode(report))
-        try:
-            await s.until("an acknowledgement of an ERROR frame",
-                          lambda: bool(s.of(Acknowledged)), 1.0)  # fmt: skip
-        finally:
-            await _hang_up(s.link)
-            nursery.cancel_scope.cancel()
+        await s.until("an acknowledgement of an ERROR frame",
+                      lambda: bool(s.of(Acknowledged)), 1.0)  # fmt: skip
 
 
 @case("9", "6.3", "a media command is answered with a media result naming its seq")
 async def _media(ctx: Context) -> None:
-    if ctx.phone_key is None:
-        raise CaseSkipped("needs the phone paired (case 3)")
-    async with trio.open_nursery() as nursery:
-        s = await _paired(ctx, nursery)
+    async with reconnected(ctx) as s:
         command = m.MediaCommandRequest(m.MediaCommand.PAUSE)
         seq = await s.session.send(command.channel, command.type, encode(command))
 
@@ -343,8 +326,4 @@ async def _media(ctx: Context) -> None:
                 for e in s.events
             )  # fmt: skip
 
-        try:
-            await s.until(f"a media result for frame {seq}", answered, 10)
-        finally:
-            await _hang_up(s.link)
-            nursery.cancel_scope.cancel()
+        await s.until(f"a media result for frame {seq}", answered, 10)
