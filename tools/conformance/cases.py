@@ -44,7 +44,7 @@ class CaseSkipped(Exception):
 class Target(Protocol):
     @property
     def description(self) -> str: ...
-    async def connect(self) -> Link: ...
+    async def connect(self, att_mtu: int | None = None) -> Link: ...
 
 
 @dataclass
@@ -135,7 +135,11 @@ class Session:
 
 @asynccontextmanager
 async def reconnected(
-    ctx: Context, config: ConnectionConfig | None = None
+    ctx: Context,
+    config: ConnectionConfig | None = None,
+    *,
+    att_mtu: int | None = None,
+    tamper_after: int | None = None,
 ) -> AsyncIterator[Session]:
     """A session authenticated (KK) as the head unit that paired in case 3, hung up when
     the case is done. Its tasks run in a nursery of their own: what a case raises inside
@@ -143,8 +147,10 @@ async def reconnected(
     if ctx.phone_key is None:
         raise CaseSkipped("needs the phone paired (case 3)")
     async with trio.open_nursery() as nursery:
-        s = Session(ctx, await ctx.target.connect(), allow_pairing=False,
-                    peer=ctx.phone_key, config=config)  # fmt: skip
+        link = await ctx.target.connect(att_mtu)
+        if tamper_after is not None:
+            _tamper(link, tamper_after)
+        s = Session(ctx, link, allow_pairing=False, peer=ctx.phone_key, config=config)
         await s.run(nursery)
         try:
             await s.until("the phone authenticated", lambda: bool(s.of(HelloReceived)), 70)
@@ -152,6 +158,22 @@ async def reconnected(
         finally:
             await _hang_up(s.link)
             nursery.cancel_scope.cancel()
+
+
+def _tamper(link: Link, after: int) -> None:
+    """From the ``after``-th packet on, flip the last bit of every packet we send (the
+    segment header stays right; the record's tag does not)."""
+    original = link.send
+    sent = 0
+
+    async def send(packet: bytes) -> None:
+        nonlocal sent
+        sent += 1
+        if sent > after:
+            packet = packet[:-1] + bytes([packet[-1] ^ 1])
+        await original(packet)
+
+    link.send = send  # type: ignore[method-assign]
 
 
 class RawLink:
@@ -327,3 +349,33 @@ async def _media(ctx: Context) -> None:
             )  # fmt: skip
 
         await s.until(f"a media result for frame {seq}", answered, 10)
+
+
+@case("10", "8.4", "records that fail authentication are dropped; the third closes with code 9")
+async def _tampered(ctx: Context) -> None:
+    # after the handshake (KK 1) and our HELLO, every record we send has a flipped bit:
+    # with nothing else to say, those are KEEPALIVEs, one a second
+    quiet = ConnectionConfig(keepalive=1.0, idle_timeout=math.inf)
+    async with reconnected(ctx, quiet, tamper_after=2) as s:
+        await s.until("the phone's CLOSE", lambda: bool(s.of(ConnectionClosed)), 10)
+    closed = s.of(ConnectionClosed)[0]
+    assert isinstance(closed, ConnectionClosed)
+    if not closed.by_peer or closed.code != ErrorCode.AUTHENTICATION:
+        raise CaseFailed(f"after three forged records: {closed.describe()}, not code 9")
+
+
+@case("11", "3, 6.3", "at ATT MTU 23 (20-byte segments) a reconnection and a command work")
+async def _mtu_23(ctx: Context) -> None:
+    async with reconnected(ctx, att_mtu=23) as s:
+        if s.link.payload_size != 20:
+            raise CaseSkipped(f"this link's payload is {s.link.payload_size} bytes, not 20")
+        command = m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, 30)
+        seq = await s.session.send(command.channel, command.type, encode(command))
+        await s.until(
+            f"a media result for frame {seq}",
+            lambda: any(
+                isinstance(e, MessageReceived) and e.type == m.MediaCommandResult.type
+                and e.body.get(0) == seq for e in s.events
+            ),
+            10,
+        )  # fmt: skip

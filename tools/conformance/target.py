@@ -73,11 +73,13 @@ class EmulatorUnderTest:
             random=os.urandom, irk=self.trust.irk,
         )  # fmt: skip
 
-    async def connect(self) -> Link:
-        """A new link to the phone (as a head unit connecting): the head unit's end."""
+    async def connect(self, att_mtu: int | None = None) -> Link:
+        """A new link to the phone (as a head unit connecting): the head unit's end.
+        ``att_mtu``: the MTU this link ends up with (else the phone's profile's)."""
         assert self._nursery is not None, "run() first"
         self.links += 1
-        pair = SimulatedLinkPair(self.profile, seed=self.links)
+        profile = self.profile if att_mtu is None else self.profile.with_mtu(att_mtu)
+        pair = SimulatedLinkPair(profile, seed=self.links)
         self._nursery.start_soon(self._serve, pair.peripheral)
         return pair.central
 
