@@ -244,10 +244,14 @@ class PhoneDevice(Endpoint):
                     self._bulk_done(message.transfer, data)
             case m.NavigationResult() | m.MediaCommandResult() | m.MessagingResult():
                 key = (int(message.channel), message.command_seq)
-                self._results[key] = message
                 waiter = self._waiting.pop(key, None)
-                if waiter is not None:
-                    waiter.set()
+                if waiter is None:
+                    # no command of ours waits for it: an answer to an earlier process of
+                    # this head unit (its seqs start again at 0), resent by the phone
+                    log.debug("dropped a result for frame %d nobody waits for", key[1])
+                    return
+                self._results[key] = message
+                waiter.set()
             case _:
                 raise ProtocolError(
                     ErrorCode.UNSUPPORTED, f"{type(message).__name__} is not for the head unit"

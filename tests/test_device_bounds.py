@@ -114,3 +114,16 @@ async def test_a_damaged_store_turns_off_that_devices_messaging_only(
         with pytest.raises(CommandFailed, match="messaging is off"):
             await rig.hu.mark_read("n0")
         nursery.cancel_scope.cancel()
+
+
+async def test_a_result_for_an_earlier_head_unit_process_answers_nothing(
+    autojump_clock: Any,
+) -> None:
+    """A phone resends, to a restarted head unit, the result of a command the previous
+    process sent; the new process numbers its commands from 0 again. That stale result
+    must not be taken for the answer to the new process's command 0 (found by
+    bridge-conformance)."""
+    phone = device()
+    await phone.apply(m.MediaCommandResult(0, True), None)  # arrives first, stale
+    with pytest.raises(CommandFailed, match="did not answer"):
+        await phone.media(m.MediaCommand.PAUSE)  # its frame is seq 0 too
