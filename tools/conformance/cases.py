@@ -123,6 +123,19 @@ class Session:
         nursery.start_soon(drive)
         nursery.start_soon(read)
 
+    async def command(self, command: m.MediaCommandRequest, limit: float = 10) -> None:
+        """Send a media command and wait for the media result that names its frame."""
+        seq = await self.session.send(command.channel, command.type, encode(command))
+
+        def answered() -> bool:
+            return any(
+                isinstance(e, MessageReceived) and e.channel is Channel.AUDIO
+                and e.type == m.MediaCommandResult.type and e.body.get(0) == seq
+                for e in self.events
+            )  # fmt: skip
+
+        await self.until(f"a media result for frame {seq}", answered, limit)
+
     def of(self, cls: type) -> list[object]:
         return [e for e in self.events if isinstance(e, cls)]
 
@@ -341,17 +354,7 @@ async def _ack(ctx: Context) -> None:
 @case("9", "6.3", "a media command is answered with a media result naming its seq")
 async def _media(ctx: Context) -> None:
     async with reconnected(ctx) as s:
-        command = m.MediaCommandRequest(m.MediaCommand.PAUSE)
-        seq = await s.session.send(command.channel, command.type, encode(command))
-
-        def answered() -> bool:
-            return any(
-                isinstance(e, MessageReceived) and e.channel is Channel.AUDIO
-                and e.type == m.MediaCommandResult.type and e.body.get(0) == seq
-                for e in s.events
-            )  # fmt: skip
-
-        await s.until(f"a media result for frame {seq}", answered, 10)
+        await s.command(m.MediaCommandRequest(m.MediaCommand.PAUSE))
 
 
 @case("10", "8.4", "records that fail authentication are dropped; the third closes with code 9")
@@ -372,16 +375,7 @@ async def _mtu_23(ctx: Context) -> None:
     async with reconnected(ctx, att_mtu=23) as s:
         if s.link.payload_size != 20:
             raise CaseSkipped(f"this link's payload is {s.link.payload_size} bytes, not 20")
-        command = m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, 30)
-        seq = await s.session.send(command.channel, command.type, encode(command))
-        await s.until(
-            f"a media result for frame {seq}",
-            lambda: any(
-                isinstance(e, MessageReceived) and e.type == m.MediaCommandResult.type
-                and e.body.get(0) == seq for e in s.events
-            ),
-            10,
-        )  # fmt: skip
+        await s.command(m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, 30))
 
 
 @case("12", "5", "across a dropped link every command is answered exactly once, in order")
