@@ -1,4 +1,5 @@
-"""The trio driver: runs a peer's connections on links, one link at a time (thin).
+"""The trio driver: runs a peer's connections on links, one authenticated link at a time
+(thin).
 
 Strategy. A :class:`PeerSession` is one peer (a phone, seen from the head unit, or the
 head unit, seen from a phone). It owns the peer's :class:`~bridge.wire.mux.ChannelMux`, which
@@ -192,9 +193,7 @@ class PeerSession:
         if handshake is None:
             self._connection = conn
             self._leftover.append(LinkUp(link.peer, link.payload_size, False))
-        elif conn.authenticated:  # no handshake message to wait for (cannot happen today)
-            raise RuntimeError("a handshake that authenticates before any message")
-        else:
+        else:  # a handshake authenticates only on a message from the peer, never at once
             self._pending.append(conn)
         ended: list[str] = []
         try:

@@ -123,6 +123,11 @@ def phone_answer(
     return answer
 
 
+def honest_phone(address: str, store: TrustStore, side: Side) -> Advertiser:
+    """A phone advertising a fresh token of its own each time, answering as a phone."""
+    return Advertiser(address, lambda: make_token(store.irk, os.urandom), phone_answer(store, side))
+
+
 @asynccontextmanager
 async def running(
     hu_trust: TrustStore, advertisers: list[Advertiser], *, pairing_mode: bool = False,
@@ -169,9 +174,7 @@ async def test_a_replayed_token_does_not_lock_the_phone_out(
     replayed = make_token(phone_trust.irk, os.urandom)  # heard once, replayed forever
     side = Side(PeerSession("phone"), phone_trust)
     attacker = Advertiser("EV:IL", lambda: replayed, attack)
-    phone = Advertiser(
-        "AA:BB", lambda: make_token(phone_trust.irk, os.urandom), phone_answer(phone_trust, side)
-    )
+    phone = honest_phone("AA:BB", phone_trust, side)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(side.run)
         async with running(hu_trust, [attacker, phone]) as (hu, _):
@@ -212,9 +215,7 @@ async def test_a_stranger_cannot_jam_pairing(autojump_clock: Any, tmp_path: Path
     phone_trust = TrustStore(tmp_path / "phone", role="phone")
     side = Side(PeerSession("phone"), phone_trust)
     jammer = Advertiser("JA:MM", lambda: None, keepalive_jammer)
-    honest = Advertiser(
-        "HO:NE", lambda: make_token(phone_trust.irk, os.urandom), phone_answer(phone_trust, side)
-    )
+    honest = honest_phone("HO:NE", phone_trust, side)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(side.run)
         async with running(hu_trust, [jammer, honest], pairing_mode=True) as (hu, _):

@@ -136,6 +136,15 @@ class Session:
 
         await self.until(f"a media result for frame {seq}", answered, limit)
 
+    async def phone_closes(self, code: ErrorCode, what: str, limit: float) -> None:
+        """Wait for the phone's CLOSE; CaseFailed unless it came from the phone with
+        ``code``."""
+        await self.until("the phone's CLOSE", lambda: bool(self.of(ConnectionClosed)), limit)
+        closed = self.of(ConnectionClosed)[0]
+        assert isinstance(closed, ConnectionClosed)
+        if not closed.by_peer or closed.code != code:
+            raise CaseFailed(f"{what}: {closed.describe()}, not the phone's code {int(code)}")
+
     def of(self, cls: type) -> list[object]:
         return [e for e in self.events if isinstance(e, cls)]
 
@@ -334,11 +343,7 @@ async def _keepalive(ctx: Context) -> None:
 async def _idle(ctx: Context) -> None:
     silent = ConnectionConfig(keepalive=math.inf, idle_timeout=math.inf)  # we say nothing
     async with reconnected(ctx, silent) as s:
-        await s.until("the phone's CLOSE", lambda: bool(s.of(ConnectionClosed)), 20)
-    closed = s.of(ConnectionClosed)[0]
-    assert isinstance(closed, ConnectionClosed)
-    if not closed.by_peer or closed.code != ErrorCode.TIMEOUT:
-        raise CaseFailed(f"the link ended, but not by the phone with code 7: {closed.describe()}")
+        await s.phone_closes(ErrorCode.TIMEOUT, "after 15 s of our silence", 20)
 
 
 @case("8", "5", "a sequenced frame that needs no answer is acknowledged within 1 s")
@@ -363,11 +368,7 @@ async def _tampered(ctx: Context) -> None:
     # with nothing else to say, those are KEEPALIVEs, one a second
     quiet = ConnectionConfig(keepalive=1.0, idle_timeout=math.inf)
     async with reconnected(ctx, quiet, tamper_after=2) as s:
-        await s.until("the phone's CLOSE", lambda: bool(s.of(ConnectionClosed)), 10)
-    closed = s.of(ConnectionClosed)[0]
-    assert isinstance(closed, ConnectionClosed)
-    if not closed.by_peer or closed.code != ErrorCode.AUTHENTICATION:
-        raise CaseFailed(f"after three forged records: {closed.describe()}, not code 9")
+        await s.phone_closes(ErrorCode.AUTHENTICATION, "after three forged records", 10)
 
 
 @case("11", "3, 6.3", "at ATT MTU 23 (20-byte segments) a reconnection and a command work")
