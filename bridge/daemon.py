@@ -8,10 +8,8 @@ message stores; one process at a time uses it, guarded by a lock file, so ``brid
 forget`` and ``bridge pair`` refuse to touch it while the service runs instead of
 having their change overwritten.
 
-Logs go to stderr, one line each; under systemd (``$JOURNAL_STREAM`` set) every line
-starts with its syslog priority (``<6>``) so journald files it at the right level. Logs
-never carry message text or keys: a notification is logged as "notification", not what
-it says.
+Logging is set up by ``bridge/logs.py`` (journald priorities under systemd). Logs never
+carry message text or keys: a notification is logged as "notification", not what it says.
 """
 
 from __future__ import annotations
@@ -56,7 +54,6 @@ from transports.recorder import LinkRecorder, RecordingRadio
 log = logging.getLogger("bridge")
 
 LOCK_FILE = "daemon.lock"
-PRIORITIES = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 
 
 class DaemonError(Exception):
@@ -65,30 +62,6 @@ class DaemonError(Exception):
 
 class DataFolderError(Exception):
     """The data folder cannot be created or written; the message says which and why."""
-
-
-class JournalFormatter(logging.Formatter):
-    """``<6>bridge.radio_policy: text`` under journald, ``INFO bridge.radio_policy: text`` else."""
-
-    def __init__(self, journald: bool) -> None:
-        super().__init__("%(name)s: %(message)s")
-        self.journald = journald
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record).replace("\n", " | ")
-        if self.journald:
-            return f"<{PRIORITIES.get(record.levelname, 6)}>{text}"
-        return f"{record.levelname} {text}"
-
-
-def setup_logging(level: str, stream: TextIO | None = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JournalFormatter("JOURNAL_STREAM" in os.environ))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for noisy in ("bleak", "bumble", "asyncio"):  # their debug output is not ours
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from bridge.config import ApiConfig, Config, ConfigError, DebugConfig, load_conf
 from bridge.emulation.scenarios import FLAVOURS
 from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
+from bridge.logs import setup_logging
 from bridge.radio_policy import Phone
 from bridge.wire import messages as m
 from pairing.handshake import CodeToConfirm
@@ -300,11 +301,11 @@ def test_journald_gets_priorities(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(root, "level", root.level)
     out = io.StringIO()
     monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
-    daemon.setup_logging("info", out)
+    setup_logging("info", out)
     logging.getLogger("bridge.radio_policy").warning("two\nlines")
     logging.getLogger("bridge.radio_policy").debug("hidden")
     monkeypatch.delenv("JOURNAL_STREAM")
-    daemon.setup_logging("info", out)
+    setup_logging("info", out)
     logging.getLogger("bridge").info("plain")
     assert out.getvalue().splitlines() == [
         "<4>bridge.radio_policy: two | lines",

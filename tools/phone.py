@@ -13,7 +13,6 @@ Exit codes: 0 done, 1 the transport failed or the trust store is damaged, 2 usag
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,6 +22,7 @@ import trio
 from bridge.emulation.emulator import EmulatedPhone
 from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
 from bridge.endpoint import clock_ms_from_trio
+from bridge.logs import level_for, setup_logging
 from bridge.wire.errors import first_error
 from pairing.handshake import CodeToConfirm
 from pairing.trust import TrustStoreError
@@ -143,11 +143,7 @@ async def _report(phone: EmulatedPhone, show: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(level_for(args.verbose))
     status = EXIT_FAILED
     try:
         status = trio.run(run, args, sys.stdout)

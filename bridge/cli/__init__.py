@@ -17,6 +17,7 @@ import trio
 from bridge import __version__, api, daemon, doctor
 from bridge.config import DEFAULT_PATH, Config, ConfigError, load_config
 from bridge.daemon import DaemonError, DataFolderError
+from bridge.logs import level_for, setup_logging
 from bridge.prompt import ask_code
 from bridge.store import StoreError
 from bridge.wire.errors import first_error
@@ -187,11 +188,7 @@ def explain(error: BaseException) -> tuple[int, str]:
 
 
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(level_for(args.verbose))
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
@@ -249,7 +246,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, config: Config) -> int:
-    daemon.setup_logging(config.log.level if not args.verbose else "debug")
+    setup_logging(config.log.level if not args.verbose else "debug")
     if args.capture is not None:
         config = dataclasses.replace(
             config, debug=dataclasses.replace(config.debug, capture_dir=str(args.capture))

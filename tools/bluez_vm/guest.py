@@ -39,6 +39,7 @@ from bridge.emulation.emulator import EmulatedPhone
 from bridge.emulation.scenarios import FLAVOURS, Flavour, drive, messages, playlist
 from bridge.emulation.world import pacing_for
 from bridge.endpoint import clock_ms_from_trio
+from bridge.logs import setup_logging
 from bridge.phone_device import ArtReceived, CommandFailed
 from bridge.radio_policy import HeadUnit, HeadUnitEvent, Phone
 from bridge.session import LinkDown, LinkUp
@@ -427,9 +428,7 @@ async def main(names: list[str]) -> int:
 
 if __name__ == "__main__":
     faulthandler.register(signal.SIGTERM, all_threads=True, chain=True)  # a hang shows where
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging("info", timestamps=True)
     # bleak's BlueZ backend at debug level (every D-Bus signal) in a file of its own
     bleak_log = logging.FileHandler(OUT / "bleak.log")
     bleak_log.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
