@@ -134,7 +134,7 @@ class Connection:
         self._last_received = now
         self._now = now
         self.closed: ConnectionClosed | None = None
-        self._uncommitted: tuple[Channel, int, int] | None = None  # channel, seq, generation
+        self._uses_mux = False  # once admitted: before, links in their handshake share it
         self.hello = hello
         self.peer_hello: Hello | None = None
         self.version: int | None = None
@@ -201,19 +201,13 @@ class Connection:
 
         Asking for the next event commits the previous message: it may be acknowledged.
         """
-        self.commit()
+        if self._uses_mux:
+            self.mux.commit_handed_out(self._now)
         event = self._events.popleft() if self._events else None
         if isinstance(event, MessageReceived) and event.seq is not None:
-            self._uncommitted = (event.channel, event.seq, self.mux.generation)
+            self.mux.hand_out(event.channel, event.seq)
         self._pump()
         return event
-
-    def commit(self) -> None:
-        """Mark the last message handed out as finished (acknowledgeable)."""
-        if self._uncommitted is not None:
-            channel, seq, generation = self._uncommitted
-            self._uncommitted = None
-            self.mux.commit(channel, seq, self._now, generation)
 
     def _pump(self) -> None:
         # Decode records while the application keeps up; when it falls behind, records
@@ -229,15 +223,9 @@ class Connection:
             except ProtocolError as e:
                 self._fail(e)
 
-    @property
-    def uncommitted(self) -> tuple[Channel, int, int] | None:
-        """The message handed out last, which the application may still be handling."""
-        return self._uncommitted
-
     def abandon(self) -> list[Event]:
         """The link is gone: stop, and hand back the events already decoded (not
         committed: the session commits them as the application finishes them)."""
-        self._uncommitted = None
         self._state = _State.DONE
         if self.handshake is not None and not self.handshake.done:
             self.handshake.abort("the link ended", by_peer=False)
@@ -313,6 +301,7 @@ class Connection:
             self._queue_control(Frame(Channel.CONTROL, ControlType.HELLO, None, encode(hello)))
         # with HELLOs, no acknowledgement goes before the peer's (it may have restarted)
         self.mux.link_up(await_hello=self.hello is not None)
+        self._uses_mux = True
 
     def _receive_hello(self, body: Body) -> None:
         hello = decode(Hello, body)

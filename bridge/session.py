@@ -81,7 +81,6 @@ class PeerSession:
         self._pending: list[Connection] = []  # links whose handshake is still running
         self._confirming: Connection | None = None  # the link that showed a pairing code
         self._leftover: deque[SessionEvent] = deque()
-        self._leftover_taken: tuple[Channel, int, int] | None = None
         self._wakeup = Wakeup()
 
     @property
@@ -104,16 +103,13 @@ class PeerSession:
 
     async def next_event(self) -> SessionEvent:
         """The next event: messages in order, acknowledgements, link up and down."""
-        if self._leftover_taken is not None:  # the application finished with it
-            channel, seq, generation = self._leftover_taken
-            self._leftover_taken = None
-            self.mux.commit(channel, seq, trio.current_time(), generation)
+        if self.mux.commit_handed_out(trio.current_time()):  # the application finished with it
             self._wakeup.notify()
         while True:
             if self._leftover:
                 event = self._leftover.popleft()
                 if isinstance(event, MessageReceived) and event.seq is not None:
-                    self._leftover_taken = (event.channel, event.seq, self.mux.generation)
+                    self.mux.hand_out(event.channel, event.seq)
                 return event
             conn = self._connection
             if conn is not None:
@@ -204,8 +200,8 @@ class PeerSession:
             admitted = self._connection is conn
             if admitted:
                 self._connection = None
-                # what the application still holds is committed when it asks for more
-                self._leftover_taken = conn.uncommitted
+                # what the application still holds (the mux's handed-out message) is
+                # committed when it asks for more
                 self._leftover.extend(conn.abandon())
             else:
                 if conn in self._pending:

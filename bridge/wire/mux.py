@@ -118,6 +118,7 @@ class ChannelMux:
         self.peer_epoch: bytes | None = None
         #: Counts resets of the incoming side, so stale commits can be told apart.
         self.generation = 0
+        self._handed_out: tuple[Channel, int, int] | None = None  # channel, seq, generation
         self._out = {c: _Outgoing() for c in Channel}
         self._in = {c: _Incoming() for c in Channel}
         self._order = itertools.count()
@@ -275,6 +276,21 @@ class ChannelMux:
         if inc.committed is None or seq > inc.committed:
             inc.committed = seq
             self._owe_ack(inc, now)
+
+    def hand_out(self, channel: Channel, seq: int) -> None:
+        """The application has been given the peer's frame ``seq`` on ``channel``;
+        :meth:`commit_handed_out` commits it once the application asks for the next one.
+        One message is out at a time, whichever link delivered it."""
+        self._handed_out = (channel, seq, self.generation)
+
+    def commit_handed_out(self, now: float) -> bool:
+        """Commit the message handed out last, if any; True if there was one."""
+        if self._handed_out is None:
+            return False
+        channel, seq, generation = self._handed_out
+        self._handed_out = None
+        self.commit(channel, seq, now, generation)
+        return True
 
     def reset_incoming(self) -> None:
         """The peer restarted its numbering (a new epoch): accept its next frames afresh."""
