@@ -350,6 +350,7 @@ class HeadUnit:
             peer_key=key,
             allow_pairing=self.pairing_mode,
             random=os.urandom,
+            irk=self.trust.irk,  # given to a phone that pairs: it finds our adverts by it
             link=address,  # its transitions are logged (DEBUG) with the link's address
         )
 

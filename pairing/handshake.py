@@ -84,7 +84,7 @@ class PairingKind(IntEnum):
 
     STATUS = 1  # phone: {1: true, 3: name}: we both know each other, no comparison needed
     NONCE = 3  # phone: {1: Nb} (the head unit's Na was in XX 3)
-    CONFIRM = 4  # either: {1: accepted}; the phone's true adds {2: IRK, 3: name}
+    CONFIRM = 4  # either: {1: accepted}; a true adds {2: IRK}, the phone's also {3: name}
 
 
 class InfoKey(IntEnum):
@@ -127,7 +127,7 @@ class Authenticated:
     send_key: bytes
     receive_key: bytes
     handshake_hash: bytes
-    peer_irk: bytes | None = None  # a phone's identity resolving key, on a first pairing
+    peer_irk: bytes | None = None  # the peer's identity resolving key, on a first pairing
 
 
 @dataclass(frozen=True)
@@ -307,7 +307,7 @@ class Handshake:
         self._peer_nonce = b""
         self._deadline: float | None = None
         self._now = 0.0  # when the frame being handled arrived
-        self._irk = irk  # the phone gives it with its confirmation of a first pairing
+        self._irk = irk  # given with our confirmation of a first pairing
         self._peer_irk: bytes | None = None
         self.noise_keys: tuple[bytes, bytes] | None = None
         self.handshake_hash = b""
@@ -657,6 +657,10 @@ class Handshake:
                 raise _bad("the phone's confirmation lacks its 16-byte IRK")
             self._peer_irk = irk
             self._take_name(body)
+        elif value and irk is not None:  # a v1 head unit's IRK (a v0 one sends none)
+            if type(irk) is not bytes or len(irk) != IRK_SIZE:
+                raise _bad("the head unit's IRK is not 16 bytes")
+            self._peer_irk = irk
         if not value:
             self._fail("the other side rejected the pairing", by_peer=True)
         elif self._state is State.LOCAL_ACCEPTED:
@@ -669,7 +673,7 @@ class Handshake:
         self._step(Input.ACCEPT if accept else Input.REJECT, accept)
 
     def _local_answer(self, accept: bool) -> None:
-        give_irk = accept and self.role is Role.PHONE and self._irk is not None
+        give_irk = accept and self._irk is not None  # both sides give theirs (v1)
         name = self._name if accept and self.role is Role.PHONE else ""
         self._send_pairing(PairingKind.CONFIRM, accept, self._irk if give_irk else None, name)
         if not accept:

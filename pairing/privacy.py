@@ -16,6 +16,17 @@ connects only in pairing mode. A listener without the IRK sees 6 random-looking 
 that change with every advertising start: nothing links two tokens of one phone.
 A stranger's phone matches one of our IRKs by chance with probability 2^-24 per paired
 phone; that costs one failed KK attempt, never a wrong pairing.
+
+The head unit recognises itself to its phones the same way (protocol v1): it advertises a
+token made with its own IRK, which it gives a phone with its confirmation of a first
+pairing. And when a phone connects to the head unit (the head unit is then the GATT
+server), the phone proves which paired phone it is with an **identify tag** over a
+16-byte challenge the head unit draws for that connection::
+
+    tag = HMAC-SHA256(IRK, "bridge v1 identify" || challenge)[0:16]
+
+A tag heard on one link is worth nothing on another (another challenge), and without
+the IRK it says nothing about who sent it.
 """
 
 from __future__ import annotations
@@ -31,6 +42,11 @@ NONCE_SIZE = 3
 TAG_SIZE = 3
 TOKEN_LENGTH = 8  # characters: base64url of 6 bytes, fits the advertised name
 LABEL = b"bridge v0 token"
+#: Protocol v1, the head unit as GATT server: a central proves which phone it is with a tag
+#: over the link's challenge (docs/PROTOCOL.md 1.2).
+CHALLENGE_SIZE = 16
+IDENTIFY_TAG_SIZE = 16
+IDENTIFY_LABEL = b"bridge v1 identify"
 
 K = TypeVar("K")
 
@@ -69,5 +85,24 @@ def resolve(name: str, irks: Iterable[tuple[K, bytes]]) -> K | None:
     found: K | None = None
     for who, irk in irks:
         if hmac.compare_digest(_tag(irk, nonce), tag) and found is None:
+            found = who
+    return found
+
+
+def identify_tag(irk: bytes, challenge: bytes) -> bytes:
+    """The tag a phone writes to prove, on the link whose challenge this is, which phone
+    it is (to a head unit that has its IRK)."""
+    if len(irk) != IRK_SIZE or len(challenge) != CHALLENGE_SIZE:
+        raise ValueError("an IRK and a challenge are 16 bytes each")
+    return hmac.new(irk, IDENTIFY_LABEL + challenge, hashlib.sha256).digest()[:IDENTIFY_TAG_SIZE]
+
+
+def resolve_identify(tag: bytes, challenge: bytes, irks: Iterable[tuple[K, bytes]]) -> K | None:
+    """Which of our paired phones wrote ``tag`` on the link of ``challenge``, if any."""
+    if len(tag) != IDENTIFY_TAG_SIZE or len(challenge) != CHALLENGE_SIZE:
+        return None
+    found: K | None = None
+    for who, irk in irks:
+        if hmac.compare_digest(identify_tag(irk, challenge), tag) and found is None:
             found = who
     return found

@@ -237,7 +237,10 @@ def test_a_truncated_capture_shows_what_it_has_then_fails(
     demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = (demo / "head-unit.btsnoop").read_bytes()
-    (tmp_path / "cut").write_bytes(data[: len(data) // 2 + 7])
+    offset = 16  # btsnoop: a 16-byte file header, then records of a 24-byte header + data
+    while offset < len(data) // 2:
+        offset += 24 + int.from_bytes(data[offset + 4 : offset + 8], "big")
+    (tmp_path / "cut").write_bytes(data[: offset + 30])  # a record cut after 6 of its bytes
     code, out = run(tmp_path / "cut")
     assert code == cli.EXIT_BAD_CAPTURE and "handshake" in out
     assert "truncated" in capsys.readouterr().err

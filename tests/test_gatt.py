@@ -17,4 +17,4 @@ def test_advertisement_fits_a_legacy_packet() -> None:
 
 
 def test_info_value_is_cbor() -> None:
-    assert cbor.loads(cbor.dumps(list(PROTOCOL_VERSIONS))) == [0]
+    assert cbor.loads(cbor.dumps(list(PROTOCOL_VERSIONS))) == [0, 1]

@@ -28,6 +28,7 @@ PAYLOAD = 182  # segment size at ATT MTU 185 (an iPhone)
 HU_STATIC = bytes(range(1, 33))
 PHONE_STATIC = bytes(range(101, 133))
 PHONE_IRK = bytes(range(200, 216))
+HU_IRK = bytes(range(100, 116))
 
 
 def _side(
@@ -40,13 +41,13 @@ def _side(
         platform="android" if role is Role.PHONE else "head-unit",
         trusted=trusted, peer_key=peer, random=rng.randbytes,
         ephemeral=lambda: X25519PrivateKey.from_private_bytes(rng.randbytes(32)),
-        irk=PHONE_IRK if role is Role.PHONE else None,
+        irk=PHONE_IRK if role is Role.PHONE else HU_IRK,
     )  # fmt: skip
     epoch = bytes([seed]) * 8
     hello = (
-        m.Hello([0], "android", "Pixel 9", "Pixel 9 Pro", clock_ms=1_000)
+        m.Hello([0, 1], "android", "Pixel 9", "Pixel 9 Pro", clock_ms=1_000)
         if role is Role.PHONE
-        else m.Hello([0], "head-unit", "Car")
+        else m.Hello([0, 1], "head-unit", "Car")
     )
     return Connection(ChannelMux(epoch=epoch), PAYLOAD, now=0.0, handshake=handshake, hello=hello)
 
@@ -86,7 +87,7 @@ def transcript(kind: str) -> dict[str, Any]:
         "name": f"Noise {kind}: {'a first pairing' if kind == 'XX' else 'a known phone'}, "
         "to the head unit's first application frame (the phone's HELLO)",
         "payload_size": PAYLOAD,
-        "head_unit": {"static_private": HU_STATIC.hex(), "seed": 1,
+        "head_unit": {"static_private": HU_STATIC.hex(), "seed": 1, "irk": HU_IRK.hex(),
                       "epoch": (bytes([1]) * 8).hex()},
         "phone": {"static_private": PHONE_STATIC.hex(), "seed": 2, "irk": PHONE_IRK.hex(),
                   "epoch": (bytes([2]) * 8).hex()},

@@ -12,7 +12,7 @@ FROM_PHONE_UUID = uuid.UUID("6b1e0002-5b5f-4c2d-9a2e-6a3f0b6c1d00")
 #: Readable: the protocol versions the phone speaks, as a CBOR array of uints.
 INFO_UUID = uuid.UUID("6b1e0003-5b5f-4c2d-9a2e-6a3f0b6c1d00")
 
-PROTOCOL_VERSIONS = (0,)
+PROTOCOL_VERSIONS = (0, 1)  # 1: the head unit also as GATT server (PROTOCOL.md 1.2)
 MAX_VERSION = 23  # the info value's versions are one-byte CBOR uints
 
 
