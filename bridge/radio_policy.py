@@ -49,9 +49,10 @@ from bridge.phone_device import DeviceEvent, PhoneDevice
 from bridge.session import LinkDown, PeerSession
 from bridge.store import MessageStore, StoreError
 from bridge.wire import messages as m
+from bridge.wire.gatt import head_unit_advertising
 from pairing.handshake import Authenticated, CodeToConfirm, Handshake, PairingFailed, Role
 from pairing.keylog import KeyLog
-from pairing.privacy import resolve
+from pairing.privacy import make_raw_token, resolve, resolve_identify
 from pairing.trust import TrustedDevice, TrustStore
 from transports.link import ConnectFailed, Link
 
@@ -72,6 +73,21 @@ class Radio(Protocol):
     async def connect(self, sighting: Any) -> Link: ...
 
 
+class IncomingLink(Link):
+    """A link a phone made to the head unit (protocol v1): ``challenge`` is what the
+    identify characteristic gave it, ``tag`` what it wrote there (b"" if nothing)."""
+
+    challenge: bytes
+    tag: bytes
+
+
+class Listener(Protocol):
+    """The head unit as GATT server (``transports/bumble_phone.py`` ``BumbleListener``)."""
+
+    async def advertise(self, data: bytes, scan_response: bytes) -> None: ...
+    async def accept(self) -> Any: ...  # the next IncomingLink
+
+
 #: Addresses whose backoff is remembered (the oldest forgotten first).
 MAX_ADDRESSES = 256
 #: Links at once that may still be in their handshake for one paired phone.
@@ -87,6 +103,7 @@ class Policy:
     stranger_interval: float = 2.0  # between any two strangers, whatever their address
     permanent_failure_hold: float = 300.0  # after a non-transient failure
     max_failed_comparisons: int = 3  # then pairing mode ends
+    token_rotation: float = 900.0  # a fresh advertising token (v1) at least this often
 
 
 @dataclass
@@ -153,7 +170,7 @@ async def _refuse(phone: Phone, event: CodeToConfirm) -> bool:
 class HeadUnit:
     def __init__(
         self,
-        radio: Radio,
+        radio: Radio | None,
         trust: TrustStore,
         data_dir: Path,
         *,
@@ -163,8 +180,14 @@ class HeadUnit:
         policy: Policy | None = None,
         keylog: KeyLog | None = None,
         clock_ms: Callable[[], int],
+        listener: Listener | None = None,
     ) -> None:
+        """``radio`` (central role: scanning for phones) or ``listener`` (peripheral
+        role: phones connect to the head unit), or both; either may be None."""
         self.radio = radio
+        self.listener = listener
+        self.incoming = 0  # links phones made to the head unit
+        self.advertised: list[tuple[bytes, bytes]] = []  # what it advertised, latest last
         self.trust = trust
         self.data_dir = data_dir
         self.name = name
@@ -184,6 +207,7 @@ class HeadUnit:
         self._in_use: set[str] = set()  # addresses being connected or connected
         self._events_in, self.events = trio.open_memory_channel[tuple[Phone, HeadUnitEvent]](1024)
         self._nursery: trio.Nursery | None = None
+        self._advertising_changed = trio.Event()
         for device in trust.devices():
             self._register(device.key_bytes, device.name, device.platform)
 
@@ -195,7 +219,10 @@ class HeadUnit:
     def pairing_mode(self, on: bool) -> None:
         if on and not self._pairing_mode:
             self.failed_comparisons = 0
+        changed = on != self._pairing_mode
         self._pairing_mode = on
+        if changed:
+            self._advertising_changed.set()  # the car's name is advertised only in pairing mode
 
     # -- phones ---------------------------------------------------------------------
 
@@ -244,10 +271,89 @@ class HeadUnit:
             self._nursery = nursery
             for phone in self.phones.values():
                 nursery.start_soon(self._serve, phone)
+            if self.listener is not None:
+                await self._advertise(self.listener)
+                nursery.start_soon(self._keep_advertising, self.listener)
+                nursery.start_soon(self._listen, self.listener, nursery)
+            if self.radio is None:
+                task_status.started()
+                return
             async with self.radio.scan() as sightings:
                 task_status.started()
                 async for sighting in sightings:
+                    if getattr(sighting, "car_token", None) is not None:
+                        continue  # another head unit advertising (v1), not a phone
                     self._on_sighting(sighting, nursery)
+
+    # -- the peripheral role (v1: phones connect to the head unit) -------------------
+
+    async def _advertise(self, listener: Listener) -> None:
+        """Advertise a fresh token (and our name, in pairing mode): PROTOCOL.md 2.2."""
+        self._advertising_changed = trio.Event()
+        token = make_raw_token(self.trust.irk, os.urandom)
+        data = head_unit_advertising(token, self.name if self.pairing_mode else None)
+        self.advertised.append(data)
+        del self.advertised[:-16]
+        await listener.advertise(*data)
+
+    async def _keep_advertising(self, listener: Listener) -> None:
+        while True:
+            with trio.move_on_after(self.policy.token_rotation):
+                await self._advertising_changed.wait()
+            await self._advertise(listener)
+
+    async def _listen(self, listener: Listener, nursery: trio.Nursery) -> None:
+        while True:
+            link: IncomingLink = await listener.accept()
+            self.incoming += 1
+            self._on_incoming(link, nursery)
+
+    def _on_incoming(self, link: IncomingLink, nursery: trio.Nursery) -> None:
+        """A phone connected and subscribed: its tag names a paired phone, or it is a
+        stranger, served only in pairing mode, one at a time, spaced like sightings."""
+        now = trio.current_time()
+        match: TrustedDevice | None = (
+            resolve_identify(link.tag, link.challenge, self.trust.irks()) if link.tag else None
+        )
+        if match is not None:
+            phone = self._register(match.key_bytes, match.name, match.platform)
+            if phone.attempts >= MAX_PENDING_PER_PHONE:
+                nursery.start_soon(link.aclose)
+                return
+            log.debug("%s connected to us at %s", phone.label, link.peer)
+            phone.attempts += 1
+            nursery.start_soon(self._incoming, phone, link, match.key_bytes)
+            return
+        last = self.strangers_seen.get(link.peer)
+        cooled = last is None or now - last >= self.policy.stranger_cooldown
+        spaced = now - self._last_stranger >= self.policy.stranger_interval
+        if not self.pairing_mode or self.pairing is not None or not cooled or not spaced:
+            self.strangers_ignored += 1
+            nursery.start_soon(link.aclose)
+            return
+        self._stranger_seen(link.peer, now)
+        log.debug("a phone not paired connected at %s: pairing", link.peer)
+        phone = self.pairing = self._new_phone(None, "new phone")
+        phone.attempts = 1
+        nursery.start_soon(self._pair_incoming, phone, link)
+
+    async def _incoming(self, phone: Phone, link: Link, key: bytes) -> None:
+        try:
+            await self._drive(phone, link, key, None)
+        finally:
+            phone.attempts -= 1
+
+    async def _pair_incoming(self, phone: Phone, link: Link) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._serve, phone)
+            try:
+                await self._drive(phone, link, None, None)
+            finally:
+                phone.attempts = 0
+                if phone.key is None:  # not paired: forget the attempt entirely
+                    phone.scope.cancel()
+                    if self.pairing is phone:
+                        self.pairing = None
 
     def _address(self, address: str) -> _Address:
         state = self._addresses.pop(address, None) or _Address()
@@ -281,17 +387,20 @@ class HeadUnit:
         if not self.pairing_mode or self.pairing is not None or not cooled or not spaced:
             self.strangers_ignored += 1
             return
-        self.strangers_seen.pop(address, None)
-        self.strangers_seen[address] = now
-        while len(self.strangers_seen) > MAX_ADDRESSES:
-            del self.strangers_seen[next(iter(self.strangers_seen))]
-        self._last_stranger = now
+        self._stranger_seen(address, now)
         log.debug("a phone not paired at %s: connecting to pair", address)
         phone = self.pairing = self._new_phone(None, "new phone")
         phone.attempts = 1
         phone.platform_hint = sighting.platform_hint
         self._in_use.add(address)
         nursery.start_soon(self._pair, phone, sighting)
+
+    def _stranger_seen(self, address: str, now: float) -> None:
+        self.strangers_seen.pop(address, None)
+        self.strangers_seen[address] = now
+        while len(self.strangers_seen) > MAX_ADDRESSES:
+            del self.strangers_seen[next(iter(self.strangers_seen))]
+        self._last_stranger = now
 
     async def _serve(self, phone: Phone) -> None:
         """The phone's application side, for as long as the head unit runs."""
@@ -386,26 +495,35 @@ class HeadUnit:
         self.connect_attempts += 1
         policy = self.policy
         address = self._address(sighting.address)
+        assert self.radio is not None  # sightings come from it
         try:
             link = await self.radio.connect(sighting)
         except ConnectFailed as e:
             hold = self._back_off(address, None if e.transient else policy.permanent_failure_hold)
             log.info("connecting to %s failed (%s); next try in %.1f s", sighting.address, e, hold)
             return
+        await self._drive(phone, link, key, address)
+
+    async def _drive(
+        self, phone: Phone, link: Link, key: bytes | None, address: _Address | None
+    ) -> None:
+        """Run one link of ``phone`` (KK with ``key``, else XX) to its end; ``address``:
+        the backoff of the address we connected to (None: the phone connected to us)."""
         phone.links += 1
         started = trio.current_time()
-        handshake = self._handshake(key, sighting.address)
+        handshake = self._handshake(key, link.peer)
         down: LinkDown = await phone.session.run_link(link, handshake=handshake)
         lasted = trio.current_time() - started
         if down.authenticated:
-            phone.address = sighting.address
-        if down.authenticated and lasted >= policy.stable_after:
-            address.failures = 0
-        else:
-            self._back_off(address)
+            phone.address = link.peer
+        if address is not None:
+            if down.authenticated and lasted >= self.policy.stable_after:
+                address.failures = 0
+            else:
+                self._back_off(address)
         if handshake.comparison_spent:
             self._comparison_failed(phone)
-        log.info("link to %s ended after %.1f s: %s", sighting.address, lasted, down.reason)
+        log.info("link to %s ended after %.1f s: %s", link.peer, lasted, down.reason)
 
     def _comparison_failed(self, phone: Phone) -> None:
         self.failed_comparisons += 1

@@ -37,6 +37,8 @@ import hmac
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from bridge.wire.gatt import CHALLENGE_SIZE, IDENTIFY_TAG_SIZE
+
 IRK_SIZE = 16
 NONCE_SIZE = 3
 TAG_SIZE = 3
@@ -44,8 +46,6 @@ TOKEN_LENGTH = 8  # characters: base64url of 6 bytes, fits the advertised name
 LABEL = b"bridge v0 token"
 #: Protocol v1, the head unit as GATT server: a central proves which phone it is with a tag
 #: over the link's challenge (docs/PROTOCOL.md 1.2).
-CHALLENGE_SIZE = 16
-IDENTIFY_TAG_SIZE = 16
 IDENTIFY_LABEL = b"bridge v1 identify"
 
 K = TypeVar("K")
@@ -61,6 +61,20 @@ def make_token(irk: bytes, random: Callable[[int], bytes]) -> str:
         raise ValueError("an IRK is 16 bytes")
     nonce = random(NONCE_SIZE)
     return base64.urlsafe_b64encode(nonce + _tag(irk, nonce)).decode()
+
+
+def make_raw_token(irk: bytes, random: Callable[[int], bytes]) -> bytes:
+    """A fresh token as its 6 bytes (the head unit advertises it so: PROTOCOL.md 2.2)."""
+    parsed = parse_token(make_token(irk, random))
+    assert parsed is not None
+    return parsed[0] + parsed[1]
+
+
+def resolve_raw(raw: bytes, irks: Iterable[tuple[K, bytes]]) -> K | None:
+    """Which of our peers advertised the 6-byte token ``raw``, if any."""
+    if len(raw) != NONCE_SIZE + TAG_SIZE:
+        return None
+    return resolve(base64.urlsafe_b64encode(raw).decode(), irks)
 
 
 def parse_token(name: str) -> tuple[bytes, bytes] | None:

@@ -22,6 +22,8 @@ from pairing.handshake import CodeToConfirm
 from transports.simulated import PROFILES, LinkProfile
 
 T = TypeVar("T")
+#: A phone of a rig: flavour, link profile and, optionally, role ("peripheral", "central").
+Cast = tuple[Flavour, LinkProfile | str] | tuple[Flavour, LinkProfile | str, str]
 
 TABLET = dataclasses.replace(
     FLAVOURS["android"], name="Galaxy Tab", model="SM-X910", music_app="YouTube Music"
@@ -69,28 +71,36 @@ class BleRig:
 async def ble_world(
     tmp: Path,
     captures: Path | None,
-    phones: Mapping[str, tuple[Flavour, LinkProfile | str]],
+    phones: Mapping[str, Cast],
     *,
     pairing_mode: bool = True,
     policy: Policy | None = None,
     bluez_read_echo: bool = False,
     start_phones: bool = True,
+    roles: tuple[str, ...] = ("central", "peripheral"),
 ) -> AsyncIterator[BleRig]:
-    """Run a head unit and phones; the head unit confirms every pairing code."""
+    """Run a head unit and phones; the head unit confirms every pairing code. A phone's
+    third item is its role ("peripheral": it advertises, the default; "central": it
+    connects to the head unit); ``roles`` are the head unit's."""
     world = RadioWorld(tmp, clock_ms=clock_ms_from_trio(), snoop_dir=captures)
     try:
         central = await world.start_central(bluez_read_echo=bluez_read_echo)
-        for key, (flavour, profile) in phones.items():
+        for key, (flavour, profile, *role) in phones.items():
             world.add_phone(
-                key, flavour, PROFILES[profile] if isinstance(profile, str) else profile
-            )
+                key, flavour, PROFILES[profile] if isinstance(profile, str) else profile,
+                role=role[0] if role else "peripheral",
+            )  # fmt: skip
+        listener = world.listener() if "peripheral" in roles else None
         rig_box: list[BleRig] = []
 
         async def confirm(phone: Phone, event: CodeToConfirm) -> bool:
             rig_box[0].prompts.append(event)
             return True
 
-        hu = world.head_unit(central, pairing_mode=pairing_mode, policy=policy, confirm=confirm)
+        hu = world.head_unit(
+            central if "central" in roles else None, pairing_mode=pairing_mode, policy=policy,
+            confirm=confirm, listener=listener,
+        )  # fmt: skip
         async with trio.open_nursery() as nursery:
             rig = BleRig(world, hu, world.phones, nursery)
             rig_box.append(rig)

@@ -60,14 +60,16 @@ APPLE = 0x004C
 
 @dataclass(frozen=True)
 class Sighting:
-    """One advertisement of a phone running the bridge's app."""
+    """One advertisement of the bridge's service: a phone running the bridge's app
+    (protocol v0's advertising), or a head unit (v1: ``car_token`` set)."""
 
     address: str
-    name: str | None  # the advertised name: a recognition token (docs/PROTOCOL.md 2)
+    name: str | None  # a phone's: its recognition token (docs/PROTOCOL.md 2.1)
     apple: bool
     rssi: int
     at: float  # trio time
     device: BLEDevice
+    car_token: bytes | None = None  # a head unit's 6-byte token (2.2); its name means pairing
 
     @property
     def platform_hint(self) -> str:
@@ -179,6 +181,9 @@ class BleakCentral:
         send, receive = trio.open_memory_channel[Sighting](256)
 
         def seen(device: BLEDevice, adv: AdvertisementData) -> None:
+            car = adv.manufacturer_data.get(layout.TOKEN_COMPANY)
+            if car is not None and len(car) != layout.TOKEN_BYTES:
+                car = None
             sighting = Sighting(
                 address=device.address,
                 name=adv.local_name,
@@ -186,6 +191,9 @@ class BleakCentral:
                 rssi=adv.rssi,
                 at=trio.current_time(),
                 device=device,
+                car_token=bytes(car)
+                if car is not None and len(car) == layout.TOKEN_BYTES
+                else None,
             )
             try:
                 send.send_nowait(sighting)
@@ -213,8 +221,12 @@ class BleakCentral:
                     log.debug("scan stop: %r", e)
             send.close()
 
-    async def connect(self, sighting: Sighting) -> BleakLink:
-        """Connect and set up the bridge service; raises :class:`ConnectFailed`."""
+    async def connect(
+        self, sighting: Sighting, identify: Callable[[bytes], bytes] | None = None
+    ) -> BleakLink:
+        """Connect and set up the bridge service; raises :class:`ConnectFailed`.
+        ``identify`` (a phone connecting to a head unit, PROTOCOL.md 1.2): the tag to
+        write for the link's challenge, before subscribing."""
         holder: list[BleakLink] = []
 
         def disconnected(client: BleakClient) -> None:
@@ -237,6 +249,8 @@ class BleakCentral:
             with trio.fail_after(self.connect_timeout * 2):
                 link = await _set_up(client)
                 holder.append(link)
+                if identify is not None:
+                    await _identify(client, identify)
                 await trio_asyncio.aio_as_trio(client.start_notify)(link.from_phone, link.on_notify)
                 if not client.is_connected:
                     _fail("the phone disconnected during setup", transient=True)
@@ -276,6 +290,20 @@ def _scan_failure(error: Exception) -> str:
 
 def _fail(text: str, *, transient: bool = False) -> NoReturn:
     raise ConnectFailed(text, transient=transient)
+
+
+async def _identify(client: BleakClient, identify: Callable[[bytes], bytes]) -> None:
+    """Read the link's challenge from the head unit and write our tag over it."""
+    aio = trio_asyncio.aio_as_trio
+    service = client.services.get_service(str(layout.SERVICE_UUID))
+    chars = {c.uuid.lower(): c for c in service.characteristics} if service else {}
+    char = chars.get(str(layout.IDENTIFY_UUID))
+    if char is None:
+        _fail("the head unit does not serve the identify characteristic")
+    challenge = bytes(await aio(client.read_gatt_char)(char))
+    if len(challenge) != 16:
+        _fail(f"the head unit's challenge is {len(challenge)} bytes, not 16")
+    await aio(client.write_gatt_char)(char, identify(challenge), response=True)
 
 
 async def _set_up(client: BleakClient) -> BleakLink:

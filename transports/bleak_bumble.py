@@ -152,6 +152,7 @@ class BumbleClient(BaseBleakClient):
         *,
         bumble_device: Device,
         bluez_read_echo: bool = False,
+        mtu: int = REQUESTED_MTU,
         disconnected_callback: Callable[[], None] | None = None,
         timeout: float = 10.0,
         **kwargs: Any,
@@ -171,6 +172,7 @@ class BumbleClient(BaseBleakClient):
         self._mtu_size: int | None = None
         self._notifying: dict[int, Callable[[bytes], None]] = {}
         self._echo = bluez_read_echo
+        self._requested_mtu = mtu  # what this central asks for (an iPhone: 185)
 
     @property
     def name(self) -> str:
@@ -210,7 +212,7 @@ class BumbleClient(BaseBleakClient):
         connection.on(connection.EVENT_DISCONNECTION, self._on_disconnection)
         try:
             peer = self._peer = Peer(connection)
-            await peer.request_mtu(REQUESTED_MTU)
+            await peer.request_mtu(self._requested_mtu)
             await self._discover(peer)
         except ATT_Error as e:
             await self.disconnect()

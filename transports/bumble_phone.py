@@ -1,12 +1,17 @@
-"""The phone's side of the radio: a BLE peripheral on Bumble serving the bridge's GATT layout.
+"""A BLE peripheral on Bumble serving the bridge's GATT layout: a phone's side of the
+radio (protocol v0's layout), or the head unit's as GATT server (v1).
 
 Strategy. :class:`BumblePeripheral` owns one Bumble :class:`~bumble.device.Device` (a phone
-on a :class:`~transports.bumble_radio.VirtualRadio`). It serves the service of
-docs/PROTOCOL.md section 1 and advertises as section 2 says (flags, the service UUID, the
-8-byte name, which carries the phone's recognition token). Each head unit that connects
-and subscribes to the from-phone characteristic becomes a :class:`PeripheralLink`, handed
-to trio through :meth:`BumblePeripheral.accept`: values written to the to-phone
-characteristic are its received packets, its sent packets are notifications. The
+on a :class:`~transports.bumble_radio.VirtualRadio`, or the head unit's device, which
+also scans and connects as a central). It serves the service of docs/PROTOCOL.md section
+1 and advertises what it is given (section 2). Each central that connects and subscribes
+to the from-server characteristic becomes a :class:`PeripheralLink`, handed to trio
+through :meth:`BumblePeripheral.accept`: values written to the to-server characteristic
+are its received packets, its sent packets are notifications. With ``identify`` (the
+head unit, section 1.2) the service also has the identify characteristic: a read gives
+the connection's challenge, drawn when it connected; one write before the subscription
+gives the central's identify tag, which the link carries up. ``keep_advertising``
+starts advertising again after each connection, so further centrals can connect. The
 protocol itself (sessions, handshake, the phone's app) is the bridge's, in trio.
 
 Notifications wait while the host's ACL queue for the connection is not empty, the
@@ -16,7 +21,9 @@ emulated equivalent of iOS's ``canSendWriteWithoutResponse``/Android's
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from typing import Any
 
 import trio
@@ -46,12 +53,15 @@ def _reason(code: int) -> LinkClosed:
 
 
 class PeripheralLink(CallbackLink):
-    """One head unit's connection, seen from the phone."""
+    """One central's connection (a head unit's, or a phone's to the head unit)."""
 
     def __init__(self, peripheral: BumblePeripheral, connection: Connection) -> None:
-        super().__init__(queue=1024)  # credits bound what the head unit has in flight
+        super().__init__(queue=1024)  # credits bound what the central has in flight
         self._peripheral = peripheral
         self._connection = connection
+        self.challenge = os.urandom(layout.CHALLENGE_SIZE)  # read from the identify characteristic
+        self.tag = b""  # the central's identify tag, if it wrote one before subscribing
+        self.subscribed = False
 
     @property
     def att_mtu(self) -> int:
@@ -104,10 +114,14 @@ class BumblePeripheral:
         apple: bool = False,
         versions: tuple[int, ...] = layout.PROTOCOL_VERSIONS,
         from_phone_readable: bool = False,
+        identify: bool = False,
+        keep_advertising: bool = False,
     ) -> None:
         self.device = device
         self.att_mtu = att_mtu
         self.apple = apple
+        self.keep_advertising = keep_advertising
+        self._advertising: tuple[bytes, bytes] | None = None  # what to advertise again
         self.name = ""
         self.largest_write = 0  # bytes: the largest value any head unit wrote
         self.readable_info = layout.info_value(versions)
@@ -139,15 +153,26 @@ class BumblePeripheral:
             self.readable_info,
         )
         self.from_phone.on(self.from_phone.EVENT_SUBSCRIPTION, self._on_subscription)
-        device.add_service(
-            gatt.Service(str(layout.SERVICE_UUID), [self.to_phone, self.from_phone, self.info])
-        )
+        characteristics = [self.to_phone, self.from_phone, self.info]
+        if identify:
+            characteristics.append(
+                gatt.Characteristic(
+                    str(layout.IDENTIFY_UUID),
+                    gatt.Characteristic.Properties.READ | gatt.Characteristic.Properties.WRITE,
+                    gatt.Characteristic.Permissions.READABLE
+                    | gatt.Characteristic.Permissions.WRITEABLE,
+                    gatt.CharacteristicValue(read=self._read_challenge, write=self._on_identify),
+                )
+            )
+        device.add_service(gatt.Service(str(layout.SERVICE_UUID), characteristics))
         device.gatt_server.max_mtu = att_mtu
         device.on(device.EVENT_CONNECTION, self._on_connection)
 
     # -- asyncio side ----------------------------------------------------------------
 
     def _on_connection(self, connection: Connection) -> None:
+        if connection.role != hci.Role.PERIPHERAL:
+            return  # a connection this device made as a central: not served here
         link = PeripheralLink(self, connection)
         self._links[connection.handle] = link
 
@@ -156,6 +181,37 @@ class BumblePeripheral:
             link.on_disconnection(reason)
 
         connection.on(connection.EVENT_DISCONNECTION, ended)
+        if self.keep_advertising and self._advertising is not None:
+            # a legacy connectable advertisement ends with the connection: start it again
+            asyncio.get_running_loop().create_task(self._advertise_again())
+
+    async def _advertise_again(self) -> None:
+        if self._advertising is None or self.device.is_advertising:
+            return
+        data, scan_response = self._advertising
+        try:
+            await self.device.start_advertising(
+                advertising_data=data,
+                scan_response_data=scan_response,
+                advertising_interval_min=100.0,
+                advertising_interval_max=100.0,
+            )
+        except Exception as e:  # the controller refused: say so, the links go on
+            log.warning("advertising did not restart after a connection: %s", e)
+
+    def _read_challenge(self, connection: Connection) -> bytes:
+        link = self._links.get(connection.handle)
+        if link is None:
+            raise ATT_Error(ErrorCode.UNLIKELY_ERROR)
+        return link.challenge
+
+    def _on_identify(self, connection: Connection, value: bytes) -> None:
+        link = self._links.get(connection.handle)
+        if link is None or link.subscribed or link.tag:
+            raise ATT_Error(ErrorCode.WRITE_NOT_PERMITTED)  # once, before the subscription
+        if len(value) != layout.IDENTIFY_TAG_SIZE:
+            raise ATT_Error(ErrorCode.INVALID_ATTRIBUTE_LENGTH)
+        link.tag = bytes(value)
 
     def _on_write(self, connection: Connection, value: bytes) -> None:
         self.largest_write = max(self.largest_write, len(value))
@@ -171,7 +227,8 @@ class BumblePeripheral:
     def _on_subscription(self, bearer: Any, notify: bool, indicate: bool) -> None:
         connection = getattr(bearer, "connection", bearer)
         link = self._links.get(connection.handle)
-        if link is not None and notify:
+        if link is not None and notify and not link.subscribed:
+            link.subscribed = True
             try:
                 self._accept_send.send_nowait(link)
             except trio.WouldBlock:
@@ -211,6 +268,18 @@ class BumblePeripheral:
             advertising_interval_max=100.0,
         )
 
+    async def advertise_data(self, data: bytes, scan_response: bytes) -> None:
+        """(Re)start connectable advertising with exactly these bytes (the head unit's,
+        PROTOCOL.md 2.2); with ``keep_advertising`` it goes on after each connection."""
+        self._advertising = (data, scan_response)
+        await self.stop_advertising()
+        await trio_asyncio.aio_as_trio(self.device.start_advertising)(
+            advertising_data=data,
+            scan_response_data=scan_response,
+            advertising_interval_min=100.0,
+            advertising_interval_max=100.0,
+        )
+
     async def stop_advertising(self) -> None:
         if self.device.is_advertising:
             await trio_asyncio.aio_as_trio(self.device.stop_advertising)()
@@ -225,3 +294,50 @@ class BumblePeripheral:
     @property
     def connected(self) -> int:
         return len(self._links)
+
+
+async def _disconnect(connection: Connection) -> None:
+    try:
+        await connection.disconnect(REMOTE_USER_TERMINATED)
+    except Exception as e:  # already gone
+        log.debug("disconnect: %s", e)
+
+
+class BumbleListener:
+    """The head unit as GATT server on a Bumble device (protocol v1): what
+    :class:`~bridge.radio_policy.HeadUnit` takes as its ``listener``. The same device may
+    also scan and connect as a central (the bleak backend over Bumble).
+
+    Centrals that connect and do not subscribe within ``subscribe_timeout`` are
+    disconnected: a connection that never becomes a link must not hold the radio."""
+
+    def __init__(self, device: Device, *, subscribe_timeout: float = 10.0) -> None:
+        self.server = BumblePeripheral(device, att_mtu=517, identify=True, keep_advertising=True)
+        self.subscribe_timeout = subscribe_timeout
+        device.on(device.EVENT_CONNECTION, self._on_connection)
+
+    def _on_connection(self, connection: Connection) -> None:
+        if connection.role != hci.Role.PERIPHERAL:
+            return
+
+        def check() -> None:
+            link = self.server._links.get(connection.handle)
+            if link is not None and not link.subscribed:
+                log.debug("a central that did not subscribe in time: disconnecting")
+                asyncio.get_running_loop().create_task(_disconnect(connection))
+
+        asyncio.get_running_loop().call_later(self.subscribe_timeout, check)
+
+    async def advertise(self, data: bytes, scan_response: bytes) -> None:
+        await self.server.advertise_data(data, scan_response)
+
+    async def stop_advertising(self) -> None:
+        self.server._advertising = None
+        await self.server.stop_advertising()
+
+    async def accept(self) -> PeripheralLink:
+        return await self.server.accept()
+
+    @property
+    def connected(self) -> int:
+        return self.server.connected

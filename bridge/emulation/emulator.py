@@ -26,10 +26,12 @@ from bridge.session import LinkDown, PeerSession
 from bridge.store import MessageStore
 from bridge.wire import messages as m
 from pairing.handshake import Authenticated, CodeToConfirm, Handshake, Role
-from pairing.privacy import make_token
+from pairing.privacy import identify_tag, make_token, resolve_raw
 from pairing.trust import TrustStore
+from transports.ble import BleakCentral, Sighting
+from transports.bumble_host import power_on
 from transports.bumble_phone import BumblePeripheral
-from transports.link import Link
+from transports.link import ConnectFailed, Link
 
 Show = Callable[[str, str], None]
 ConfirmCode = Callable[[CodeToConfirm], Awaitable[bool]]
@@ -70,17 +72,31 @@ class PairingPhoneApp(PhoneApp):
 
 
 class EmulatedPhone:
+    """An emulated phone: with a ``peripheral`` it advertises and waits for head units to
+    connect (protocol v0's roles); with a ``central`` (v1) it scans for its car's
+    advertising and connects to it, as an iOS app in the background does."""
+
     def __init__(
         self,
-        peripheral: BumblePeripheral,
+        peripheral: BumblePeripheral | None,
         flavour: Flavour,
         data_dir: Path,
         *,
         clock_ms: Callable[[], int],
         confirm: ConfirmCode = _tap_confirm,
         show: Show | None = None,
+        central: BleakCentral | None = None,
+        device: Any = None,  # its Bumble device (as a central: the one ``central`` drives)
+        retry: float = 1.0,
     ) -> None:
+        if (peripheral is None) == (central is None):
+            raise ValueError("a phone is either a peripheral or a central")
         self.peripheral = peripheral
+        self.central = central
+        self.device = device if device is not None else peripheral.device if peripheral else None
+        self.role = "peripheral" if peripheral is not None else "central"
+        self.retry = retry  # seconds between connection attempts as a central
+        self.connect_failures: list[str] = []
         # Android phones advertise each set from a new private address; iPhones keep
         # theirs for about 15 minutes.
         self.rotate_address = flavour.platform == "android"
@@ -128,7 +144,30 @@ class EmulatedPhone:
         self._changed.set()
         self._changed = trio.Event()
 
+    def _handshake(self) -> Handshake:
+        return Handshake(
+            Role.PHONE,
+            self.trust.identity,
+            name=self.flavour.name,
+            platform=self.flavour.platform,
+            trusted=self.trust.trusted_keys(),
+            allow_pairing=self.pairing_mode,
+            random=os.urandom,
+            irk=self.trust.irk,
+        )
+
+    async def _serve(self, link: Link) -> None:
+        self.connected.set()
+        self._link = link
+        self.links.append(await self.session.run_link(link, handshake=self._handshake()))
+        self._link = None
+        self.connected = trio.Event()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self.central is not None:
+            await self._run_central(task_status)
+            return
+        assert self.peripheral is not None
         await self.peripheral.power_on()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.app.run)
@@ -158,18 +197,45 @@ class EmulatedPhone:
                 if link is None:
                     continue
                 await self.peripheral.stop_advertising()
-                self.connected.set()
-                handshake = Handshake(
-                    Role.PHONE,
-                    self.trust.identity,
-                    name=self.flavour.name,
-                    platform=self.flavour.platform,
-                    trusted=self.trust.trusted_keys(),
-                    allow_pairing=self.pairing_mode,
-                    random=os.urandom,
-                    irk=self.trust.irk,
-                )
-                self._link = link
-                self.links.append(await self.session.run_link(link, handshake=handshake))
-                self._link = None
-                self.connected = trio.Event()
+                await self._serve(link)
+
+    # -- as a central (v1) -----------------------------------------------------------
+
+    def _is_our_car(self, sighting: Sighting) -> bool:
+        """A head unit's advertising whose token resolves with a car we paired with, or,
+        while adding a car, any head unit in pairing mode (it advertises its name)."""
+        if sighting.car_token is None:
+            return False  # a phone advertising, not a car
+        if resolve_raw(sighting.car_token, self.trust.irks()) is not None:
+            return True
+        return self.pairing_mode and bool(sighting.name)
+
+    async def _find_car(self) -> Sighting:
+        assert self.central is not None
+        while True:
+            if not self._advertise:  # the app closed or Bluetooth off: no scanning either
+                await self._changed.wait()
+                continue
+            async with self.central.scan() as sightings:
+                async for sighting in sightings:
+                    if self._is_our_car(sighting):
+                        return sighting
+
+    async def _run_central(self, task_status: trio.TaskStatus[None]) -> None:
+        assert self.central is not None and self.device is not None
+        await power_on(self.device)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.app.run)
+            task_status.started()
+            while True:
+                sighting = await self._find_car()
+                try:
+                    link = await self.central.connect(
+                        sighting, identify=lambda challenge: identify_tag(self.trust.irk, challenge)
+                    )
+                except ConnectFailed as e:
+                    self.connect_failures.append(str(e))
+                    await trio.sleep(self.retry)
+                    continue
+                await self._serve(link)
+                await trio.sleep(self.retry)  # as an app waits before it connects again

@@ -20,10 +20,18 @@ from pairing.keylog import KeyLog
 from pairing.trust import TrustStore
 from transports.ble import BleakCentral
 from transports.bleak_bumble import BumbleClient, BumbleScanner
-from transports.bumble_phone import BumblePeripheral
+from transports.bumble_phone import BumbleListener, BumblePeripheral
 from transports.bumble_radio import Pacing, VirtualRadio
 from transports.link import PACKET_OVERHEAD
 from transports.simulated import LinkProfile
+
+
+def _bleak_on(device: Any, *, bluez_read_echo: bool = False, mtu: int = 517) -> BleakCentral:
+    return BleakCentral(
+        scanner_backend=BumbleScanner,
+        client_backend=BumbleClient,
+        backend_kwargs={"bumble_device": device, "bluez_read_echo": bluez_read_echo, "mtu": mtu},
+    )
 
 
 def pacing_for(profile: LinkProfile) -> Pacing:
@@ -51,28 +59,42 @@ class RadioWorld:
 
     async def start_central(self, *, bluez_read_echo: bool = False) -> BleakCentral:
         self.central = await self.radio.powered("head-unit")
-        return BleakCentral(
-            scanner_backend=BumbleScanner,
-            client_backend=BumbleClient,
-            backend_kwargs={"bumble_device": self.central, "bluez_read_echo": bluez_read_echo},
-        )
+        return _bleak_on(self.central, bluez_read_echo=bluez_read_echo)
+
+    def listener(self) -> BumbleListener:
+        """The head unit as GATT server (v1) on the same device as :meth:`start_central`."""
+        assert self.central is not None, "start_central first"
+        return BumbleListener(self.central)
 
     def add_phone(
-        self, key: str, flavour: Flavour, profile: LinkProfile, *, show: Show | None = None
+        self,
+        key: str,
+        flavour: Flavour,
+        profile: LinkProfile,
+        *,
+        show: Show | None = None,
+        role: str = "peripheral",
     ) -> EmulatedPhone:
+        """A phone on its own controller: advertising for the head unit to connect
+        (``role="peripheral"``, protocol v0's way) or connecting to the head unit
+        (``"central"``, v1: it asks for the profile's MTU)."""
         device = self.radio.device(key, pacing_for(profile))
-        peripheral = BumblePeripheral(
-            device, att_mtu=profile.att_mtu, apple=flavour.platform == "ios"
-        )
-        phone = EmulatedPhone(
-            peripheral, flavour, self.data_dir / key, clock_ms=self.clock_ms, show=show
-        )
+        folder = self.data_dir / key
+        if role == "central":
+            central = _bleak_on(device, mtu=profile.att_mtu)
+            phone = EmulatedPhone(None, flavour, folder, clock_ms=self.clock_ms, show=show,
+                                  central=central, device=device)  # fmt: skip
+        else:
+            peripheral = BumblePeripheral(
+                device, att_mtu=profile.att_mtu, apple=flavour.platform == "ios"
+            )
+            phone = EmulatedPhone(peripheral, flavour, folder, clock_ms=self.clock_ms, show=show)
         self.phones[key] = phone
         return phone
 
     def head_unit(
         self,
-        radio: BleakCentral,
+        radio: BleakCentral | None,
         *,
         pairing_mode: bool = True,
         policy: Policy | None = None,
@@ -93,7 +115,9 @@ class RadioWorld:
 
     def lose_link(self, key: str) -> None:
         """The phone ``key`` drives into a tunnel: a supervision timeout follows."""
-        self.radio.lose_link(self.phones[key].peripheral.device, self.central)
+        device = self.phones[key].device
+        assert device is not None
+        self.radio.lose_link(device, self.central)
 
     def close(self) -> None:
         self.radio.close()

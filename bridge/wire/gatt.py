@@ -11,6 +11,15 @@ TO_PHONE_UUID = uuid.UUID("6b1e0001-5b5f-4c2d-9a2e-6a3f0b6c1d00")
 FROM_PHONE_UUID = uuid.UUID("6b1e0002-5b5f-4c2d-9a2e-6a3f0b6c1d00")
 #: Readable: the protocol versions the phone speaks, as a CBOR array of uints.
 INFO_UUID = uuid.UUID("6b1e0003-5b5f-4c2d-9a2e-6a3f0b6c1d00")
+#: Only on a head unit acting as GATT server (v1): read, the link's 16-byte challenge;
+#: written (with response), the phone's 16-byte identify tag (docs/PROTOCOL.md 1.2).
+IDENTIFY_UUID = uuid.UUID("6b1e0004-5b5f-4c2d-9a2e-6a3f0b6c1d00")
+CHALLENGE_SIZE = 16
+IDENTIFY_TAG_SIZE = 16
+# In both roles the GATT client writes segments to the first characteristic and the GATT
+# server notifies them on the second: the names say which for the phone-as-server layout.
+TO_SERVER_UUID = TO_PHONE_UUID
+FROM_SERVER_UUID = FROM_PHONE_UUID
 
 PROTOCOL_VERSIONS = (0, 1)  # 1: the head unit also as GATT server (PROTOCOL.md 1.2)
 MAX_VERSION = 23  # the info value's versions are one-byte CBOR uints
@@ -54,3 +63,39 @@ def advertising_data(name: str) -> bytes:
     uuids = bytes((17, 0x07)) + SERVICE_UUID.bytes[::-1]
     name_ad = bytes((len(short) + 1, 0x08)) + short if short else b""
     return flags + uuids + name_ad
+
+
+#: The head unit's advertising token travels in manufacturer-specific data under the
+#: SIG's company identifier for tests and unassigned use, until the project has its own.
+TOKEN_COMPANY = 0xFFFF
+#: Bytes of the head unit's advertised token: r (3) || tag (3) (pairing/privacy.py).
+TOKEN_BYTES = 6
+#: A scan response holds 31 bytes: the Complete Local Name's AD header takes 2.
+MAX_SCAN_RESPONSE_NAME = 29
+
+
+def _cut(name: str, limit: int) -> bytes:
+    out = b""
+    for ch in name:
+        if len(out + ch.encode()) > limit:
+            break
+        out += ch.encode()
+    return out
+
+
+def head_unit_advertising(token: bytes, name: str | None) -> tuple[bytes, bytes]:
+    """The head unit's legacy advertising data and scan response (protocol v1, section
+    2.2): flags (LE Limited Discoverable in pairing mode, else not discoverable), the
+    service UUID, the 6-byte token as manufacturer data, exactly 31 bytes; in pairing
+    mode (``name`` given) the scan response carries the Complete Local Name, else it
+    is empty."""
+    if len(token) != TOKEN_BYTES:
+        raise ValueError("the head unit's token is 6 bytes")
+    flags = bytes((2, 0x01, 0x05 if name is not None else 0x04))
+    uuids = bytes((17, 0x07)) + SERVICE_UUID.bytes[::-1]
+    maker = bytes((3 + TOKEN_BYTES, 0xFF)) + TOKEN_COMPANY.to_bytes(2, "little") + token
+    scan_response = b""
+    if name is not None:
+        encoded = _cut(name, MAX_SCAN_RESPONSE_NAME)
+        scan_response = bytes((len(encoded) + 1, 0x09)) + encoded if encoded else b""
+    return flags + uuids + maker, scan_response
