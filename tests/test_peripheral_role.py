@@ -3,30 +3,254 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
-from bridge.emulation.scenarios import FLAVOURS
-from bridge.session import LinkDown, LinkUp
+import pytest
+import trio
+import trio_asyncio
+from bleak import BleakClient
+
+from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
+from bridge.emulation.world import RadioWorld, _bleak_on, pacing_for
+from bridge.phone_device import ArtReceived
+from bridge.session import LinkUp
 from bridge.wire import messages as m
+from bridge.wire.gatt import IDENTIFY_UUID, head_unit_advertising
 from pairing.handshake import Authenticated
-from tests.ble_helpers import ble_world, pair_all
+from pairing.privacy import identify_tag
+from tests.ble_helpers import TABLET, BleRig, Cast, ble_world, pair_all
+from transports.ble import BleakCentral, Sighting
+from transports.bleak_bumble import BumbleClient
+from transports.link import ConnectFailed
+from transports.simulated import PROFILES
 
 ANDROID, IOS = FLAVOURS["android"], FLAVOURS["ios"]
 
 
-async def test_an_iphone_connects_pairs_and_reconnects_with_kk(
+@pytest.mark.parametrize(("profile", "packet"), [("android", 512), ("ios", 182), ("legacy", 20)])
+async def test_pair_and_every_channel_with_the_phone_as_central(
+    aio: Any, *, autojump_clock: Any, tmp_path: Path, captures: Path, profile: str, packet: int
+) -> None:
+    flavour = IOS if profile == "ios" else ANDROID
+    cast = {"phone": (flavour, profile, "central")}
+    async with ble_world(tmp_path, captures, cast, roles=("peripheral",)) as rig:
+        await pair_all(rig)
+        name, phone = flavour.name, rig.phones["phone"]
+        assert [u.payload_size for u in rig.of(name, LinkUp)] == [packet]  # the phone's MTU
+        assert [a.paired_now for a in rig.of(name, Authenticated)] == [True]
+        assert rig.hu.incoming == 1 and rig.hu.connect_attempts == 0
+        record = rig.phone_record(name)
+        async with trio.open_nursery() as play:
+            play.start_soon(drive, phone.app, flavour)
+            play.start_soon(messages, phone.app, flavour)
+            play.start_soon(playlist, phone.app, flavour)
+            await rig.until(lambda: len(rig.of(name, m.Notification)) >= 1)
+            await rig.until(lambda: rig.of(name, ArtReceived) != [])
+            await record.device.media(m.MediaCommand.PAUSE)
+            note = rig.of(name, m.Notification)[0]
+            await record.device.reply(note.id, text="On my way")
+            play.cancel_scope.cancel()
+        assert phone.app.player is not None and not phone.app.player.playing
+        assert (note.id, "On my way") in phone.app.replies
+        assert rig.of(name, m.Maneuver)
+
+
+async def test_link_loss_mid_transfer_as_central_loses_nothing(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    async with ble_world(tmp_path, captures, {"phone": (IOS, "ios", "central")}) as rig:
+        await pair_all(rig)
+        name, phone = IOS.name, rig.phones["phone"]
+        sent: list[str] = []
+
+        async def publish() -> None:
+            for i in range(40):
+                if i == 10:  # a 48 KB object in flight when the radio dies
+                    await phone.app.send_object(77, bytes(range(256)) * 192, "image/jpeg")
+                note = m.Notification(f"n{i}", "Chat", m.Category.MESSAGE, f"message {i}", 0)
+                await phone.app.notify(note)
+                sent.append(note.id)
+                await trio.sleep(0.2)
+
+        async with trio.open_nursery() as play:
+            play.start_soon(publish)
+            await rig.until(lambda: len(rig.of(name, m.Notification)) >= 11)
+            rig.world.lose_link("phone")
+        await rig.until(lambda: len(rig.of(name, m.Notification)) >= len(sent), 120)
+        assert [n.id for n in rig.of(name, m.Notification)] == sent  # exactly once, in order
+        assert [a.paired_now for a in rig.of(name, Authenticated)] == [True, False]
+        assert len(rig.prompts) == 1 and rig.hu.incoming == 2
+        # every advertisement had a fresh token; the name only while in pairing mode
+        assert len({data for data, _ in rig.hu.advertised}) == len(rig.hu.advertised)
+
+
+async def test_both_roles_at_once_several_links_of_each(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    cast: dict[str, Cast] = {
+        "iphone": (IOS, "ios", "central"),  # connects to the car, MTU 185
+        "tablet": (TABLET, "android", "central"),  # likewise, MTU 517
+        "pixel": (ANDROID, "android"),  # advertises; the car finds it by scanning
+        "ipad": (IOS, "ios"),
+    }
+    async with ble_world(tmp_path, captures, cast) as rig:
+        await pair_all(rig, limit=240)
+        # two phones found by scanning, two that connected (answering one advertisement at
+        # once, one of them has to try again: incoming counts every link accepted)
+        assert rig.hu.connect_attempts == 2 and rig.hu.incoming >= 2
+        sizes = {key: rig.of(p.flavour.name, LinkUp)[0].payload_size for key, p in cast_items(rig)}
+        assert sizes == {"iphone": 182, "tablet": 512, "pixel": 512, "ipad": 182}
+        for key, phone in rig.phones.items():
+            await phone.app.notify(m.Notification(key, "Chat", m.Category.MESSAGE, key, 0))
+        await rig.until(
+            lambda: all(rig.of(p.flavour.name, m.Notification) for p in rig.phones.values())
+        )
+
+
+def cast_items(rig: BleRig) -> list[tuple[str, Any]]:
+    return list(rig.phones.items())
+
+
+async def test_eight_centrals_at_once(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    cast: dict[str, Cast] = {
+        f"p{i}": (dataclasses.replace(ANDROID, name=f"Phone {i}"), "android", "central")
+        for i in range(8)
+    }
+    async with ble_world(tmp_path, None, cast, roles=("peripheral",)) as rig:
+        await pair_all(rig, limit=600)
+        assert len(rig.prompts) == 8  # one first pairing at a time: the others came back
+        assert rig.hu.incoming >= 8 and rig.hu.strangers_ignored == rig.hu.incoming - 8
+        for key, phone in rig.phones.items():
+            await phone.app.notify(m.Notification(key, "Chat", m.Category.MESSAGE, key, 0))
+        await rig.until(
+            lambda: all(
+                len(rig.of(p.flavour.name, m.Notification)) == 1 for p in rig.phones.values()
+            )
+        )
+
+
+async def _car(central: BleakCentral) -> Sighting:
+    async with central.scan() as sightings:
+        async for sighting in sightings:
+            if sighting.car_token is not None:
+                return sighting
+    raise AssertionError("no head unit advertising")
+
+
+async def test_strangers_and_replayed_tags_cannot_reach_a_paired_phones_session(
     aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
 ) -> None:
     async with ble_world(tmp_path, captures, {"iphone": (IOS, "ios", "central")}) as rig:
         await pair_all(rig)
-        name, phone = IOS.name, rig.phones["iphone"]
-        assert [u.payload_size for u in rig.of(name, LinkUp)] == [182]  # the iPhone's MTU 185
-        await phone.app.notify(m.Notification("n1", "Chat", m.Category.MESSAGE, "hi", 0))
-        await rig.until(lambda: len(rig.of(name, m.Notification)) == 1)
-        rig.world.lose_link("iphone")
-        await rig.until(lambda: len(rig.of(name, Authenticated)) == 2, 120)
-        assert [a.paired_now for a in rig.of(name, Authenticated)] == [True, False]
-        assert len(rig.prompts) == 1
-        assert rig.hu.incoming == 2 and rig.hu.connect_attempts == 0
-        assert rig.of(name, LinkDown)[0].reason.startswith("link lost")
+    async with ble_world(
+        tmp_path, captures, {"iphone": (IOS, "ios", "central")}, pairing_mode=False
+    ) as rig:
+        await rig.until(lambda: rig.phone_record(IOS.name).connected)
+        record = rig.phone_record(IOS.name)
+        device = await rig.world.radio.powered("attacker", pacing_for(PROFILES["android"]))
+        attacker = _bleak_on(device)
+        heard: list[bytes] = []
+
+        def replay(challenge: bytes) -> bytes:  # a tag recorded on another link
+            heard.append(challenge)
+            return identify_tag(rig.phones["iphone"].trust.irk, os.urandom(16))
+
+        got_through: list[str] = []
+        for tag_of in (replay, lambda challenge: bytes(16), None):
+            sighting = await _car(attacker)
+            try:
+                link = await attacker.connect(sighting, identify=tag_of)
+            except ConnectFailed as e:
+                got_through.append(f"refused: {e}")
+                continue
+            with trio.move_on_after(5):
+                await link.receive()  # the head unit disconnects: no handshake for a stranger
+                got_through.append("a packet")
+            assert link.closed is not None
+        assert "a packet" not in got_through
+        assert rig.hu.strangers_ignored >= 3
+        assert len(set(heard)) == len(heard)  # every link its own challenge
+        assert record.connected and rig.prompts == []  # the phone's link untouched
+        await rig.phones["iphone"].app.notify(
+            m.Notification("after", "Chat", m.Category.MESSAGE, "still here", 0)
+        )
+        await rig.until(lambda: [n.id for n in rig.of(IOS.name, m.Notification)] == ["after"])
+
+
+async def test_a_central_that_never_subscribes_is_dropped(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    async with ble_world(tmp_path, captures, {}) as rig:
+        device = await rig.world.radio.powered("idle", pacing_for(PROFILES["android"]))
+        sighting = await _car(_bleak_on(device))
+        gone = trio.Event()
+        client = BleakClient(
+            sighting.device, lambda _: gone.set(), backend=BumbleClient, bumble_device=device
+        )
+        await trio_asyncio.aio_as_trio(client.connect)()
+        # it may read and even write the identify value, but never subscribes
+        challenge = await trio_asyncio.aio_as_trio(client.read_gatt_char)(str(IDENTIFY_UUID))
+        assert len(challenge) == 16
+        started = trio.current_time()
+        with trio.fail_after(30):
+            await gone.wait()
+        assert 9 <= trio.current_time() - started <= 11  # the subscription deadline, 10 s
+        assert rig.hu.incoming == 0
+
+
+async def test_garbage_from_a_central_closes_only_its_link(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    async with ble_world(tmp_path, captures, {"iphone": (IOS, "ios", "central")}) as rig:
+        await pair_all(rig)
+        device = await rig.world.radio.powered("noisy", pacing_for(PROFILES["android"]))
+        link = await _connect(_bleak_on(device))  # a stranger, in pairing mode
+        for junk in (b"\xff" * 20, b"\x00", bytes(range(200))):
+            try:
+                await link.send(junk[: link.payload_size])
+            except Exception:
+                break
+        with trio.fail_after(30):
+            while link.closed is None:
+                try:
+                    await link.receive()
+                except Exception:
+                    break
+        assert rig.phone_record(IOS.name).connected  # the paired phone never noticed
+        assert rig.prompts[1:] == []  # the junk was never a pairing
+
+
+async def test_a_write_to_the_identify_value_after_subscribing_is_refused(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    world = RadioWorld(tmp_path, clock_ms=lambda: 0)
+    try:
+        await world.start_central()
+        listener = world.listener()
+        await listener.advertise(*head_unit_advertising(bytes(6), None))
+        device = await world.radio.powered("late", pacing_for(PROFILES["android"]))
+        link = await _connect(_bleak_on(device))
+        with pytest.raises(Exception, match=r"0x03|[Ww]rite [Nn]ot [Pp]ermitted"):
+            await trio_asyncio.aio_as_trio(link.client.write_gatt_char)(
+                str(IDENTIFY_UUID), bytes(16), response=True
+            )
+        accepted = await listener.accept()
+        assert accepted.tag == b""  # a central that did not identify is a stranger
+    finally:
+        world.close()
+
+
+async def _connect(central: BleakCentral) -> Any:
+    """A link to the head unit, trying again while another central's answer to the same
+    advertisement wins (the loser's connection is never established)."""
+    with trio.fail_after(60):
+        while True:
+            try:
+                return await central.connect(await _car(central))
+            except ConnectFailed:
+                await trio.sleep(0.5)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from asyncio import CancelledError
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -261,7 +262,9 @@ class BleakCentral:
             # reply that never comes); a failure after it leaves a link to end.
             if connected:
                 await _bounded_disconnect(client)
-            if isinstance(e, ConnectFailed) or not isinstance(e, Exception):
+            # asyncio's CancelledError here is never trio cancelling us (that is
+            # trio.Cancelled): the stack cancelled a request of a connection it dropped
+            if isinstance(e, ConnectFailed) or not isinstance(e, Exception | CancelledError):
                 raise
             if not isinstance(e, BleakError | trio.TooSlowError | TimeoutError | OSError):
                 # bleak and its D-Bus library fail in more ways than they document; one

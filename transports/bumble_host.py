@@ -11,6 +11,7 @@ load the controller emulation.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,6 +28,60 @@ from bumble.transport import open_transport
 #: ACL packets of one connection a host lets its controller hold before it says a write
 #: or notification can go (see :func:`acl_room`).
 IN_FLIGHT = 2
+
+
+class DualRoleDevice(Device):
+    """A Bumble device that may connect as a central while centrals connect to it.
+
+    Two gaps of Bumble 0.0.236 meet there. ``Device.connect_le`` takes the next
+    connection event of the device, whatever it is, as the one it made, so a central
+    connecting to us while our attempt is pending would be handed to the caller as the
+    phone it asked for: a connection in which this device is the peripheral is not shown
+    to a pending ``connect_le``'s listener. And an attempt given up on by cancellation
+    (not by its timeout) is never cancelled in the controller, which may complete it
+    later for a host that no longer knows its own address type (an assertion): such a
+    connection is taken and disconnected at once."""
+
+    def emit(self, event: str, *args: Any, **kwargs: Any) -> bool:
+        if (
+            event == self.EVENT_CONNECTION
+            and args
+            and getattr(args[0], "role", None) == hci.Role.PERIPHERAL
+        ):  # (``le_connecting`` is set only after the listener: not a test of "pending")
+            hidden = [
+                handler
+                for handler in self.listeners(event)
+                if getattr(handler, "__qualname__", "").startswith("Device.connect_le.")
+            ]
+            for handler in hidden:
+                self.remove_listener(event, handler)
+            try:
+                return bool(super().emit(event, *args, **kwargs))
+            finally:
+                for handler in hidden:
+                    self.add_listener(event, handler)
+        return bool(super().emit(event, *args, **kwargs))
+
+    def on_le_connection(self, connection_handle: int, *args: Any, **kwargs: Any) -> None:
+        role = kwargs.get("role", args[3] if len(args) > 3 else None)
+        if role != hci.Role.CENTRAL or self.connect_own_address_type is not None:
+            super().on_le_connection(connection_handle, *args, **kwargs)
+            return
+        self.connect_own_address_type = hci.OwnAddressType.RANDOM  # ours was random
+        try:
+            super().on_le_connection(connection_handle, *args, **kwargs)
+        finally:
+            self.connect_own_address_type = None
+        orphan = self.connections.get(connection_handle)
+        if orphan is not None:
+            asyncio.get_running_loop().create_task(_drop(orphan))
+
+
+async def _drop(connection: Any) -> None:
+    try:
+        await connection.disconnect(0x13)  # remote user terminated
+    except Exception as e:  # already gone
+        logging.getLogger(__name__).debug("dropping a connection given up on: %s", e)
 
 
 async def acl_room(host: Host, handle: int, in_flight: int = IN_FLIGHT) -> None:
@@ -94,7 +149,7 @@ async def hci_device(
         raise OSError(f"cannot open Bluetooth transport {spec!r}: {transport_hint(spec, e)}") from e
     stream = capture.open("wb") if capture is not None else None
     try:
-        device = Device.with_hci(
+        device = DualRoleDevice.with_hci(
             name,
             hci.Address(address, hci.Address.RANDOM_DEVICE_ADDRESS),
             transport.source,

@@ -179,6 +179,10 @@ class BumblePeripheral:
         def ended(reason: int) -> None:
             self._links.pop(connection.handle, None)
             link.on_disconnection(reason)
+            if not link.subscribed and self._advertising is not None:
+                # a connection that never became a link (a central that gave up): a
+                # phone's stack advertises again, as it would after any disconnection
+                asyncio.get_running_loop().create_task(self._advertise_again())
 
         connection.on(connection.EVENT_DISCONNECTION, ended)
         if self.keep_advertising and self._advertising is not None:
@@ -255,7 +259,8 @@ class BumblePeripheral:
         for every advertising set (only while no head unit is connected)."""
         self.name = name
         data, scan_response = self.advertising_data(name)
-        await self.stop_advertising()
+        self._advertising = (data, scan_response)
+        await self._stop_advertising()
         if fresh_address and not self._links:
             address = hci.Address.generate_private_address()
             command = hci.HCI_LE_Set_Random_Address_Command(random_address=address)
@@ -272,7 +277,7 @@ class BumblePeripheral:
         """(Re)start connectable advertising with exactly these bytes (the head unit's,
         PROTOCOL.md 2.2); with ``keep_advertising`` it goes on after each connection."""
         self._advertising = (data, scan_response)
-        await self.stop_advertising()
+        await self._stop_advertising()
         await trio_asyncio.aio_as_trio(self.device.start_advertising)(
             advertising_data=data,
             scan_response_data=scan_response,
@@ -281,6 +286,11 @@ class BumblePeripheral:
         )
 
     async def stop_advertising(self) -> None:
+        """Stop advertising (until :meth:`advertise` again)."""
+        self._advertising = None
+        await self._stop_advertising()
+
+    async def _stop_advertising(self) -> None:
         if self.device.is_advertising:
             await trio_asyncio.aio_as_trio(self.device.stop_advertising)()
 
@@ -332,7 +342,6 @@ class BumbleListener:
         await self.server.advertise_data(data, scan_response)
 
     async def stop_advertising(self) -> None:
-        self.server._advertising = None
         await self.server.stop_advertising()
 
     async def accept(self) -> PeripheralLink:

@@ -50,7 +50,7 @@ from bumble.snoop import BtSnooper
 from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink
 
-from transports.bumble_host import close_transport
+from transports.bumble_host import DualRoleDevice, close_transport
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ ACL_PACKET_LENGTH = 251
 ACL_BUFFERS = 8
 #: HCI reason of a supervision timeout.
 CONNECTION_TIMEOUT = 0x08
+#: HCI reason of a connection that was never established.
+CONNECTION_FAILED = 0x3E
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,57 @@ class PacedLink(LocalLink):
 
 
 class PacedController(Controller):
-    """A controller whose completed-packets events wait for the paced link's airtime."""
+    """A controller whose completed-packets events wait for the paced link's airtime, and
+    that connects as a real one does where Bumble 0.0.236's virtual controller does not:
+
+    - LE Create Connection Cancel cancels (the virtual controller kept the attempt
+      pending, and completed it later for a host that had given up on it, whose
+      ``connect_own_address_type`` was gone by then: an assertion in Bumble's host);
+      the host gets the LE Connection Complete with status 0x02 the spec prescribes.
+    - When two centrals answer one advertisement, the first's CONNECT_IND ends it and
+      the second's connection fails to be established (HCI 0x3E), as on air (the
+      virtual controller left the second connected to a peripheral that never knew).
+    """
+
+    def on_hci_le_create_connection_cancel_command(
+        self, command: hci.HCI_LE_Create_Connection_Cancel_Command
+    ) -> hci.HCI_StatusReturnParameters:
+        pending = self.pending_le_connection
+        if pending is None:
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+        self.pending_le_connection = None
+        event = hci.HCI_LE_Connection_Complete_Event(
+            status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
+            connection_handle=0,
+            role=hci.Role.CENTRAL,
+            peer_address_type=pending.peer_address.address_type,
+            peer_address=pending.peer_address,
+            connection_interval=0,
+            peripheral_latency=0,
+            supervision_timeout=0,
+            central_clock_accuracy=0,
+        )
+        asyncio.get_running_loop().call_soon(self.send_hci_packet, event)  # after the status
+        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
+
+    def on_le_connect_ind(self, packet: Any) -> None:
+        if self.link is not None and not _advertising_at([self], packet.advertiser_address):
+            # Not for us, or another central's CONNECT_IND ended that advertisement first:
+            # the initiator's connection is never established (a real one fails after
+            # six connection events, HCI 0x3E)
+            initiator = self.link.find_le_controller(packet.initiator_address)
+            ghost = initiator.le_connections.get(packet.advertiser_address) if initiator else None
+            if (
+                initiator is not None
+                and ghost is not None
+                and ghost.self_address == packet.initiator_address
+                and _advertising_owner(self.link, packet.advertiser_address) is self
+            ):
+                asyncio.get_running_loop().call_later(
+                    0.05, initiator.on_le_disconnected, ghost, CONNECTION_FAILED
+                )
+            return
+        super().on_le_connect_ind(packet)
 
     def send_hci_packet(self, packet: hci.HCI_Packet) -> None:
         link = self.link
@@ -304,6 +356,28 @@ class PacedController(Controller):
 _Reports = hci.HCI_LE_Advertising_Report_Event | hci.HCI_LE_Extended_Advertising_Report_Event
 
 
+def _advertising_owner(link: Any, address: hci.Address) -> Controller | None:
+    """The controller on ``link`` that advertises (or last advertised) from ``address``."""
+    for controller in link.controllers:
+        if controller.le_legacy_advertiser.address == address:
+            return controller  # type: ignore[no-any-return]
+        if any(a.address == address for a in controller.advertising_sets.values()):
+            return controller  # type: ignore[no-any-return]
+    return None
+
+
+def _advertising_at(controllers: Any, address: hci.Address) -> bool:
+    """Whether one of ``controllers`` is advertising, connectable, from ``address``."""
+    for controller in controllers:
+        legacy = controller.le_legacy_advertiser
+        if legacy.enabled and legacy.address == address:
+            return True
+        for adv_set in controller.advertising_sets.values():
+            if adv_set.enabled and adv_set.address == address:
+                return True
+    return False
+
+
 def _is_scan_response(report: Any) -> bool:
     if isinstance(report, hci.HCI_LE_Extended_Advertising_Report_Event.Report):
         flag = hci.HCI_LE_Extended_Advertising_Report_Event.EventType.SCAN_RESPONSE
@@ -330,6 +404,7 @@ class VirtualRadio:
         self.snoop_dir = snoop_dir
         self.captures: list[Path] = []
         self._files: list[IO[bytes]] = []
+        self._snooping: list[Host] = []
         self._numbers = itertools.count(1)
         self._controllers: dict[Device, Controller] = {}
 
@@ -349,7 +424,8 @@ class VirtualRadio:
             self._files.append(stream)
             self.captures.append(path)
             host.snooper = BtSnooper(stream)
-        device = Device(name=name, address=address, host=host)
+            self._snooping.append(host)
+        device = DualRoleDevice(name=name, address=address, host=host)
         self._controllers[device] = controller
         device.on(device.EVENT_CONNECTION, lambda conn: self._watch(controller, conn))
         return device
@@ -390,6 +466,9 @@ class VirtualRadio:
         asyncio.get_running_loop().call_later(wait, expire)
 
     def close(self) -> None:
+        for host in self._snooping:  # what still arrives (a last advertising command) is
+            host.snooper = None  # not written to a closed capture
+        self._snooping.clear()
         for stream in self._files:
             stream.close()
         self._files.clear()
