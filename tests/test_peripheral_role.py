@@ -18,7 +18,7 @@ from bridge.emulation.world import RadioWorld, _bleak_on, pacing_for
 from bridge.phone_device import ArtReceived
 from bridge.session import LinkUp
 from bridge.wire import messages as m
-from bridge.wire.gatt import IDENTIFY_UUID, head_unit_advertising
+from bridge.wire.gatt import IDENTIFY_UUID, SERVICE_UUID, head_unit_advertising
 from pairing.handshake import Authenticated
 from pairing.privacy import identify_tag
 from tests.ble_helpers import TABLET, BleRig, Cast, ble_world, pair_all
@@ -254,3 +254,33 @@ async def _connect(central: BleakCentral) -> Any:
                 return await central.connect(await _car(central))
             except ConnectFailed:
                 await trio.sleep(0.5)
+
+
+async def test_a_backgrounded_iphone_is_found_only_by_advertising_to_it(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    """PROTOCOL.md 2.3: with its app in the background an iPhone's advertising has no
+    name and no service UUID list, so scanning for phones never finds it; the same
+    iPhone as a central finds the car advertising and connects."""
+    cast: dict[str, Cast] = {"iphone": (IOS, "ios")}
+    async with ble_world(
+        tmp_path / "a", captures, cast, roles=("central",), start_phones=False
+    ) as rig:
+        iphone = rig.phones["iphone"]
+        iphone.set_background(True)
+        await rig.nursery.start(iphone.run)
+        await trio.sleep(120)
+        assert rig.hu.connect_attempts == 0 and rig.hu.strangers_ignored == 0  # never seen
+        assert rig.hu.phones == {} and not iphone.connected.is_set()
+        assert iphone.peripheral is not None and iphone.device.is_advertising
+        data, _ = iphone.peripheral.advertising_data("a name")
+        assert SERVICE_UUID.bytes[::-1] not in data and b"a name" not in data
+        assert data[3:8] == bytes((20, 0xFF, 0x4C, 0x00, 0x01))  # Apple's overflow area
+    cast = {"iphone": (IOS, "ios", "central")}
+    async with ble_world(
+        tmp_path / "b", captures, cast, roles=("peripheral",), start_phones=False
+    ) as rig:
+        rig.phones["iphone"].set_background(True)
+        await rig.nursery.start(rig.phones["iphone"].run)
+        await pair_all(rig)
+        assert rig.hu.incoming >= 1

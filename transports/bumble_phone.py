@@ -22,6 +22,7 @@ emulated equivalent of iOS's ``canSendWriteWithoutResponse``/Android's
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from typing import Any
@@ -44,6 +45,16 @@ log = logging.getLogger(__name__)
 APPLE = 0x004C
 REMOTE_USER_TERMINATED = 0x13
 LOCAL_HOST_TERMINATED = 0x16
+
+
+def background_ios_advertising() -> bytes:
+    """What an iPhone advertises for an app in the background (PROTOCOL.md 2.3): flags and
+    Apple's overflow area (company 0x004C, ``01``, a 16-byte bitmask with one hashed bit
+    per service UUID; Apple's hash is undocumented, this one stands in for it). No local
+    name, no service UUID list: a scan for the bridge's service does not find it."""
+    bit = hashlib.sha256(layout.SERVICE_UUID.bytes).digest()[0] % 128
+    mask = (1 << bit).to_bytes(16, "big")
+    return bytes((2, 0x01, 0x06, 20, 0xFF)) + APPLE.to_bytes(2, "little") + b"\x01" + mask
 
 
 def _reason(code: int) -> LinkClosed:
@@ -121,6 +132,7 @@ class BumblePeripheral:
         self.att_mtu = att_mtu
         self.apple = apple
         self.keep_advertising = keep_advertising
+        self.background = False  # an iPhone whose app is not in the foreground (2.3)
         self._advertising: tuple[bytes, bytes] | None = None  # what to advertise again
         self.name = ""
         self.largest_write = 0  # bytes: the largest value any head unit wrote
@@ -239,6 +251,8 @@ class BumblePeripheral:
                 log.warning("phone: too many links waiting to be accepted")
 
     def advertising_data(self, name: str) -> tuple[bytes, bytes]:
+        if self.background:
+            return background_ios_advertising(), b""
         scan_response = b""
         if self.apple:
             scan_response = bytes(

@@ -138,6 +138,16 @@ class EmulatedPhone:
         if self._link is not None:
             await self._link.aclose()
 
+    def set_background(self, on: bool) -> None:
+        """The app leaves the foreground (or comes back). An iPhone then advertises for it
+        without a name and with its service UUID only in Apple's overflow area
+        (PROTOCOL.md 2.3); a central's scan with a service filter and a pending
+        connection go on, as iOS allows."""
+        if self.peripheral is not None:
+            self.peripheral.background = on
+        self._changed.set()
+        self._changed = trio.Event()
+
     def set_advertising(self, on: bool) -> None:
         """Advertise (the app open, Bluetooth on) or not; a connected link is unaffected."""
         self._advertise = on
