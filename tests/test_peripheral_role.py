@@ -272,7 +272,7 @@ async def test_a_backgrounded_iphone_is_found_only_by_advertising_to_it(
         await trio.sleep(120)
         assert rig.hu.connect_attempts == 0 and rig.hu.strangers_ignored == 0  # never seen
         assert rig.hu.phones == {} and not iphone.connected.is_set()
-        assert iphone.peripheral is not None and iphone.device.is_advertising
+        assert iphone.peripheral is not None and iphone.peripheral.device.is_advertising
         data, _ = iphone.peripheral.advertising_data("a name")
         assert SERVICE_UUID.bytes[::-1] not in data and b"a name" not in data
         assert data[3:8] == bytes((20, 0xFF, 0x4C, 0x00, 0x01))  # Apple's overflow area
