@@ -134,6 +134,9 @@ class Phone:
     name: str = "unknown phone"
     platform_hint: str = ""
     address: str | None = None  # of its last link that authenticated
+    # the kind of its latest link: "central" (we connected to it: it advertised) or
+    # "peripheral" (it connected to us: we advertised), the head unit's own role
+    role: str = ""
     attempts: int = 0  # links being connected or in their handshake now
     links: int = 0
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -510,6 +513,7 @@ class HeadUnit:
         """Run one link of ``phone`` (KK with ``key``, else XX) to its end; ``address``:
         the backoff of the address we connected to (None: the phone connected to us)."""
         phone.links += 1
+        phone.role = "central" if address is not None else "peripheral"
         started = trio.current_time()
         handshake = self._handshake(key, link.peer)
         down: LinkDown = await phone.session.run_link(link, handshake=handshake)

@@ -124,7 +124,10 @@ def test_radio_demo_runs_android_and_ios_at_once_over_bleak_and_bumble(tmp_path:
     text = out.getvalue()
     assert code == 0, text
     assert "ATT MTU 517" in text and "ATT MTU 185" in text
-    assert "connected (512-byte packets)" in text and "connected (182-byte packets)" in text
+    # the car found the Android phone by scanning; the iPhone connected to the car
+    assert "Pixel 9    LINK   the car connected (512-byte packets)" in text
+    assert "it connected to the car (182-byte packets)" in text
+    assert "emulated iPhone 16 (ios): ATT MTU 185, 30 ms interval; connects to the car" in text
     # the prompt cannot name a phone: it says its name only after the comparison
     assert len(re.findall(r"pair with 'a new (android|ios) device'\? code", text)) == 2
     assert "Pixel 9    NAV    in 300 m: turn right onto Main St" in text
@@ -137,7 +140,8 @@ def test_radio_demo_runs_android_and_ios_at_once_over_bleak_and_bumble(tmp_path:
     again = io.StringIO()
     assert demo_radio.main(drop=False, realtime=False, out=again, data_dir=tmp_path / "a") == 0
     assert "pair with" not in again.getvalue()
-    assert again.getvalue().count("recognised from its token") == 2
+    assert again.getvalue().count("Pixel 9    PAIR   recognised from its token: no prompt") == 1
+    assert again.getvalue().count("iPhone 16  PAIR   recognised from its identify tag") == 1
 
 
 def test_bridge_demo_does_not_load_pytest() -> None:

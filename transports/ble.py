@@ -266,7 +266,8 @@ class BleakCentral:
             # trio.Cancelled): the stack cancelled a request of a connection it dropped
             if isinstance(e, ConnectFailed) or not isinstance(e, Exception | CancelledError):
                 raise
-            if not isinstance(e, BleakError | trio.TooSlowError | TimeoutError | OSError):
+            expected = BleakError | trio.TooSlowError | TimeoutError | OSError | CancelledError
+            if not isinstance(e, expected):
                 # bleak and its D-Bus library fail in more ways than they document; one
                 # phone's failed connection must not take the head unit down
                 log.warning("connecting to %s: unexpected error", sighting.address, exc_info=e)

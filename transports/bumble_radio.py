@@ -103,6 +103,9 @@ class PacedLink(LocalLink):
         self.pacing: dict[Controller, Pacing] = {}
         self._directions: dict[tuple[Controller, Controller], _Direction] = {}
         self._pairs: dict[frozenset[Controller], _Pair] = {}
+        # advertisers a central has answered with a CONNECT_IND not yet delivered: the
+        # advertising event it answered is over for every other central
+        self.claimed: dict[str, Controller] = {}
 
     def pacing_for(self, a: Controller, b: Controller) -> Pacing:
         return self.pacing.get(a) or self.pacing.get(b) or self.default
@@ -280,9 +283,11 @@ class PacedController(Controller):
       pending, and completed it later for a host that had given up on it, whose
       ``connect_own_address_type`` was gone by then: an assertion in Bumble's host);
       the host gets the LE Connection Complete with status 0x02 the spec prescribes.
-    - When two centrals answer one advertisement, the first's CONNECT_IND ends it and
-      the second's connection fails to be established (HCI 0x3E), as on air (the
-      virtual controller left the second connected to a peripheral that never knew).
+    - When two centrals answer one advertisement, the first's CONNECT_IND ends that
+      advertising event: the second waits for the next one (the virtual controller
+      connected both, the second to a peripheral that never knew). Should a
+      CONNECT_IND still reach an advertiser that has stopped, the initiator's connection
+      fails to be established (HCI 0x3E), as on air.
     """
 
     def on_hci_le_create_connection_cancel_command(
@@ -306,7 +311,24 @@ class PacedController(Controller):
         asyncio.get_running_loop().call_soon(self.send_hci_packet, event)  # after the status
         return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
 
+    def create_le_connection(self, peer_address: hci.Address) -> None:
+        link = self.link
+        if isinstance(link, PacedLink):
+            claimant = link.claimed.get(str(peer_address))
+            if claimant is not None and claimant is not self:
+                return  # another central answered this advertisement first: wait for the next
+            if claimant is None and _advertising_at(link.controllers, peer_address):
+                link.claimed[str(peer_address)] = self
+        super().create_le_connection(peer_address)
+
     def on_le_connect_ind(self, packet: Any) -> None:
+        address = str(packet.advertiser_address)
+        if (
+            isinstance(self.link, PacedLink)
+            and address in self.link.claimed
+            and _advertising_owner(self.link, packet.advertiser_address) is self
+        ):
+            del self.link.claimed[address]
         if self.link is not None and not _advertising_at([self], packet.advertiser_address):
             # Not for us, or another central's CONNECT_IND ended that advertisement first:
             # the initiator's connection is never established (a real one fails after
@@ -330,7 +352,8 @@ class PacedController(Controller):
         if isinstance(packet, hci.HCI_Number_Of_Completed_Packets_Event) and isinstance(
             link, PacedLink
         ):
-            link.defer_completion(self, lambda: Controller.send_hci_packet(self, packet))
+            event = packet
+            link.defer_completion(self, lambda: self._complete(event))
             return
         if isinstance(
             packet,
@@ -338,6 +361,27 @@ class PacedController(Controller):
         ):
             packet = self._with_scan_responses(packet)
         super().send_hci_packet(packet)
+
+    def _complete(self, event: hci.HCI_Number_Of_Completed_Packets_Event) -> None:
+        """Report completed packets of the connections still up: a controller says nothing
+        more of a connection once it has reported its disconnection (a host warns of
+        completions for a handle it no longer knows)."""
+        live = {c.handle for c in self.le_connections.values()}
+        kept = [
+            (handle, count)
+            for handle, count in zip(
+                event.connection_handles, event.num_completed_packets, strict=True
+            )
+            if handle in live
+        ]
+        if kept:
+            Controller.send_hci_packet(
+                self,
+                hci.HCI_Number_Of_Completed_Packets_Event(
+                    connection_handles=[h for h, _ in kept],
+                    num_completed_packets=[n for _, n in kept],
+                ),
+            )
 
     def _with_scan_responses(self, event: _Reports) -> _Reports:
         """Bumble 0.0.236's virtual controller answers an active scan with the

@@ -1,14 +1,17 @@
 """``bridge demo --radio bumble``: the head unit and two phones on the Bumble virtual radio.
 
-The head unit runs exactly what it runs on a Raspberry Pi (the bleak transport, the
-scanner policy, one session per phone), with bleak driving a Bumble central instead of
-BlueZ. An Android phone (MTU 517, 15 ms interval) navigates; an iPhone (MTU 185, 30 ms,
-few packets per event) plays music and receives messages; both advertise rotating
-tokens, pair one after the other (both screens show the code, the driver confirms), then
-run at once. Halfway the Android phone's radio goes silent (a supervision timeout): the
-head unit notices, recognises the phone's new token when it comes back, reconnects
-without a prompt, and everything accepted meanwhile arrives once, in order. Virtual time
-by default; ``realtime`` paces it on the wall clock.
+The head unit runs what it runs on a car's computer, in both roles at once: it scans for
+phones that advertise (the bleak transport, with bleak driving a Bumble controller
+instead of BlueZ) and it advertises and serves the bridge's GATT service for phones that
+connect to it (protocol v1, PROTOCOL.md 1.2, 2.2). An Android phone (MTU 517, 15 ms
+interval) advertises rotating tokens and navigates: the car finds it by scanning. An
+iPhone (MTU 185, 30 ms, few packets per event), its app in the background as in a
+driver's pocket, connects to the car it finds advertising, plays music and receives
+messages. They pair one after the other (both screens show the code, the driver
+confirms), then run at once. Halfway the Android phone's radio goes silent (a
+supervision timeout): the head unit notices, recognises the phone's new token when it
+comes back, reconnects without a prompt, and everything accepted meanwhile arrives once,
+in order. Virtual time by default; ``realtime`` paces it on the wall clock.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from transports.aio import asyncio_loop
 from transports.simulated import PROFILES
 
 DROP_AT = 8.0
-CAST = {"pixel": ("android", "android"), "iphone": ("ios", "ios")}
+#: key: (flavour, link profile, the phone's role)
+CAST = {"pixel": ("android", "android", "peripheral"), "iphone": ("ios", "ios", "central")}
 
 
 @dataclass
@@ -87,14 +91,22 @@ async def run_radio_demo(
         screen = _Screen(out)
         try:
             central = await world.start_central()
-            for key, (flavour, profile) in CAST.items():
+            for key, (flavour, profile, role) in CAST.items():
                 p = PROFILES[profile]
-                world.add_phone(
-                    key, FLAVOURS[flavour], p, show=screen.shower(FLAVOURS[flavour].name)
+                phone = world.add_phone(
+                    key, FLAVOURS[flavour], p, show=screen.shower(FLAVOURS[flavour].name),
+                    role=role,
+                )  # fmt: skip
+                if role == "central":
+                    phone.set_background(True)
+                how = (
+                    "connects to the car (its app in the background)"
+                    if role == "central"
+                    else "advertises; the car connects to it"
                 )
                 print(
                     f"emulated {FLAVOURS[flavour].name} ({flavour}): ATT MTU {p.att_mtu}, "
-                    f"{p.interval * 1000:g} ms interval",
+                    f"{p.interval * 1000:g} ms interval; {how}",
                     file=out,
                 )
 
@@ -108,10 +120,12 @@ async def run_radio_demo(
                 )
                 return accepted
 
-            hu = world.head_unit(central, pairing_mode=True, keylog=keylog, confirm=ask)
+            hu = world.head_unit(
+                central, pairing_mode=True, keylog=keylog, confirm=ask, listener=world.listener()
+            )
             print(
-                "head unit: bleak over a Bumble virtual controller, scanning for the bridge "
-                "service (pairing mode on)\n",
+                "head unit: a Bumble virtual controller in both roles: scanning for phones "
+                "(bleak) and advertising the bridge service (pairing mode on)\n",
                 file=out,
                 flush=True,
             )
@@ -216,11 +230,14 @@ def _show(screen: _Screen, phone: Phone, event: HeadUnitEvent, result: RadioDemo
             result.received.setdefault(who, []).append(_key(event))
             screen.show(who, "MSG", f"{event.sender} ({event.app}): {event.text}")
         case LinkUp():
-            screen.show(who, "LINK", f"connected ({event.payload_size}-byte packets); handshake")
+            how = "it connected to the car" if phone.role == "peripheral" else "the car connected"
+            screen.show(who, "LINK", f"{how} ({event.payload_size}-byte packets); handshake")
         case LinkDown():
-            screen.show(who, "LINK", f"{event.reason}; waiting for its advertisement")
+            wait = "for it to connect again" if phone.role == "peripheral" else "its advertisement"
+            screen.show(who, "LINK", f"{event.reason}; waiting for {wait}")
         case Authenticated():
-            how = "paired" if event.paired_now else "recognised from its token: no prompt"
+            by = "its identify tag" if phone.role == "peripheral" else "its token"
+            how = "paired" if event.paired_now else f"recognised from {by}: no prompt"
             screen.show(who, "PAIR", f"{how}; link encrypted")
         case PairingFailed():
             screen.show(who, "PAIR", f"pairing failed: {event.reason}; nothing was stored")

@@ -160,11 +160,15 @@ class Decoder:
         """Which way a PDU carries the bridge's segments, if it does."""
         if pdu.handle is None:
             return None
-        role = pdu.connection.uuids.get(pdu.handle)
-        if role == gatt.TO_PHONE_UUID and pdu.opcode in (WRITE_COMMAND, WRITE_REQUEST):
-            return TO_PHONE
-        if role == gatt.FROM_PHONE_UUID and pdu.opcode == NOTIFICATION:
-            return TO_HEAD_UNIT
+        uuids = pdu.connection.uuids
+        role = uuids.get(pdu.handle)
+        # the server is the head unit when it serves the identify characteristic (v1,
+        # the phone connected to it): then the client's writes go to the head unit
+        head_unit_serves = gatt.IDENTIFY_UUID in uuids.values()
+        if role == gatt.TO_SERVER_UUID and pdu.opcode in (WRITE_COMMAND, WRITE_REQUEST):
+            return TO_HEAD_UNIT if head_unit_serves else TO_PHONE
+        if role == gatt.FROM_SERVER_UUID and pdu.opcode == NOTIFICATION:
+            return TO_PHONE if head_unit_serves else TO_HEAD_UNIT
         return None
 
     def device(self, conn: Connection) -> str:

@@ -6,7 +6,8 @@
 -- or load it once: wireshark -X lua_script:bridge.lua, tshark -X lua_script:bridge.lua
 --
 -- What it shows: the bridge's segments inside the ATT values of its characteristics
--- (writes to 6b1e0001-..., notifications of 6b1e0002-...; Wireshark knows which handle
+-- (writes to 6b1e0001-..., notifications of 6b1e0002-..., the head unit's direction taken
+-- from whether the server has the identify characteristic 6b1e0004-...; Wireshark knows which handle
 -- is which from the GATT discovery in the capture), records reassembled per direction
 -- and lane, and the first fields of plaintext frames (channel, type, seq): the
 -- handshake and anything before pairing. Encrypted records show their counter byte and,
@@ -52,8 +53,12 @@ bridge.prefs.keylog = Pref.string(
   "Key log file", "", "BRIDGE_V0 lines (bridge demo --keylog, debug.keylog): decrypts records"
 )
 
-local TO_PHONE = "6b1e00015b5f4c2d9a2e6a3f0b6c1d00"
-local FROM_PHONE = "6b1e00025b5f4c2d9a2e6a3f0b6c1d00"
+-- written by the GATT client, notified by the GATT server (the phone or, in v1, the head
+-- unit: a server that has the identify characteristic)
+local TO_SERVER = "6b1e00015b5f4c2d9a2e6a3f0b6c1d00"
+local FROM_SERVER = "6b1e00025b5f4c2d9a2e6a3f0b6c1d00"
+local IDENTIFY = "6b1e00045b5f4c2d9a2e6a3f0b6c1d00"
+local head_unit_serves = {}  -- connection -> true
 local att_uuid = Field.new("btatt.uuid128")
 local att_opcode = Field.new("btatt.opcode")
 local att_value = Field.new("btatt.value")
@@ -318,7 +323,7 @@ local function read_keylog(path)
 end
 
 function bridge.init()
-  lanes, encrypted, sessions, done = {}, {}, {}, {}
+  lanes, encrypted, sessions, done, head_unit_serves = {}, {}, {}, {}, {}
   keylog = read_keylog(bridge.prefs.keylog)
 end
 
@@ -364,16 +369,26 @@ end
 
 function bridge.dissector(tvb, pinfo, tree)
   local opcode = att_opcode()
+  local handle, index = acl_handle(), adapter()
+  local connection = (index and tostring(index.value) or "0") .. "/"
+    .. (handle and tostring(handle.value) or "?")
+  for _, uuid in ipairs({ att_uuid() }) do
+    -- a server with the identify characteristic is a head unit (v1: the phone connected)
+    if string.lower(tostring(uuid.value)) == IDENTIFY then
+      head_unit_serves[connection] = true
+    end
+  end
   local value = att_value()
   if opcode == nil or value == nil then return end
   local op = opcode.value
+  local flip = head_unit_serves[connection]
   local direction
   for _, uuid in ipairs({ att_uuid() }) do  -- the service's and the characteristic's
     local id = string.lower(tostring(uuid.value))
-    if id == TO_PHONE and (op == 0x52 or op == 0x12) then
-      direction = "to phone"
-    elseif id == FROM_PHONE and op == 0x1b then
-      direction = "to head unit"
+    if id == TO_SERVER and (op == 0x52 or op == 0x12) then
+      direction = flip and "to head unit" or "to phone"
+    elseif id == FROM_SERVER and op == 0x1b then
+      direction = flip and "to phone" or "to head unit"
     end
   end
   if direction == nil then return end
@@ -390,9 +405,7 @@ function bridge.dissector(tvb, pinfo, tree)
   local info = "Bridge " .. direction .. ": " .. KINDS[kind] .. " lane " .. lane
   local data_offset = 1
   -- one segment stream per adapter, connection and direction
-  local handle, index = acl_handle(), adapter()
-  local stream = (index and tostring(index.value) or "0") .. "/"
-    .. (handle and tostring(handle.value) or "?") .. ":" .. direction
+  local stream = connection .. ":" .. direction
   if kind == 2 then
     if range:len() >= 2 then
       subtree:add(f.credit, range:range(1, 1))
