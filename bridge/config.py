@@ -41,6 +41,9 @@ class RadioConfig:
     adapter: str = ""  # BlueZ adapter, e.g. "hci1" ("" = BlueZ's default)
     transport: str = ""  # Bumble transport when backend = "bumble", e.g. "usb:0"
     connect_timeout: float = 10.0  # seconds per connection attempt
+    # "central": scan for phones that advertise and connect to them (protocol v0's way);
+    # "peripheral": advertise and serve the GATT service, phones connect (v1)
+    roles: tuple[str, ...] = ("central", "peripheral")
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ SECTIONS: dict[str, type[Any]] = {
 }  # fmt: skip
 CHOICES = {
     ("radio", "backend"): {"bluez", "bumble"},
+    ("radio", "roles"): {"central", "peripheral"},
     ("log", "level"): {"debug", "info", "warning", "error"},
 }
 
@@ -105,6 +109,20 @@ def _build(cls: type[Any], table: dict[str, Any], where: str, origin: str) -> An
             values[key] = _build(SECTIONS[key], value, key, origin)
             continue
         default = getattr(cls(), key)
+        if isinstance(default, tuple):  # a list of choices
+            allowed = CHOICES.get((where, key), set())
+            if (
+                not isinstance(value, list)
+                or not value
+                or any(v not in allowed for v in value)
+                or len(set(value)) != len(value)
+            ):
+                raise ConfigError(
+                    f"{origin}: {name!r} must be a list of one or more of "
+                    f"{', '.join(sorted(allowed))}, not {value!r}"
+                )
+            values[key] = tuple(value)
+            continue
         if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
             value, (int, float) if isinstance(default, float) else type(default)
         ):

@@ -38,6 +38,7 @@ from bridge.radio_policy import (
     Confirm,
     HeadUnit,
     HeadUnitEvent,
+    Listener,
     PairingAttemptFailed,
     Phone,
     Radio,
@@ -49,7 +50,7 @@ from pairing.keylog import KeyLog
 from pairing.trust import TrustStore
 from transports.aio import asyncio_loop
 from transports.ble import BleakCentral
-from transports.recorder import LinkRecorder, RecordingRadio
+from transports.recorder import LinkRecorder, RecordingListener, RecordingRadio
 
 log = logging.getLogger("bridge")
 
@@ -107,20 +108,36 @@ def data_in_use(data_dir: Path) -> bool:
 
 
 @asynccontextmanager
-async def open_radio(config: Config) -> AsyncIterator[Radio]:
-    """The configured radio (call inside trio-asyncio's loop)."""
+async def open_radio(config: Config) -> AsyncIterator[tuple[Radio | None, Listener | None]]:
+    """The configured radio (call inside trio-asyncio's loop): the central role's
+    scanner and the peripheral role's listener, each None when its role is off."""
     radio_config = config.radio
+    roles = radio_config.roles
     if radio_config.backend == "bumble":
-        from transports.bumble_dongle import bumble_central  # noqa: PLC0415 - Bumble only when asked
+        from transports.bumble_dongle import bumble_radio  # noqa: PLC0415 - Bumble only when asked
 
-        async with bumble_central(radio_config.transport, config.name) as central:
+        async with bumble_radio(radio_config.transport, config.name) as (central, listener):
             central.connect_timeout = radio_config.connect_timeout
-            yield central
+            yield (
+                central if "central" in roles else None,
+                listener if "peripheral" in roles else None,
+            )
         return
+    if "peripheral" in roles:
+        log.warning(
+            "the peripheral role (phones connect to the head unit) is not available on "
+            "BlueZ yet: only phones that advertise are served; radio.roles = "
+            '["central"] says so and silences this'
+        )
+    if "central" not in roles:
+        raise DaemonError(
+            'radio.roles has no role this radio can play on BlueZ yet: add "central", '
+            'or use a Bumble dongle (radio.backend = "bumble") for the peripheral role'
+        )
     kwargs: dict[str, Any] = {}
     if radio_config.adapter:
         kwargs["bluez"] = {"adapter": radio_config.adapter}
-    yield BleakCentral(connect_timeout=radio_config.connect_timeout, backend_kwargs=kwargs)
+    yield BleakCentral(connect_timeout=radio_config.connect_timeout, backend_kwargs=kwargs), None
 
 
 def describe(phone: Phone, event: HeadUnitEvent) -> tuple[int, str] | None:
@@ -175,29 +192,37 @@ def _new_capture(folder: Path, stamp: str) -> Path:
 
 @asynccontextmanager
 async def head_unit(
-    config: Config, *, pairing: bool, confirm: Confirm, radio: Radio | None = None
+    config: Config,
+    *,
+    pairing: bool,
+    confirm: Confirm,
+    radio: Radio | None = None,
+    listener: Listener | None = None,
 ) -> AsyncIterator[Running]:
-    """The head unit of ``config`` on its radio (or ``radio``), not yet running."""
+    """The head unit of ``config`` on its radio (or on ``radio`` and ``listener``, a
+    radio made elsewhere: the tests' virtual one), not yet running."""
     data = config.data_path
     async with AsyncExitStack() as stack:
         stack.enter_context(data_lock(data))
         # what the configuration names is checked before the radio opens
         keylog = KeyLog(Path(config.debug.keylog)) if config.debug.keylog else None
-        if radio is None:
+        if radio is None and listener is None:
             await stack.enter_async_context(asyncio_loop())
-            radio = await stack.enter_async_context(open_radio(config))
+            radio, listener = await stack.enter_async_context(open_radio(config))
         recorder = None
         if config.debug.capture_dir:
             folder = Path(config.debug.capture_dir)
             folder.mkdir(parents=True, exist_ok=True)
             recorder = LinkRecorder(_new_capture(folder, time.strftime("%Y%m%d-%H%M%S")))
             stack.callback(recorder.close)
-            radio = RecordingRadio(radio, recorder)
+            radio = RecordingRadio(radio, recorder) if radio is not None else None
+            listener = RecordingListener(listener, recorder) if listener is not None else None
             log.info("recording every link in %s", recorder.path)
         trust = TrustStore(data / "head-unit")
         hu = HeadUnit(
             radio, trust, data / "head-unit", name=config.name, confirm=confirm,
             pairing_mode=pairing, keylog=keylog, clock_ms=clock_ms_from_trio(),
+            listener=listener,
         )  # fmt: skip
         yield Running(hu, recorder)
 
@@ -215,6 +240,7 @@ async def serve(
     config: Config,
     *,
     radio: Radio | None = None,
+    listener: Listener | None = None,
     confirm: Confirm | None = None,
     task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -229,8 +255,12 @@ async def serve(
 
     async with (
         head_unit(
-            config, pairing=config.pairing, confirm=confirm or on_screen, radio=radio
-        ) as running,
+            config,
+            pairing=config.pairing,
+            confirm=confirm or on_screen,
+            radio=radio,
+            listener=listener,
+        ) as running,  # fmt: skip
         trio.open_nursery() as nursery,
     ):
         hu = running.head_unit
@@ -272,11 +302,14 @@ async def pair(
     *,
     limit: float,
     radio: Radio | None = None,
+    listener: Listener | None = None,
     out: TextIO = sys.stdout,
 ) -> str | None:
     """``bridge pair``: pairing mode until one phone has paired (its name) or ``limit``
     seconds passed (None)."""
-    async with head_unit(config, pairing=True, confirm=confirm, radio=radio) as running:
+    async with head_unit(
+        config, pairing=True, confirm=confirm, radio=radio, listener=listener
+    ) as running:
         hu = running.head_unit
         with trio.move_on_after(limit):
             async with trio.open_nursery() as nursery:

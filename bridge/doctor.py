@@ -204,10 +204,37 @@ def check_data(config: Config) -> Check:
     return Check("data folder", True, str(data))
 
 
+def check_roles(config: Config) -> Check:
+    """What each configured role needs of the radio (PROTOCOL.md: the head unit scans
+    for phones in the central role, advertises and serves in the peripheral role)."""
+    roles = config.radio.roles
+    named = " and ".join(roles)
+    if config.radio.backend == "bumble":
+        return Check("roles", True, f"{named}: a Bumble controller plays both")
+    if "peripheral" in roles and "central" not in roles:
+        return Check(
+            "roles",
+            False,
+            "peripheral only: the peripheral role is not available on BlueZ yet, so this "
+            "head unit would serve no phone",
+            'radio.roles = ["central", "peripheral"], or a Bumble dongle '
+            '(radio.backend = "bumble") for the peripheral role',
+        )
+    if "peripheral" in roles:  # the default: served as far as BlueZ goes today
+        return Check(
+            "roles",
+            True,
+            "central (scanning); the peripheral role is not available on BlueZ yet: "
+            "phones that only connect (an iPhone whose app is in the background) need a "
+            'Bumble dongle (radio.backend = "bumble")',
+        )
+    return Check("roles", True, f"{named} (scanning: BlueZ's LE scanning and connecting)")
+
+
 def run_checks(config: Config, machine: Machine | None = None) -> list[Check]:
     machine = machine or Machine()
     adapter = config.radio.adapter
-    checks = [check_python(), check_packages(), check_data(config)]
+    checks = [check_python(), check_packages(), check_data(config), check_roles(config)]
     if config.radio.backend == "bumble":
         checks.append(Check("radio", True, f"Bumble on {config.radio.transport} (BlueZ not used)"))
         return checks

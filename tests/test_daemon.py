@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 import trio
 
 from bridge import cli, daemon, doctor, systemd
-from bridge.config import ApiConfig, Config, ConfigError, DebugConfig, load_config
+from bridge.config import ApiConfig, Config, ConfigError, DebugConfig, RadioConfig, load_config
 from bridge.emulation.scenarios import FLAVOURS
 from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
@@ -397,3 +398,79 @@ def test_the_unit_file_uses_notify_and_does_not_restart_on_configuration_errors(
     assert set(settings["RestartPreventExitStatus"].split()) == {
         str(cli.EXIT_USAGE), str(cli.EXIT_CONFIG), str(cli.EXIT_BUSY),
     }  # fmt: skip
+
+
+# -- roles (protocol v1: the head unit also as GATT server) ---------------------------------
+
+
+async def test_bridge_run_serves_a_phone_that_connects_and_records_its_link(
+    aio: Any, autojump_clock: Any, tmp_path: Path
+) -> None:
+    """``bridge run`` in the peripheral role only: an iPhone (a central) pairs with
+    ``bridge pair``, is recognised by its identify tag by the service, and the debug
+    capture shows its link the right way round (the head unit as server)."""
+    world = RadioWorld(tmp_path / "world", clock_ms=clock_ms_from_trio())
+
+    async def yes(phone: Phone, event: CodeToConfirm) -> bool:
+        return True
+
+    config = config_for(tmp_path, capture_dir=str(tmp_path / "captures"))
+    try:
+        await world.start_central()
+        listener = world.listener()
+        phone = world.add_phone("iphone", FLAVOURS["ios"], PROFILES["ios"], role="central")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(phone.run)
+            name = await daemon.pair(config, yes, limit=60, listener=listener, out=io.StringIO())
+            assert name == "iPhone 16"
+            service = await nursery.start(partial(daemon.serve, config, listener=listener))
+            hu = service.head_unit
+            with trio.fail_after(60):
+                while (record := hu.phone("iPhone 16")) is None or record.device.peer is None:
+                    await trio.sleep(0.5)
+            assert record.role == "peripheral" and hu.connect_attempts == 0
+            await phone.app.notify(m.Notification("n1", "Chat", m.Category.MESSAGE, "hi", 0))
+            with trio.fail_after(30):
+                while not record.device.state.inbox:
+                    await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+    finally:
+        world.close()
+    dumped = io.StringIO()
+    captures = sorted((tmp_path / "captures").glob("head-unit-*.pcapng"))
+    assert len(captures) == 2
+    for capture in captures:
+        assert dump.main([str(capture)], out=dumped) == 0
+    text = dumped.getvalue()
+    # the head unit notifies its handshake message to the phone, the phone writes its own
+    assert re.search(r"hu->phone +control +handshake +KK message 1", text)
+    assert re.search(r"phone->hu +control +handshake +KK message 2", text)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [('["central"]', True), ('["peripheral", "central"]', True), ("[]", False),
+     ('["radio"]', False), ('"central"', False), ('["central", "central"]', False)],
+)  # fmt: skip
+def test_radio_roles_are_a_list_of_known_roles(tmp_path: Path, value: str, ok: bool) -> None:
+    path = write(tmp_path, f"[radio]\nroles = {value}")
+    if ok:
+        assert set(load_config(path).radio.roles) <= {"central", "peripheral"}
+    else:
+        with pytest.raises(ConfigError, match="'radio.roles' must be a list of one or more"):
+            load_config(path)
+    assert Config().radio.roles == ("central", "peripheral")  # both by default
+
+
+def test_doctor_says_what_each_role_needs(tmp_path: Path) -> None:
+    machine = fake_machine(tmp_path)
+    data = str(tmp_path / "data")
+    both = doctor.run_checks(Config(data_dir=data), machine)
+    (roles,) = [c for c in both if c.name == "roles"]
+    assert roles.ok and "peripheral role is not available on BlueZ yet" in roles.detail
+    only = Config(data_dir=data, radio=RadioConfig(roles=("peripheral",)))
+    (roles,) = [c for c in doctor.run_checks(only, machine) if c.name == "roles"]
+    assert not roles.ok and 'radio.backend = "bumble"' in roles.fix
+    dongle = Config(data_dir=data, radio=RadioConfig(backend="bumble", transport="usb:0"))
+    (roles,) = [c for c in doctor.run_checks(dongle, machine) if c.name == "roles"]
+    assert roles.ok and "both" in roles.detail

@@ -25,6 +25,9 @@ from bumble.host import Host
 from bumble.snoop import BtSnooper
 from bumble.transport import open_transport
 
+#: HCI reason of a supervision timeout.
+CONNECTION_TIMEOUT = 0x08
+
 #: ACL packets of one connection a host lets its controller hold before it says a write
 #: or notification can go (see :func:`acl_room`).
 IN_FLIGHT = 2

@@ -35,8 +35,7 @@ from bumble.core import AdvertisingData
 from bumble.device import Connection, Device
 
 from bridge.wire import gatt as layout
-from transports.bumble_host import acl_room
-from transports.bumble_radio import CONNECTION_TIMEOUT
+from transports.bumble_host import CONNECTION_TIMEOUT, acl_room
 from transports.link import CallbackLink, CloseReason, LinkClosed
 
 log = logging.getLogger(__name__)

@@ -50,7 +50,7 @@ from bumble.snoop import BtSnooper
 from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink
 
-from transports.bumble_host import DualRoleDevice, close_transport
+from transports.bumble_host import CONNECTION_TIMEOUT, DualRoleDevice, close_transport
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,6 @@ log = logging.getLogger(__name__)
 ACL_PACKET_LENGTH = 251
 #: ACL packets a controller buffers for its host (shared by its connections).
 ACL_BUFFERS = 8
-#: HCI reason of a supervision timeout.
-CONNECTION_TIMEOUT = 0x08
 #: HCI reason of a connection that was never established.
 CONNECTION_FAILED = 0x3E
 

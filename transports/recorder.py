@@ -5,13 +5,15 @@ Strategy. A link below the bridge carries ATT values; to make them look like wha
 Bluetooth stack would have seen, each recorded link becomes, in Bluetooth HCI H4 with a
 direction header (pcapng link type 201):
 
-- an LE Connection Complete event (the head unit as central, the phone at a made-up
-  address ``C0:DE:00:00:xx:yy``, one per link),
+- an LE Connection Complete event (the head unit as central, or as peripheral for a
+  link a phone made to it, the phone at a made-up address ``C0:DE:00:00:xx:yy``, one per
+  link),
 - the GATT discovery of the bridge's characteristics (a Read By Type request and its
-  response, with the handles of ``bridge/gatt.py``'s layout), so that Wireshark and
-  bridge-dump know which handle is which,
-- each packet the head unit sends as an ATT Write Command to the to-phone value, each
-  packet it receives as a Handle Value Notification of the from-phone value,
+  response, with the handles of ``bridge/gatt.py``'s layout, the identify characteristic
+  too when the head unit is the server), so that Wireshark and bridge-dump know which
+  handle is which and which side is the head unit,
+- each packet the GATT client sends as an ATT Write Command to the to-server value, each
+  packet the server sends as a Handle Value Notification of the from-server value,
 - a Disconnection Complete when the link ends (reason: supervision timeout for a lost
   link, remote or local termination otherwise).
 
@@ -36,6 +38,7 @@ from transports.link import CloseReason, Link, LinkClosed
 
 LINKTYPE_H4_WITH_PHDR = 201
 TO_PHONE_HANDLE, FROM_PHONE_HANDLE, INFO_HANDLE = 0x0010, 0x0012, 0x0015
+IDENTIFY_HANDLE = 0x0017
 DISCONNECT_REASONS = {
     CloseReason.LINK_LOSS: 0x08,  # connection timeout
     CloseReason.PEER: 0x13,  # remote user terminated connection
@@ -85,6 +88,7 @@ class LinkRecorder:
         self._writer = PcapngWriter(self._stream)
         self._clock: tuple[float, float] | None = None  # wall and trio time of the first record
         self._links = 0
+        self._servers: set[int] = set()  # handles of links a phone made to us
 
     def now(self) -> float:
         if self._clock is None:
@@ -101,21 +105,29 @@ class LinkRecorder:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def wrap(self, link: Link) -> Link:
+    def wrap(self, link: Link, *, server: bool = False) -> Link:
+        """Record ``link``; ``server``: a link a phone made to the head unit (the head
+        unit is the peripheral and GATT server)."""
         self._links += 1
         handle = 0x0040 + self._links
         address = bytes([self._links & 0xFF, self._links >> 8, 0, 0, 0xDE, 0xC0])
-        self._write(False, self._connected(handle, address))
+        self._write(False, self._connected(handle, address, server))
+        layout = [
+            (TO_PHONE_HANDLE, 0x04, gatt.TO_SERVER_UUID),
+            (FROM_PHONE_HANDLE, 0x10, gatt.FROM_SERVER_UUID),
+            (INFO_HANDLE, 0x02, gatt.INFO_UUID),
+        ]
+        if server:
+            layout.append((IDENTIFY_HANDLE, 0x0A, gatt.IDENTIFY_UUID))
         declarations = b"".join(
             struct.pack("<HBH", value - 1, props, value) + _uuid(uuid)
-            for value, props, uuid in (
-                (TO_PHONE_HANDLE, 0x04, gatt.TO_PHONE_UUID),
-                (FROM_PHONE_HANDLE, 0x10, gatt.FROM_PHONE_UUID),
-                (INFO_HANDLE, 0x02, gatt.INFO_UUID),
-            )
+            for value, props, uuid in layout
         )
-        self._write(True, _acl(handle, True, struct.pack("<BHHH", 0x08, 1, 0xFFFF, 0x2803)))
-        self._write(False, _acl(handle, False, bytes([0x09, 21]) + declarations))
+        request = struct.pack("<BHHH", 0x08, 1, 0xFFFF, 0x2803)
+        self._write(not server, _acl(handle, not server, request))
+        self._write(server, _acl(handle, server, bytes([0x09, 21]) + declarations))
+        if server:
+            self._servers.add(handle)
         return RecordingLink(link, self, handle)
 
     def _write(self, sent: bool, h4: bytes) -> None:
@@ -123,17 +135,23 @@ class LinkRecorder:
             self._writer.write(self.now(), sent, h4)
 
     @staticmethod
-    def _connected(handle: int, address: bytes) -> bytes:
-        event = struct.pack("<BBHBB", 0x01, 0x00, handle, 0x00, 0x01) + address
+    def _connected(handle: int, address: bytes, peripheral: bool = False) -> bytes:
+        event = struct.pack("<BBHBB", 0x01, 0x00, handle, int(peripheral), 0x01) + address
         event += struct.pack("<HHHB", 24, 0, 400, 0)
         return bytes([0x04, 0x3E, len(event)]) + event
 
     def sent(self, handle: int, packet: bytes) -> None:
-        att = struct.pack("<BH", 0x52, TO_PHONE_HANDLE) + packet
+        if handle in self._servers:
+            att = struct.pack("<BH", 0x1B, FROM_PHONE_HANDLE) + packet
+        else:
+            att = struct.pack("<BH", 0x52, TO_PHONE_HANDLE) + packet
         self._write(True, _acl(handle, True, att))
 
     def received(self, handle: int, packet: bytes) -> None:
-        att = struct.pack("<BH", 0x1B, FROM_PHONE_HANDLE) + packet
+        if handle in self._servers:
+            att = struct.pack("<BH", 0x52, TO_PHONE_HANDLE) + packet
+        else:
+            att = struct.pack("<BH", 0x1B, FROM_PHONE_HANDLE) + packet
         self._write(False, _acl(handle, False, att))
 
     def ended(self, handle: int, reason: CloseReason) -> None:
@@ -209,3 +227,22 @@ class RecordingRadio:
 
     async def connect(self, sighting: Any) -> Link:
         return self.recorder.wrap(await self.radio.connect(sighting))
+
+
+class RecordingListener:
+    """A listener (the head unit as GATT server: ``advertise()``, ``accept()``) whose
+    links are recorded by ``recorder``."""
+
+    def __init__(self, listener: Any, recorder: LinkRecorder) -> None:
+        self.listener = listener
+        self.recorder = recorder
+
+    async def advertise(self, data: bytes, scan_response: bytes) -> None:
+        await self.listener.advertise(data, scan_response)
+
+    async def accept(self) -> Link:
+        link = await self.listener.accept()
+        recorded = self.recorder.wrap(link, server=True)
+        recorded.challenge = link.challenge  # type: ignore[attr-defined]
+        recorded.tag = link.tag  # type: ignore[attr-defined]
+        return recorded
