@@ -457,7 +457,7 @@ def test_radio_roles_are_a_list_of_known_roles(tmp_path: Path, value: str, ok: b
     if ok:
         assert set(load_config(path).radio.roles) <= {"central", "peripheral"}
     else:
-        with pytest.raises(ConfigError, match="'radio.roles' must be a list of one or more"):
+        with pytest.raises(ConfigError, match=r"'radio\.roles' must be a list of one or more"):
             load_config(path)
     assert Config().radio.roles == ("central", "peripheral")  # both by default
 
