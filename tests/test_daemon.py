@@ -463,7 +463,7 @@ def test_radio_roles_are_a_list_of_known_roles(tmp_path: Path, value: str, ok: b
 
 
 def test_doctor_says_what_each_role_needs(tmp_path: Path) -> None:
-    machine = fake_machine(tmp_path)
+    machine = fake_machine(tmp_path, adapters=["hci0"])
     data = str(tmp_path / "data")
     both = doctor.run_checks(Config(data_dir=data), machine)
     (roles,) = [c for c in both if c.name == "roles"]
