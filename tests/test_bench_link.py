@@ -12,7 +12,7 @@ from tools.bench.link import measure
 from transports.simulated import PROFILES
 
 
-@pytest.mark.parametrize("radio", ["simulated", "bumble"])
+@pytest.mark.parametrize("radio", ["simulated", "bumble", "bumble-peripheral"])
 @pytest.mark.parametrize(
     ("profile", "mtu", "kb"), [("android", 517, 256), ("ios", 185, 32), ("ios", 23, 32)]
 )

@@ -14,7 +14,7 @@ import trio_asyncio
 from bleak import BleakClient
 
 from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
-from bridge.emulation.world import RadioWorld, _bleak_on, pacing_for
+from bridge.emulation.world import RadioWorld, bleak_on, pacing_for
 from bridge.phone_device import ArtReceived
 from bridge.session import LinkUp
 from bridge.wire import messages as m
@@ -153,7 +153,7 @@ async def test_strangers_and_replayed_tags_cannot_reach_a_paired_phones_session(
         await rig.until(lambda: rig.phone_record(IOS.name).connected)
         record = rig.phone_record(IOS.name)
         device = await rig.world.radio.powered("attacker", pacing_for(PROFILES["android"]))
-        attacker = _bleak_on(device)
+        attacker = bleak_on(device)
         heard: list[bytes] = []
 
         def replay(challenge: bytes) -> bytes:  # a tag recorded on another link
@@ -187,7 +187,7 @@ async def test_a_central_that_never_subscribes_is_dropped(
 ) -> None:
     async with ble_world(tmp_path, captures, {}) as rig:
         device = await rig.world.radio.powered("idle", pacing_for(PROFILES["android"]))
-        sighting = await _car(_bleak_on(device))
+        sighting = await _car(bleak_on(device))
         gone = trio.Event()
         client = BleakClient(
             sighting.device, lambda _: gone.set(), backend=BumbleClient, bumble_device=device
@@ -209,7 +209,7 @@ async def test_garbage_from_a_central_closes_only_its_link(
     async with ble_world(tmp_path, captures, {"iphone": (IOS, "ios", "central")}) as rig:
         await pair_all(rig)
         device = await rig.world.radio.powered("noisy", pacing_for(PROFILES["android"]))
-        link = await _connect(_bleak_on(device))  # a stranger, in pairing mode
+        link = await _connect(bleak_on(device))  # a stranger, in pairing mode
         for junk in (b"\xff" * 20, b"\x00", bytes(range(200))):
             try:
                 await link.send(junk[: link.payload_size])
@@ -234,7 +234,7 @@ async def test_a_write_to_the_identify_value_after_subscribing_is_refused(
         listener = world.listener()
         await listener.advertise(*head_unit_advertising(bytes(6), None))
         device = await world.radio.powered("late", pacing_for(PROFILES["android"]))
-        link = await _connect(_bleak_on(device))
+        link = await _connect(bleak_on(device))
         with pytest.raises(Exception, match=r"0x03|[Ww]rite [Nn]ot [Pp]ermitted"):
             await trio_asyncio.aio_as_trio(link.client.write_gatt_char)(
                 str(IDENTIFY_UUID), bytes(16), response=True

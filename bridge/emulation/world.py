@@ -26,7 +26,7 @@ from transports.link import PACKET_OVERHEAD
 from transports.simulated import LinkProfile
 
 
-def _bleak_on(device: Any, *, bluez_read_echo: bool = False, mtu: int = 517) -> BleakCentral:
+def bleak_on(device: Any, *, bluez_read_echo: bool = False, mtu: int = 517) -> BleakCentral:
     return BleakCentral(
         scanner_backend=BumbleScanner,
         client_backend=BumbleClient,
@@ -59,7 +59,7 @@ class RadioWorld:
 
     async def start_central(self, *, bluez_read_echo: bool = False) -> BleakCentral:
         self.central = await self.radio.powered("head-unit")
-        return _bleak_on(self.central, bluez_read_echo=bluez_read_echo)
+        return bleak_on(self.central, bluez_read_echo=bluez_read_echo)
 
     def listener(self) -> BumbleListener:
         """The head unit as GATT server (v1) on the same device as :meth:`start_central`."""
@@ -81,7 +81,7 @@ class RadioWorld:
         device = self.radio.device(key, pacing_for(profile))
         folder = self.data_dir / key
         if role == "central":
-            central = _bleak_on(device, mtu=profile.att_mtu)
+            central = bleak_on(device, mtu=profile.att_mtu)
             phone = EmulatedPhone(None, flavour, folder, clock_ms=self.clock_ms, show=show,
                                   central=central, device=device)  # fmt: skip
         else:

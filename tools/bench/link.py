@@ -14,7 +14,10 @@ side in one run and on virtual time (so the figures are exact and repeatable):
 head unit's bleak transport over a Bumble central, the phone's GATT server on Bumble,
 the whole HCI/L2CAP/ATT stack between them on a paced link, still in virtual time. There
 the capacity is measured too: a raw sender of full packets over the same stack, with no
-protocol of ours, in the same run.
+protocol of ours, in the same run. ``--radio bumble-peripheral`` is the other role
+(protocol v1): the head unit is the GATT server (``BumbleListener``) and the phone a
+bleak central over Bumble that asks for the profile's MTU; its capacity likewise.
+``--radio all`` (the default) measures the three side by side.
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from bridge.emulation.world import RadioWorld, pacing_for
+from bridge.emulation.world import RadioWorld, bleak_on, pacing_for
 from bridge.endpoint import clock_ms_from_trio
 from bridge.session import PeerSession
 from bridge.wire.channels import Channel
+from bridge.wire.gatt import head_unit_advertising
 from bridge.wire.messages import BULK_CHUNK_SIZE, MediaCommand, MediaCommandRequest, chunk_object
 from bridge.wire.mux import ChannelMux, MessageReceived, Scheduler
 from transports.aio import asyncio_loop
@@ -79,6 +83,33 @@ async def radio_links(profile: LinkProfile, seed: int) -> AsyncIterator[tuple[Li
                     raise RuntimeError(f"ATT MTU {link.att_mtu}, wanted {profile.att_mtu}")
                 try:
                     yield link, peer
+                finally:
+                    await link.aclose()
+            finally:
+                world.close()
+
+
+@asynccontextmanager
+async def peripheral_links(profile: LinkProfile, seed: int) -> AsyncIterator[tuple[Link, Link]]:
+    """The head unit as GATT server and a phone connecting to it as a bleak central, on
+    the Bumble radio (the phone asks for the profile's ATT MTU)."""
+    with tempfile.TemporaryDirectory() as folder:
+        async with asyncio_loop():
+            world = RadioWorld(Path(folder), clock_ms=clock_ms_from_trio())
+            try:
+                await world.start_central()
+                listener = world.listener()
+                await listener.advertise(*head_unit_advertising(bytes(6), None))
+                device = await world.radio.powered("phone", pacing_for(profile))
+                central = bleak_on(device, mtu=profile.att_mtu)
+                async with central.scan() as sightings:
+                    sighting = await sightings.receive()
+                link = await central.connect(sighting)
+                hu = await listener.accept()
+                if link.att_mtu != profile.att_mtu:
+                    raise RuntimeError(f"ATT MTU {link.att_mtu}, wanted {profile.att_mtu}")
+                try:
+                    yield hu, link
                 finally:
                     await link.aclose()
             finally:
@@ -209,8 +240,8 @@ def _p(values: list[float], q: float) -> float:
 
 async def measure(radio: str, profile_name: str, mtu: int, size: int, samples: int) -> Row:
     profile = PROFILES[profile_name].with_mtu(mtu)
-    if radio == "bumble":
-        links: Links = radio_links
+    if radio in ("bumble", "bumble-peripheral"):
+        links: Links = radio_links if radio == "bumble" else peripheral_links
         capacity = await _raw_capacity(links, profile, size)
     else:
         links, capacity = simulated_links, profile.capacity()
@@ -237,6 +268,7 @@ async def measure(radio: str, profile_name: str, mtu: int, size: int, samples: i
 RADIOS = {
     "simulated": "simulated link (transports/simulated.py)",
     "bumble": "Bumble radio (bleak transport, Bumble HCI/L2CAP/ATT/GATT, paced link)",
+    "bumble-peripheral": "Bumble radio, the head unit as GATT server (the phone connects)",
 }
 
 
@@ -244,9 +276,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="256 KB transfers, fewer samples")
     parser.add_argument(
         "--radio",
-        choices=(*RADIOS, "both"),
-        default="both",
-        help="where to measure (default: both, one table each)",
+        choices=(*RADIOS, "both", "all"),
+        default="all",
+        help="where to measure (default: all three, one table each; both: simulated and bumble)",
     )
     parser.add_argument(
         "--profile", choices=("android", "ios"), action="append", help="only these profiles"
@@ -259,7 +291,8 @@ def tables(args: argparse.Namespace) -> dict[str, list[Row]]:
     logging.getLogger("bumble").setLevel(logging.CRITICAL)  # a link's teardown is noisy
     size = MB // 4 if args.quick else MB
     samples = 20 if args.quick else 60
-    radios = list(RADIOS) if args.radio == "both" else [args.radio]
+    choice = {"all": list(RADIOS), "both": ["simulated", "bumble"]}
+    radios = choice.get(args.radio, [args.radio])
     rows: dict[str, list[Row]] = {}
     for radio in radios:
         print(

@@ -40,7 +40,9 @@ def _span(values: list[float], fmt: str) -> str:
 
 def link_goals(rows: dict[str, list[link.Row]]) -> list[Goal]:
     goals: list[Goal] = []
-    for radio, label in (("simulated", "simulated"), ("bumble", "Bumble")):
+    labels = (("simulated", "simulated"), ("bumble", "Bumble"),
+              ("bumble-peripheral", "Bumble, head unit as server"))  # fmt: skip
+    for radio, label in labels:
         measured = rows.get(radio, [])
         if not measured:
             continue
