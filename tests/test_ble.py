@@ -22,7 +22,7 @@ from bridge.session import LinkDown, LinkUp
 from bridge.wire import messages as m
 from bridge.wire.gatt import FROM_PHONE_UUID, INFO_UUID
 from pairing.handshake import Authenticated
-from tests.ble_helpers import TABLET, ble_world, pair_all
+from tests.ble_helpers import TABLET, Cast, ble_world, pair_all
 from transports.ble import Sighting
 from transports.bumble_phone import BumblePeripheral
 from transports.link import ConnectFailed
@@ -31,13 +31,29 @@ from transports.simulated import PROFILES
 ANDROID, IOS = FLAVOURS["android"], FLAVOURS["ios"]
 
 
+@pytest.mark.parametrize("role", ["peripheral", "central"])
 @pytest.mark.parametrize(("profile", "packet"), [("android", 512), ("ios", 182), ("legacy", 20)])
 async def test_pair_and_every_channel_through_bleak(
-    aio: Any, *, autojump_clock: Any, tmp_path: Path, captures: Path, profile: str, packet: int
+    aio: Any,
+    *,
+    autojump_clock: Any,
+    tmp_path: Path,
+    captures: Path,
+    profile: str,
+    packet: int,
+    role: str,
 ) -> None:
+    """``role``: the phone's. As a peripheral it advertises and the head unit connects to
+    it (bleak); as a central it connects to the head unit, the GATT server (v1)."""
     flavour = IOS if profile == "ios" else ANDROID
-    async with ble_world(tmp_path, captures, {"phone": (flavour, profile)}) as rig:
+    hu_role = "central" if role == "peripheral" else "peripheral"
+    cast: dict[str, Cast] = {"phone": (flavour, profile, role)}
+    async with ble_world(tmp_path, captures, cast, roles=(hu_role,)) as rig:
         await pair_all(rig)
+        assert rig.phone_record(flavour.name).role == hu_role
+        assert (rig.hu.incoming, rig.hu.connect_attempts) == (
+            (1, 0) if hu_role == "peripheral" else (0, 1)
+        )
         name = flavour.name
         ups = rig.of(name, LinkUp)
         assert [u.payload_size for u in ups] == [packet]  # the real MTU, capped at 512
@@ -64,10 +80,12 @@ async def test_pair_and_every_channel_through_bleak(
     assert any(p.suffix == ".btsnoop" and p.stat().st_size > 0 for p in captures.iterdir())
 
 
+@pytest.mark.parametrize("role", ["peripheral", "central"])
 async def test_link_loss_mid_transfer_reconnects_and_loses_nothing(
-    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path, role: str
 ) -> None:
-    async with ble_world(tmp_path, captures, {"phone": (ANDROID, "ios")}) as rig:
+    cast: dict[str, Cast] = {"phone": (ANDROID, "ios", role)}
+    async with ble_world(tmp_path, captures, cast) as rig:
         await pair_all(rig)
         name, phone = ANDROID.name, rig.phones["phone"]
         sent: list[str] = []
@@ -91,13 +109,19 @@ async def test_link_loss_mid_transfer_reconnects_and_loses_nothing(
         got = [n.id for n in rig.of(name, m.Notification)]
         assert got == sent  # exactly once, in order
         downs = rig.of(name, LinkDown)
-        assert downs and downs[0].reason.startswith("link lost")  # bleak gives no HCI reason
-        assert "supervision timeout (HCI 0x08)" in phone.links[0].reason
+        assert downs and downs[0].reason.startswith("link lost")  # no HCI reason above
+        # the phone's side: Bumble's reason as a peripheral, bleak's as a central
+        lost = "supervision timeout (HCI 0x08)" if role == "peripheral" else "link lost"
+        assert lost in phone.links[0].reason
         assert len(rig.of(name, LinkUp)) == 2
         auths = rig.of(name, Authenticated)
         assert [a.paired_now for a in auths] == [True, False]  # back without a prompt
         assert len(rig.prompts) == 1
-        assert len(set(phone.tokens)) == len(phone.tokens) == 2  # a fresh token each time
+        if role == "peripheral":
+            assert len(set(phone.tokens)) == len(phone.tokens) == 2  # a fresh token each time
+        else:  # the car's advertising: a fresh token every time it started again
+            assert rig.hu.incoming == 2
+            assert len({data for data, _ in rig.hu.advertised}) == len(rig.hu.advertised)
 
 
 async def test_two_phones_and_a_tablet_at_once(

@@ -25,7 +25,7 @@ from bridge.emulation.scenarios import FLAVOURS
 from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
 from bridge.logs import setup_logging
-from bridge.radio_policy import Phone
+from bridge.radio_policy import HeadUnit, Phone
 from bridge.wire import messages as m
 from pairing.handshake import CodeToConfirm
 from pairing.trust import TrustStore
@@ -137,16 +137,13 @@ async def test_pair_then_serve_reconnects_records_and_keeps_text_out_of_the_logs
                 async with daemon.head_unit(config, pairing=False, confirm=yes, radio=central):
                     pass
             assert daemon.data_in_use(config.data_path)
-            with trio.fail_after(60):
-                while (record := hu.phone("Pixel 9")) is None or record.device.peer is None:
-                    await trio.sleep(0.5)
             secret = "the door code is 4711"
-            await phone.app.notify(
-                m.Notification("n1", "Chat", m.Category.MESSAGE, secret, 0, sender="Bo")
+            await _served_a_notification(
+                hu,
+                phone,
+                "Pixel 9",
+                m.Notification("n1", "Chat", m.Category.MESSAGE, secret, 0, sender="Bo"),
             )
-            with trio.fail_after(30):
-                while not record.device.state.inbox:
-                    await trio.sleep(0.5)
             nursery.cancel_scope.cancel()
     finally:
         world.close()
@@ -167,6 +164,21 @@ async def test_pair_then_serve_reconnects_records_and_keeps_text_out_of_the_logs
         handshakes.append("KK" if "KK message 1" in dumped.getvalue() else "XX")
         assert f"{handshakes[-1]} message 1" in dumped.getvalue()
     assert sorted(handshakes) == ["KK", "XX"]
+
+
+async def _served_a_notification(
+    hu: HeadUnit, phone: Any, name: str, note: m.Notification
+) -> Phone:
+    """Wait until the service knows ``name`` (its hello arrived), then until the
+    notification the phone posts is in its inbox; its record."""
+    with trio.fail_after(60):
+        while (record := hu.phone(name)) is None or record.device.peer is None:
+            await trio.sleep(0.5)
+    await phone.app.notify(note)
+    with trio.fail_after(30):
+        while not record.device.state.inbox:
+            await trio.sleep(0.5)
+    return record
 
 
 def test_a_capture_never_overwrites_another(tmp_path: Path) -> None:
@@ -425,14 +437,9 @@ async def test_bridge_run_serves_a_phone_that_connects_and_records_its_link(
             assert name == "iPhone 16"
             service = await nursery.start(partial(daemon.serve, config, listener=listener))
             hu = service.head_unit
-            with trio.fail_after(60):
-                while (record := hu.phone("iPhone 16")) is None or record.device.peer is None:
-                    await trio.sleep(0.5)
+            note = m.Notification("n1", "Chat", m.Category.MESSAGE, "hi", 0)
+            record = await _served_a_notification(hu, phone, "iPhone 16", note)
             assert record.role == "peripheral" and hu.connect_attempts == 0
-            await phone.app.notify(m.Notification("n1", "Chat", m.Category.MESSAGE, "hi", 0))
-            with trio.fail_after(30):
-                while not record.device.state.inbox:
-                    await trio.sleep(0.5)
             nursery.cancel_scope.cancel()
     finally:
         world.close()

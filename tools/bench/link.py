@@ -28,7 +28,7 @@ import random
 import statistics
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +44,7 @@ from bridge.wire.gatt import head_unit_advertising
 from bridge.wire.messages import BULK_CHUNK_SIZE, MediaCommand, MediaCommandRequest, chunk_object
 from bridge.wire.mux import ChannelMux, MessageReceived, Scheduler
 from transports.aio import asyncio_loop
+from transports.ble import BleakCentral
 from transports.bumble_phone import BumblePeripheral
 from transports.link import Link, segment_size_for
 from transports.simulated import PROFILES, LinkProfile, SimulatedLinkPair
@@ -62,58 +63,59 @@ async def simulated_links(profile: LinkProfile, seed: int) -> AsyncIterator[tupl
 
 
 @asynccontextmanager
-async def radio_links(profile: LinkProfile, seed: int) -> AsyncIterator[tuple[Link, Link]]:
-    """The head unit's bleak transport and a phone's GATT server on the Bumble radio,
-    connected (the phone's ATT MTU is the profile's: the exchange settles on it)."""
+async def _radio_world() -> AsyncIterator[RadioWorld]:
     with tempfile.TemporaryDirectory() as folder:
         async with asyncio_loop():
             world = RadioWorld(Path(folder), clock_ms=clock_ms_from_trio())
             try:
-                central = await world.start_central()
-                device = await world.radio.powered("phone", pacing_for(profile))
-                phone = BumblePeripheral(
-                    device, att_mtu=profile.att_mtu, apple=profile.name == "ios"
-                )
-                await phone.advertise(f"bench{seed}")
-                async with central.scan() as sightings:
-                    sighting = await sightings.receive()
-                link = await central.connect(sighting)
-                peer = await phone.accept()
-                if link.att_mtu != profile.att_mtu:
-                    raise RuntimeError(f"ATT MTU {link.att_mtu}, wanted {profile.att_mtu}")
-                try:
-                    yield link, peer
-                finally:
-                    await link.aclose()
+                yield world
             finally:
                 world.close()
+
+
+@asynccontextmanager
+async def _connected(
+    central: BleakCentral, accept: Callable[[], Awaitable[Link]], profile: LinkProfile
+) -> AsyncIterator[tuple[Link, Link]]:
+    """``central`` connects to the first advertiser of the bridge's service; the link it
+    made, and the link ``accept`` gives the other side."""
+    async with central.scan() as sightings:
+        sighting = await sightings.receive()
+    link = await central.connect(sighting)
+    try:
+        peer = await accept()
+        if link.att_mtu != profile.att_mtu:
+            raise RuntimeError(f"ATT MTU {link.att_mtu}, wanted {profile.att_mtu}")
+        yield link, peer
+    finally:
+        await link.aclose()
+
+
+@asynccontextmanager
+async def radio_links(profile: LinkProfile, seed: int) -> AsyncIterator[tuple[Link, Link]]:
+    """The head unit's bleak transport and a phone's GATT server on the Bumble radio,
+    connected (the phone's ATT MTU is the profile's: the exchange settles on it)."""
+    async with _radio_world() as world:
+        central = await world.start_central()
+        device = await world.radio.powered("phone", pacing_for(profile))
+        phone = BumblePeripheral(device, att_mtu=profile.att_mtu, apple=profile.name == "ios")
+        await phone.advertise(f"bench{seed}")
+        async with _connected(central, phone.accept, profile) as (hu, peer):
+            yield hu, peer
 
 
 @asynccontextmanager
 async def peripheral_links(profile: LinkProfile, seed: int) -> AsyncIterator[tuple[Link, Link]]:
     """The head unit as GATT server and a phone connecting to it as a bleak central, on
     the Bumble radio (the phone asks for the profile's ATT MTU)."""
-    with tempfile.TemporaryDirectory() as folder:
-        async with asyncio_loop():
-            world = RadioWorld(Path(folder), clock_ms=clock_ms_from_trio())
-            try:
-                await world.start_central()
-                listener = world.listener()
-                await listener.advertise(*head_unit_advertising(bytes(6), None))
-                device = await world.radio.powered("phone", pacing_for(profile))
-                central = bleak_on(device, mtu=profile.att_mtu)
-                async with central.scan() as sightings:
-                    sighting = await sightings.receive()
-                link = await central.connect(sighting)
-                hu = await listener.accept()
-                if link.att_mtu != profile.att_mtu:
-                    raise RuntimeError(f"ATT MTU {link.att_mtu}, wanted {profile.att_mtu}")
-                try:
-                    yield hu, link
-                finally:
-                    await link.aclose()
-            finally:
-                world.close()
+    async with _radio_world() as world:
+        await world.start_central()
+        listener = world.listener()
+        await listener.advertise(*head_unit_advertising(bytes(6), None))
+        device = await world.radio.powered("phone", pacing_for(profile))
+        central = bleak_on(device, mtu=profile.att_mtu)
+        async with _connected(central, listener.accept, profile) as (phone, hu):
+            yield hu, phone
 
 
 async def _raw_capacity(links: Links, profile: LinkProfile, size: int) -> float:
