@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from tools.bench.link import measure
+from tools.bench.link import measure, peripheral_links, radio_links
+from transports.ble import BleakLink
+from transports.bumble_phone import PeripheralLink
 from transports.simulated import PROFILES
 
 
@@ -26,3 +28,17 @@ async def test_goodput_and_pause_latency(
     assert row.samples[0] >= 4  # pauses measured while the transfer was under way
     assert max(row.priority_ratios) <= 1.5
     assert min(row.fifo_ratios) > 2.0  # the measurement can tell a scheduler that fails
+
+
+async def test_the_peripheral_role_measures_the_head_unit_as_gatt_server(
+    autojump_clock: Any,
+) -> None:
+    """Its figures match the central role's on the symmetric virtual air (a Write Command
+    and a Notification cost the same bytes, both wait for ACL room): that it is the other
+    stack path is checked here."""
+    profile = PROFILES["ios"]
+    async with peripheral_links(profile, 1) as (hu, phone):
+        assert isinstance(hu, PeripheralLink) and isinstance(phone, BleakLink)
+        assert hu.att_mtu == phone.att_mtu == 185
+    async with radio_links(profile, 1) as (hu, phone):
+        assert isinstance(hu, BleakLink) and isinstance(phone, PeripheralLink)
