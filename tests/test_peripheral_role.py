@@ -18,7 +18,14 @@ from bridge.emulation.scenarios import FLAVOURS
 from bridge.emulation.world import RadioWorld, bleak_on, pacing_for
 from bridge.session import LinkUp
 from bridge.wire import messages as m
-from bridge.wire.gatt import IDENTIFY_UUID, SERVICE_UUID, head_unit_advertising
+from bridge.wire.gatt import (
+    FROM_SERVER_UUID,
+    IDENTIFY_UUID,
+    SERVICE_UUID,
+    TO_SERVER_UUID,
+    head_unit_advertising,
+)
+from pairing.handshake import Authenticated
 from pairing.privacy import identify_tag
 from tests.ble_helpers import TABLET, BleRig, Cast, ble_world, pair_all
 from transports.ble import BleakCentral, Sighting
@@ -226,3 +233,113 @@ async def test_a_backgrounded_iphone_is_found_only_by_advertising_to_it(
         await rig.nursery.start(rig.phones["iphone"].run)
         await pair_all(rig)
         assert rig.hu.incoming >= 1
+
+
+async def test_writes_before_the_subscription_are_discarded(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    """A central that writes segments before it subscribes: none of them reaches the
+    link the head unit takes at the subscription (its first segment is still seq 0)."""
+    world = RadioWorld(tmp_path, clock_ms=lambda: 0)
+    try:
+        await world.start_central()
+        listener = world.listener()
+        await listener.advertise(*head_unit_advertising(bytes(6), None))
+        device = await world.radio.powered("early", pacing_for(PROFILES["android"]))
+        sighting = await _car(bleak_on(device))
+        client = BleakClient(sighting.device, backend=BumbleClient, bumble_device=device)
+        aio_ = trio_asyncio.aio_as_trio
+        await aio_(client.connect)()
+        to_server = str(TO_SERVER_UUID)
+        for junk in (b"\x4f\x05\x00hello", b"\x80\xff" * 8):  # a FIRST, then anything
+            await aio_(client.write_gatt_char)(to_server, junk, response=False)
+        await trio.sleep(1)
+        got: list[bytes] = []
+
+        async def first_packet() -> None:
+            link = await listener.accept()
+            got.append(await link.receive())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first_packet)
+            await aio_(client.start_notify)(str(FROM_SERVER_UUID), lambda *_: None)
+            await trio.sleep(0.5)
+            segment = bytes([0x40, 1, 0, 0x00])  # FIRST, lane 0, seq 0, a 1-byte record
+            await aio_(client.write_gatt_char)(to_server, segment, response=False)
+        assert got == [segment]  # only what came after the subscription
+        assert listener.server.dropped_early == 2
+        await aio_(client.disconnect)()
+    finally:
+        world.close()
+
+
+async def test_a_paired_phone_is_served_while_strangers_hammer_the_head_unit(
+    aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
+) -> None:
+    """One stranger connects and disconnects as fast as it can, another holds a link
+    open (it subscribes without a tag and sits there): the paired iPhone's pauses take
+    as long as without them, its messages all arrive once and in order, and when its
+    radio drops it reconnects."""
+    cast: dict[str, Cast] = {"iphone": (IOS, "ios", "central")}
+    async with ble_world(tmp_path, captures, cast) as rig:
+        await pair_all(rig)
+
+    async def pauses(rig: BleRig, n: int) -> list[float]:
+        record = rig.phone_record(IOS.name)
+        took = []
+        for _ in range(n):
+            start = trio.current_time()
+            await record.device.media(m.MediaCommand.PAUSE)
+            took.append(trio.current_time() - start)
+            await trio.sleep(0.37)
+        return took
+
+    async with ble_world(tmp_path, captures, cast, pairing_mode=False) as rig:
+        await rig.until(lambda: rig.phone_record(IOS.name).connected)
+        await rig.phones["iphone"].app.play([m.NowPlaying("Song", "Artist", duration_ms=200_000)])
+        baseline = await pauses(rig, 10)
+        hammer = bleak_on(await rig.world.radio.powered("hammer", pacing_for(PROFILES["android"])))
+        holder = bleak_on(await rig.world.radio.powered("holder", pacing_for(PROFILES["android"])))
+        attempts = [0, 0]
+
+        async def connect_in_a_loop() -> None:
+            while True:
+                attempts[0] += 1
+                try:
+                    link = await hammer.connect(await _car(hammer))
+                    await link.aclose()
+                except ConnectFailed:
+                    pass
+
+        async def hold_a_link() -> None:
+            while True:
+                attempts[1] += 1
+                try:
+                    link = await holder.connect(await _car(holder))
+                    with trio.move_on_after(120):
+                        while True:
+                            await link.receive()
+                except Exception:
+                    await trio.sleep(0.1)
+
+        phone = rig.phones["iphone"]
+        sent: list[str] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connect_in_a_loop)
+            nursery.start_soon(hold_a_link)
+            await trio.sleep(5)
+            loaded = await pauses(rig, 10)
+            for i in range(20):
+                note = m.Notification(f"n{i}", "Chat", m.Category.MESSAGE, f"message {i}", 0)
+                await phone.app.notify(note)
+                sent.append(note.id)
+                if i == 10:
+                    rig.world.lose_link("iphone")
+                await trio.sleep(0.3)
+            await rig.until(lambda: len(rig.of(IOS.name, m.Notification)) >= len(sent), 120)
+            nursery.cancel_scope.cancel()
+        assert [n.id for n in rig.of(IOS.name, m.Notification)] == sent
+        assert max(loaded) <= max(baseline) * 1.5  # virtual time: the air, not the machine
+        assert attempts[0] > 20 and rig.hu.strangers_ignored > 20
+        assert [a.paired_now for a in rig.of(IOS.name, Authenticated)] == [False, False]
+        assert rig.prompts == []

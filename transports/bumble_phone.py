@@ -135,6 +135,7 @@ class BumblePeripheral:
         self._advertising: tuple[bytes, bytes] | None = None  # what to advertise again
         self.name = ""
         self.largest_write = 0  # bytes: the largest value any head unit wrote
+        self.dropped_early = 0  # values written before their writer subscribed
         self.readable_info = layout.info_value(versions)
         self._links: dict[int, PeripheralLink] = {}
         self._accept_send, self._accept_receive = trio.open_memory_channel[PeripheralLink](16)
@@ -231,8 +232,10 @@ class BumblePeripheral:
     def _on_write(self, connection: Connection, value: bytes) -> None:
         self.largest_write = max(self.largest_write, len(value))
         link = self._links.get(connection.handle)
-        if link is not None:
+        if link is not None and link.subscribed:
             link.deliver(value)
+        elif link is not None:  # before the subscription there is no link to carry it
+            self.dropped_early += 1
 
     def _read_from_phone(self, connection: Connection) -> bytes:
         if not self.from_phone_readable:
