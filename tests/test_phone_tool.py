@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import trio
 import trio_asyncio
-from bumble.controller import Controller
 from bumble.transport import open_transport
 
 from bridge.emulation.world import RadioWorld
@@ -23,6 +22,7 @@ from pairing.handshake import Authenticated
 from tools import phone as tool
 from tools.dump import cli as dump
 from transports.bumble_host import close_transport
+from transports.bumble_radio import PacedController
 
 
 def _free_port() -> int:
@@ -32,14 +32,15 @@ def _free_port() -> int:
         return port
 
 
+@pytest.mark.parametrize("role", ["peripheral", "central"])
 async def test_the_phone_command_pairs_and_plays_over_a_tcp_controller(
-    aio: Any, tmp_path: Path, captures: Path
+    aio: Any, tmp_path: Path, captures: Path, role: str
 ) -> None:
     world = RadioWorld(tmp_path / "hu", clock_ms=clock_ms_from_trio(), snoop_dir=captures)
     port = _free_port()
     # a controller on the virtual radio, exported as HCI over TCP (as a dongle would be)
     transport = await trio_asyncio.aio_as_trio(open_transport)(f"tcp-server:127.0.0.1:{port}")
-    Controller(
+    PacedController(  # the radio's controllers give real scan responses (its docstring)
         "exported", host_source=transport.source, host_sink=transport.sink, link=world.radio.link
     )
     out = io.StringIO()
@@ -47,7 +48,7 @@ async def test_the_phone_command_pairs_and_plays_over_a_tcp_controller(
     args = tool._parser().parse_args(
         ["--transport", f"tcp-client:127.0.0.1:{port}", "--yes",
          "--data-dir", str(tmp_path / "phone"), "--scenario", "drive", "--duration", "30",
-         "--capture", str(captures / "phone.btsnoop")]
+         "--capture", str(captures / "phone.btsnoop"), "--role", role]
     )  # fmt: skip
     try:
         central = await world.start_central()
@@ -55,7 +56,10 @@ async def test_the_phone_command_pairs_and_plays_over_a_tcp_controller(
         async def yes(phone: Any, event: Any) -> bool:
             return True
 
-        hu = world.head_unit(central, confirm=yes)
+        if role == "central":  # the phone connects: the head unit serves (protocol v1)
+            hu = world.head_unit(None, confirm=yes, listener=world.listener())
+        else:
+            hu = world.head_unit(central, confirm=yes)
         events: list[Any] = []
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
@@ -72,7 +76,7 @@ async def test_the_phone_command_pairs_and_plays_over_a_tcp_controller(
         assert [e.paired_now for e in events if isinstance(e, Authenticated)] == [True]
         text = out.getvalue()
         assert "asks to pair; code" in text and "a head unit connected" in text
-        assert "advertises the bridge service as" in text
+        assert ("scans for a head unit" if role == "central" else "advertises the bridge") in text
         # the phone's own capture decodes: the handshake in the clear, then records
         dumped = io.StringIO()
         assert dump.main([str(captures / "phone.btsnoop")], out=dumped) == 0

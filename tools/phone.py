@@ -3,9 +3,11 @@
 For manual work against a head unit: the emulated phone (the same code as in the tests
 and ``bridge demo --radio bumble``) runs on any controller Bumble can drive (a USB
 dongle, a serial HCI board, a controller exported over TCP, Android's netsim),
-advertises the bridge service with its recognition token, pairs (its user confirms the
-code at the prompt, or ``--yes``), plays its scenarios and answers the head unit's
-commands, printing what happens. Stop it with Ctrl-C.
+advertises the bridge service with its recognition token (``--role peripheral``, the
+default for Android) or connects to a head unit it finds advertising (``--role
+central``, protocol v1: the default for iOS, as an iOS app in the background must), pairs
+(its user confirms the code at the prompt, or ``--yes``), plays its scenarios and
+answers the head unit's commands, printing what happens. Stop it with Ctrl-C.
 
 Exit codes: 0 done, 1 the transport failed or the trust store is damaged, 2 usage.
 """
@@ -27,6 +29,8 @@ from bridge.wire.errors import first_error
 from pairing.handshake import CodeToConfirm
 from pairing.trust import TrustStoreError
 from transports.aio import asyncio_loop
+from transports.ble import BleakCentral
+from transports.bleak_bumble import BumbleClient, BumbleScanner
 from transports.bumble_host import hci_device
 from transports.bumble_phone import BumblePeripheral
 from transports.simulated import PROFILES
@@ -39,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridge-phone",
         description="Run an emulated phone (a BLE peripheral serving the bridge's GATT "
-        "service) on a Bluetooth controller that Bumble drives.",
+        "service, or a central connecting to a head unit's) on a Bluetooth controller that "
+        "Bumble drives.",
     )
     parser.add_argument(
         "--transport",
@@ -49,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         "tcp-client:HOST:PORT, android-netsim, ...",
     )
     parser.add_argument("--flavour", choices=sorted(FLAVOURS), default="android")
+    parser.add_argument(
+        "--role",
+        choices=("central", "peripheral"),
+        help="connect to the head unit (central) or advertise for it (peripheral); "
+        "default: central for ios, peripheral for android",
+    )
     parser.add_argument(
         "--scenario",
         choices=[*SCENARIOS, "all", "none"],
@@ -104,24 +115,39 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         asyncio_loop(),
         hci_device(args.transport, flavour.name, capture=args.capture) as device,
     ):
-        peripheral = BumblePeripheral(
-            device, att_mtu=profile.att_mtu, apple=flavour.platform == "ios"
-        )
-        phone = EmulatedPhone(
-            peripheral,
-            flavour,
-            args.data_dir / args.flavour,
-            clock_ms=clock_ms_from_trio(),
-            confirm=confirm,
-            show=show,
-        )
+        role = args.role or ("central" if flavour.platform == "ios" else "peripheral")
+        if role == "central":
+            central = BleakCentral(
+                scanner_backend=BumbleScanner,
+                client_backend=BumbleClient,
+                backend_kwargs={"bumble_device": device, "mtu": profile.att_mtu},
+            )
+            phone = EmulatedPhone(
+                None, flavour, args.data_dir / args.flavour, clock_ms=clock_ms_from_trio(),
+                confirm=confirm, show=show, central=central, device=device,
+            )  # fmt: skip
+        else:
+            peripheral = BumblePeripheral(
+                device, att_mtu=profile.att_mtu, apple=flavour.platform == "ios"
+            )
+            phone = EmulatedPhone(
+                peripheral, flavour, args.data_dir / args.flavour, clock_ms=clock_ms_from_trio(),
+                confirm=confirm, show=show,
+            )  # fmt: skip
         phone.pairing_mode = args.pair
         with trio.move_on_after(args.duration if args.duration is not None else float("inf")):
             async with trio.open_nursery() as nursery:
                 await nursery.start(phone.run)
-                show(
-                    "RADIO", f"{flavour.name} advertises the bridge service as {phone.tokens[-1]!r}"
-                )
+                if role == "central":
+                    show(
+                        "RADIO",
+                        f"{flavour.name} scans for a head unit it knows (or in pairing mode)",
+                    )
+                else:
+                    show(
+                        "RADIO",
+                        f"{flavour.name} advertises the bridge service as {phone.tokens[-1]!r}",
+                    )
                 nursery.start_soon(_report, phone, show)
                 await phone.connected.wait()
                 show("LINK", "a head unit connected")
