@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import trio
 
@@ -389,26 +389,33 @@ def main(
     """Run the demo; 0 if it paired and everything arrived once and in order.
     Interactive confirmation (``assume_yes=False``) runs on the wall clock."""
     profile = PROFILES[profile_name]
-    clock = None if realtime or not assume_yes else virtual_clock()
     confirm = prompt.assume_yes if assume_yes else prompt.ask_code
     recording = LinkRecorder(capture / "head-unit.pcapng") if capture else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory(prefix="bridge-demo-") as scratch, recording as recorder:
-        directory = data_dir or Path(scratch)
+    with recording as recorder:
+        return run_to_exit_code(
+            partial(run_demo, profile, seed=seed, drop=drop, out=out, confirm=confirm,
+                    keylog=keylog, recorder=recorder),
+            virtual=not realtime and assume_yes, data_dir=data_dir,
+        )  # fmt: skip
+
+
+class _Checked(Protocol):
+    pairing_failed: str | None
+
+    def check(self) -> tuple[int, int, bool]: ...
+
+
+def run_to_exit_code(
+    demo: Callable[..., Awaitable[_Checked]], *, virtual: bool, data_dir: Path | None
+) -> int:
+    """Both demos' harness: ``demo(data_dir=...)`` under trio, on a virtual clock when
+    ``virtual`` (nobody waits at a prompt), in a scratch folder unless ``data_dir``; 0 if
+    it paired and everything arrived once and in order, else 1."""
+    with tempfile.TemporaryDirectory(prefix="bridge-demo-") as scratch:
         result = trio.run(
-            partial(
-                run_demo,
-                profile,
-                seed=seed,
-                drop=drop,
-                out=out,
-                data_dir=directory,
-                confirm=confirm,
-                keylog=keylog,
-                recorder=recorder,
-            ),
-            clock=clock,
+            partial(demo, data_dir=data_dir or Path(scratch)),
+            clock=virtual_clock() if virtual else None,
         )
-    lost, dup, ordered = result.check()
     if result.pairing_failed is not None:
         return 1
-    return 0 if (lost, dup, ordered) == (0, 0, True) else 1
+    return 0 if result.check() == (0, 0, True) else 1

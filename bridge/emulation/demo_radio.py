@@ -16,17 +16,14 @@ in order. Virtual time by default; ``realtime`` paces it on the wall clock.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 import trio
 
-from bridge.emulation.clock import virtual_clock
-from bridge.emulation.demo import Confirm, _key, _maneuver_text
+from bridge.emulation.demo import Confirm, _key, _maneuver_text, run_to_exit_code
 from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
 from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
@@ -279,30 +276,22 @@ def main(
     ask: Callable[[str], Awaitable[bool]] | None = None,
     capture: Path | None = None,
 ) -> int:
-    clock = None if realtime or not assume_yes else virtual_clock()
     confirm: Confirm = _yes if assume_yes or ask is None else ask
-    with tempfile.TemporaryDirectory(prefix="bridge-demo-") as scratch:
-        directory = data_dir or Path(scratch)
-        result = trio.run(
-            partial(
-                run_radio_demo,
-                drop=drop,
-                out=out,
-                data_dir=directory,
-                confirm=confirm,
-                keylog=keylog,
-                capture=capture,
-            ),
-            clock=clock,
-        )
-    if result.pairing_failed is not None:
-        return 1
-    lost, dup, ordered = result.check()
-    total = sum(len(s) for s in result.sent.values())
-    links = ", ".join(f"{n}: {k} link(s)" for n, k in result.links.items())
-    print(
-        f"\n{total} maneuvers and messages published by the phones ({links}): "
-        f"{lost} lost, {dup} duplicated, {'in order' if ordered else 'OUT OF ORDER'}",
-        file=out,
-    )
-    return 0 if (lost, dup, ordered) == (0, 0, True) else 1
+
+    async def run_and_report(data_dir: Path) -> RadioDemoResult:
+        result = await run_radio_demo(
+            drop=drop, out=out, data_dir=data_dir, confirm=confirm, keylog=keylog,
+            capture=capture,
+        )  # fmt: skip
+        if result.pairing_failed is None:
+            lost, dup, ordered = result.check()
+            total = sum(len(s) for s in result.sent.values())
+            links = ", ".join(f"{n}: {k} link(s)" for n, k in result.links.items())
+            print(
+                f"\n{total} maneuvers and messages published by the phones ({links}): "
+                f"{lost} lost, {dup} duplicated, {'in order' if ordered else 'OUT OF ORDER'}",
+                file=out,
+            )
+        return result
+
+    return run_to_exit_code(run_and_report, virtual=not realtime and assume_yes, data_dir=data_dir)
