@@ -40,6 +40,7 @@ import os
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -347,16 +348,7 @@ class HeadUnit:
             phone.attempts -= 1
 
     async def _pair_incoming(self, phone: Phone, link: Link) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._serve, phone)
-            try:
-                await self._drive(phone, link, None, None)
-            finally:
-                phone.attempts = 0
-                if phone.key is None:  # not paired: forget the attempt entirely
-                    phone.scope.cancel()
-                    if self.pairing is phone:
-                        self.pairing = None
+        await self._pairing_attempt(phone, partial(self._drive, phone, link, None, None))
 
     def _address(self, address: str) -> _Address:
         state = self._addresses.pop(address, None) or _Address()
@@ -474,14 +466,21 @@ class HeadUnit:
             self._in_use.discard(sighting.address)
 
     async def _pair(self, phone: Phone, sighting: SightingLike) -> None:
+        try:
+            await self._pairing_attempt(phone, partial(self._run_link, phone, sighting, None))
+        finally:
+            self._in_use.discard(sighting.address)
+
+    async def _pairing_attempt(self, phone: Phone, run: Callable[[], Awaitable[None]]) -> None:
+        """A stranger's link (``run``), served while it lasts; a phone that did not pair
+        is forgotten entirely afterwards."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._serve, phone)
             try:
-                await self._run_link(phone, sighting, None)
+                await run()
             finally:
                 phone.attempts = 0
-                self._in_use.discard(sighting.address)
-                if phone.key is None:  # not paired: forget the attempt entirely
+                if phone.key is None:
                     phone.scope.cancel()
                     if self.pairing is phone:
                         self.pairing = None

@@ -30,6 +30,7 @@ from pairing.privacy import identify_tag
 from tests.ble_helpers import TABLET, BleRig, Cast, ble_world, pair_all
 from transports.ble import BleakCentral, Sighting
 from transports.bleak_bumble import BumbleClient
+from transports.bumble_phone import BumbleListener
 from transports.link import ConnectFailed, LinkClosed
 from transports.simulated import PROFILES
 
@@ -179,10 +180,7 @@ async def test_a_write_to_the_identify_value_after_subscribing_is_refused(
 ) -> None:
     world = RadioWorld(tmp_path, clock_ms=lambda: 0)
     try:
-        await world.start_central()
-        listener = world.listener()
-        await listener.advertise(*head_unit_advertising(bytes(6), None))
-        device = await world.radio.powered("late", pacing_for(PROFILES["android"]))
+        listener, device = await _listener_and_central(world, "late")
         link = await _connect(bleak_on(device))
         with pytest.raises(Exception, match=r"0x03|[Ww]rite [Nn]ot [Pp]ermitted"):
             await trio_asyncio.aio_as_trio(link.client.write_gatt_char)(
@@ -192,6 +190,15 @@ async def test_a_write_to_the_identify_value_after_subscribing_is_refused(
         assert accepted.tag == b""  # a central that did not identify is a stranger
     finally:
         world.close()
+
+
+async def _listener_and_central(world: RadioWorld, name: str) -> tuple[BumbleListener, Any]:
+    """A bare head-unit GATT server advertising (no head unit behind it) and a Bumble
+    device ``name`` to connect to it from."""
+    await world.start_central()
+    listener = world.listener()
+    await listener.advertise(*head_unit_advertising(bytes(6), None))
+    return listener, await world.radio.powered(name, pacing_for(PROFILES["android"]))
 
 
 async def _connect(central: BleakCentral) -> Any:
@@ -242,10 +249,7 @@ async def test_writes_before_the_subscription_are_discarded(
     link the head unit takes at the subscription (its first segment is still seq 0)."""
     world = RadioWorld(tmp_path, clock_ms=lambda: 0)
     try:
-        await world.start_central()
-        listener = world.listener()
-        await listener.advertise(*head_unit_advertising(bytes(6), None))
-        device = await world.radio.powered("early", pacing_for(PROFILES["android"]))
+        listener, device = await _listener_and_central(world, "early")
         sighting = await _car(bleak_on(device))
         client = BleakClient(sighting.device, backend=BumbleClient, bumble_device=device)
         aio_ = trio_asyncio.aio_as_trio
