@@ -4,6 +4,7 @@ no longer than on an idle link (with the FIFO scheduler it waits behind the tran
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -22,7 +23,10 @@ async def test_goodput_and_pause_latency(
     autojump_clock: Any, radio: str, profile: str, mtu: int, kb: int
 ) -> None:
     row = await measure(radio, profile, mtu, kb * 1024, 8)
-    assert row.capacity == pytest.approx(PROFILES[profile].with_mtu(mtu).capacity(), rel=0.02)
+    expected = PROFILES[profile].with_mtu(mtu)
+    if radio == "bumble-peripheral":  # the head unit asks a slower central for 15 ms
+        expected = dataclasses.replace(expected, interval=min(expected.interval, 0.015))
+    assert row.capacity == pytest.approx(expected.capacity(), rel=0.02)
     # the goal is 0.95; at MTU 23 the 1-byte continuation header alone is 1/20 of a packet
     assert row.ratio >= (0.94 if mtu == 23 else 0.95)
     assert row.samples[0] >= 4  # pauses measured while the transfer was under way

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from bridge.wire import cbor
-from bridge.wire.gatt import PROTOCOL_VERSIONS, SERVICE_UUID, advertised_name, advertising_data
+from bridge.wire.gatt import (
+    PROTOCOL_VERSIONS,
+    REQUESTED_PARAMETERS,
+    SERVICE_UUID,
+    ConnectionParameters,
+    advertised_name,
+    advertising_data,
+    wants_parameter_update,
+)
 
 
 def test_advertisement_fits_a_legacy_packet() -> None:
@@ -18,3 +26,23 @@ def test_advertisement_fits_a_legacy_packet() -> None:
 
 def test_info_value_is_cbor() -> None:
     assert cbor.loads(cbor.dumps(list(PROTOCOL_VERSIONS))) == [0, 1]
+
+
+def test_the_requested_connection_parameters_keep_apples_rules() -> None:
+    assert REQUESTED_PARAMETERS.apple_violations() == []
+    assert ConnectionParameters(15, 30, 4, 6000).apple_violations() == []
+    assert ConnectionParameters(7.5, 30, 0, 6000).apple_violations() == [
+        "minimum interval not a multiple of 15 ms"
+    ]
+    assert ConnectionParameters(30, 30, 31, 2000).apple_violations() == [
+        "peripheral latency above 30",
+        "supervision timeout outside 6 to 18 s",
+        "maximum interval below minimum + 15 ms",
+        "supervision timeout not above 3 x interval x (latency + 1)",
+    ]
+    assert ConnectionParameters(15, 1200, 5, 18000).apple_violations() == [
+        "maximum interval x (latency + 1) above 6 s",
+        "supervision timeout not above 3 x interval x (latency + 1)",
+    ]
+    assert wants_parameter_update(30.0, 0) and wants_parameter_update(15.0, 2)
+    assert not wants_parameter_update(15.0, 0) and not wants_parameter_update(7.5, 0)

@@ -192,13 +192,15 @@ async def test_a_write_to_the_identify_value_after_subscribing_is_refused(
         world.close()
 
 
-async def _listener_and_central(world: RadioWorld, name: str) -> tuple[BumbleListener, Any]:
+async def _listener_and_central(
+    world: RadioWorld, name: str, profile: str = "android"
+) -> tuple[BumbleListener, Any]:
     """A bare head-unit GATT server advertising (no head unit behind it) and a Bumble
-    device ``name`` to connect to it from."""
+    device ``name`` to connect to it from, paced as the ``profile`` phone."""
     await world.start_central()
     listener = world.listener()
     await listener.advertise(*head_unit_advertising(bytes(6), None))
-    return listener, await world.radio.powered(name, pacing_for(PROFILES["android"]))
+    return listener, await world.radio.powered(name, pacing_for(PROFILES[profile]))
 
 
 async def _connect(central: BleakCentral) -> Any:
@@ -347,3 +349,33 @@ async def test_a_paired_phone_is_served_while_strangers_hammer_the_head_unit(
         assert attempts[0] > 20 and rig.hu.strangers_ignored > 20
         assert [a.paired_now for a in rig.of(IOS.name, Authenticated)] == [False, False]
         assert rig.prompts == []
+
+
+@pytest.mark.parametrize(("profile", "asked"), [("ios", True), ("android", False)])
+async def test_the_head_unit_asks_a_slow_central_for_15_ms(
+    aio: Any, autojump_clock: Any, tmp_path: Path, profile: str, asked: bool
+) -> None:
+    """PROTOCOL.md 2.4: an iPhone's central opens at 30 ms; the head unit asks for
+    15 ms (no latency, 6 s supervision, within Apple's rules) and the connection's
+    events follow. A central already at 15 ms is not asked."""
+    world = RadioWorld(tmp_path, clock_ms=lambda: 0)
+    try:
+        listener, device = await _listener_and_central(world, "central", profile)
+        central = bleak_on(device)
+        link = await _connect(central)
+        await trio.sleep(2)
+        connection = next(iter(device.connections.values()))
+        start = PROFILES[profile].interval * 1000
+        assert listener.parameter_requests == (1 if asked else 0)
+        if asked:
+            assert connection.parameters.connection_interval == 15.0
+            assert connection.parameters.supervision_timeout == 6000.0
+        else:
+            assert connection.parameters.connection_interval == start
+        pacing = world.radio.link.current(
+            world.radio.controller_of(device), world.radio.controller_of(world.central)
+        )
+        assert pacing.interval == pytest.approx(connection.parameters.connection_interval / 1000)
+        await link.aclose()
+    finally:
+        world.close()

@@ -340,6 +340,7 @@ class BumbleListener:
     def __init__(self, device: Device, *, subscribe_timeout: float = 10.0) -> None:
         self.server = BumblePeripheral(device, att_mtu=517, identify=True, keep_advertising=True)
         self.subscribe_timeout = subscribe_timeout
+        self.parameter_requests = 0  # connection parameter update requests sent
         device.on(device.EVENT_CONNECTION, self._on_connection)
 
     def _on_connection(self, connection: Connection) -> None:
@@ -353,6 +354,26 @@ class BumbleListener:
                 asyncio.get_running_loop().create_task(_disconnect(connection))
 
         asyncio.get_running_loop().call_later(self.subscribe_timeout, check)
+        params = connection.parameters
+        if layout.wants_parameter_update(params.connection_interval, params.peripheral_latency):
+            asyncio.get_running_loop().create_task(self._ask_parameters(connection))
+
+    async def _ask_parameters(self, connection: Connection) -> None:
+        """Ask the central for the head unit's connection parameters (PROTOCOL.md 2.4)
+        with an L2CAP Connection Parameter Update Request, as an accessory does; a
+        central that refuses keeps its own, and the link goes on."""
+        wanted = layout.REQUESTED_PARAMETERS
+        self.parameter_requests += 1
+        try:
+            await connection.update_parameters(
+                wanted.interval_min_ms,
+                wanted.interval_max_ms,
+                wanted.latency,
+                wanted.supervision_timeout_ms,
+                use_l2cap=True,
+            )
+        except Exception as e:  # refused, or the connection ended first
+            log.debug("the central kept its connection parameters: %s", e)
 
     async def advertise(self, data: bytes, scan_response: bytes) -> None:
         await self.server.advertise_data(data, scan_response)

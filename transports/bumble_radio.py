@@ -40,7 +40,7 @@ from typing import IO, Any
 
 import trio
 import trio_asyncio
-from bumble import core, hci
+from bumble import core, hci, ll
 from bumble.controller import Controller
 from bumble.core import PhysicalTransport
 from bumble.device import Device
@@ -108,6 +108,12 @@ class PacedLink(LocalLink):
     def pacing_for(self, a: Controller, b: Controller) -> Pacing:
         return self.pacing.get(a) or self.pacing.get(b) or self.default
 
+    def current(self, a: Controller, b: Controller) -> Pacing:
+        """The pacing of the connection between ``a`` and ``b`` as it is now (after any
+        connection parameter update), or the one it will start with."""
+        pair = self._pairs.get(frozenset((a, b)))
+        return pair.pacing if pair is not None else self.pacing_for(a, b)
+
     def _pair(self, a: Controller, b: Controller) -> _Pair:
         key = frozenset((a, b))
         pair = self._pairs.get(key)
@@ -127,6 +133,16 @@ class PacedLink(LocalLink):
         receiver = self.find_le_controller(receiver_address)
         if receiver is None:
             return
+
+        if isinstance(packet, ll.ConnectionUpdateInd):
+            sender = self.find_le_controller(sender_address)
+            if sender is not None:  # the connection's events follow the new parameters
+                pair = self._pair(sender, receiver)
+                pair.pacing = dataclasses.replace(
+                    pair.pacing,
+                    interval=packet.interval * 1.25e-3,
+                    supervision_timeout=packet.timeout * 10e-3,
+                )
 
         def deliver() -> None:
             if sender_address in receiver.le_connections:
@@ -347,6 +363,22 @@ class PacedController(Controller):
 
     def send_hci_packet(self, packet: hci.HCI_Packet) -> None:
         link = self.link
+        if (
+            isinstance(packet, hci.HCI_LE_Connection_Complete_Event)
+            and packet.status == hci.HCI_ErrorCode.SUCCESS
+            and isinstance(link, PacedLink)
+        ):
+            # the parameters the link really runs at (Bumble's controller reports the
+            # central's request to one side and a fixed 12.5 ms to the other)
+            peer = link.find_le_controller(packet.peer_address)
+            if peer is not None:
+                pacing = link.current(self, peer)
+                packet = dataclasses.replace(
+                    packet,
+                    connection_interval=round(pacing.interval / 1.25e-3),
+                    peripheral_latency=0,
+                    supervision_timeout=round(pacing.supervision_timeout / 10e-3),
+                )
         if isinstance(packet, hci.HCI_Number_Of_Completed_Packets_Event) and isinstance(
             link, PacedLink
         ):
@@ -497,7 +529,7 @@ class VirtualRadio:
         ``timeout`` (the pacing's) both sides see a disconnection with reason 0x08."""
         ca, cb = self.controller_of(a), self.controller_of(b)
         self.link.silence(ca, cb)
-        wait = timeout if timeout is not None else self.link.pacing_for(ca, cb).supervision_timeout
+        wait = timeout if timeout is not None else self.link.current(ca, cb).supervision_timeout
 
         def expire() -> None:
             for me, peer in ((ca, cb), (cb, ca)):

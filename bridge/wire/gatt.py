@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 SERVICE_UUID = uuid.UUID("6b1e0000-5b5f-4c2d-9a2e-6a3f0b6c1d00")
 #: Written by the head unit (Write Without Response): segments to the phone.
@@ -99,3 +100,48 @@ def head_unit_advertising(token: bytes, name: str | None) -> tuple[bytes, bytes]
         encoded = _cut(name, MAX_SCAN_RESPONSE_NAME)
         scan_response = bytes((len(encoded) + 1, 0x09)) + encoded if encoded else b""
     return flags + uuids + maker, scan_response
+
+
+@dataclass(frozen=True)
+class ConnectionParameters:
+    """LE connection parameters as a peripheral asks for them (L2CAP Connection
+    Parameter Update Request): intervals and timeout in milliseconds, latency in events."""
+
+    interval_min_ms: float
+    interval_max_ms: float
+    latency: int
+    supervision_timeout_ms: float
+
+    def apple_violations(self) -> list[str]:
+        """The rules of Apple's accessory guidelines (../shared/notes/peripheral-role.md)
+        that these parameters break; empty when an iPhone would accept them."""
+        broken = []
+        if self.latency > 30:
+            broken.append("peripheral latency above 30")
+        if not 6000 <= self.supervision_timeout_ms <= 18000:
+            broken.append("supervision timeout outside 6 to 18 s")
+        if self.interval_min_ms < 15 or self.interval_min_ms % 15:
+            broken.append("minimum interval not a multiple of 15 ms")
+        both_15 = self.interval_min_ms == self.interval_max_ms == 15
+        if not both_15 and self.interval_max_ms < self.interval_min_ms + 15:
+            broken.append("maximum interval below minimum + 15 ms")
+        span = self.interval_max_ms * (self.latency + 1)
+        if span > 6000:
+            broken.append("maximum interval x (latency + 1) above 6 s")
+        if self.supervision_timeout_ms <= span * 3:
+            broken.append("supervision timeout not above 3 x interval x (latency + 1)")
+        return broken
+
+
+#: What the head unit as peripheral asks a central for (PROTOCOL.md 2.4): the shortest
+#: interval Apple allows, so a tap on pause is at most one 15 ms event from the air, no
+#: peripheral latency (the car is powered), and Apple's shortest supervision timeout.
+REQUESTED_PARAMETERS = ConnectionParameters(15.0, 15.0, 0, 6000.0)
+
+
+def wants_parameter_update(interval_ms: float, latency: int) -> bool:
+    """Whether the head unit asks for :data:`REQUESTED_PARAMETERS` on a connection a
+    central opened with these: only when it is slower (a longer interval, or latency);
+    a central that chose a shorter interval (Android's 7.5 ms) is left alone."""
+    wanted = REQUESTED_PARAMETERS
+    return interval_ms > wanted.interval_max_ms + 1e-6 or latency > wanted.latency
