@@ -24,4 +24,5 @@ def test_only_protocol_errors(name: str, data: bytes) -> None:
 def test_every_decoder_has_a_target() -> None:
     assert set(TARGETS) == {
         "segments", "segment", "cbor", "frame", "message", "record", "handshake", "capture",
+        "ancs", "ancs-command", "ams",
     }  # fmt: skip

@@ -4,13 +4,15 @@ under atheris; ``tests/test_fuzz_targets.py`` checks them with hypothesis)."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bridge.wire import cbor
+from bridge.wire import apple, cbor
 from bridge.wire import messages as m
 from bridge.wire.channels import Channel
+from bridge.wire.errors import ProtocolError
 from bridge.wire.frame import decode_frame
 from bridge.wire.segment import Segmenter, parse_segment
 from pairing.encrypted_records import EncryptedRecords
@@ -88,7 +90,52 @@ def capture(data: bytes) -> None:
             list(decoder.feed(pdu))
 
 
+def ancs(data: bytes) -> None:
+    """ANCS as the head unit reads it: the first byte picks how much goes to the
+    Notification Source parser, the rest is Data Source values (1-byte lengths) answering
+    a Get Notification Attributes or a Get App Attributes command."""
+    if not data:
+        return
+    split = data[0] % 12
+    with contextlib.suppress(ProtocolError):  # each part is fuzzed, whatever the others give
+        apple.parse_notification_event(data[1 : 1 + split])
+    assembler = apple.DataSourceAssembler()
+    at = 1 + split
+    while at < len(data):
+        if not assembler.pending:
+            command = (
+                apple.get_app_attributes("com.apple.MobileSMS")
+                if data[at] & 1
+                else apple.get_notification_attributes(int.from_bytes(data[at : at + 4], "little"))
+            )
+            assembler.expect(command)
+        size = data[at] >> 1
+        with contextlib.suppress(ProtocolError):  # a broken answer: the next is asked for
+            assembler.feed(data[at + 1 : at + 1 + size])
+        at += 1 + size
+
+
+def ancs_command(data: bytes) -> None:
+    """A control-point write as the emulated iPhone reads it."""
+    apple.parse_command(data)
+
+
+def ams(data: bytes) -> None:
+    """AMS as the head unit reads it: an Entity Update, its value as playback info and
+    as a number, a Remote Command list."""
+    apple.parse_supported_commands(data)
+    text = data[3:].decode(errors="replace")
+    with contextlib.suppress(ProtocolError):
+        apple.parse_playback_info(text)
+    with contextlib.suppress(ProtocolError):
+        apple.parse_number(text, "value")
+    apple.parse_entity_update(data)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
+    "ancs": ancs,
+    "ancs-command": ancs_command,
+    "ams": ams,
     "segments": segments,
     "segment": one_segment,
     "cbor": cbor_item,
