@@ -143,7 +143,8 @@ def test_ams_updates_commands_and_playback_info() -> None:
     info = a.parse_playback_info("1,2.0,10.5")
     assert info == a.PlaybackInfo(a.PlaybackStateId.PLAYING, 2.0, 10.5)
     assert info.elapsed_at(3.0) == 16.5  # fast-forwarding at twice the rate
-    assert a.parse_playback_info("0,0.0,42.0").elapsed_at(100) == 42.0  # paused
+    paused = a.parse_playback_info("0,0.0,42.0")
+    assert paused is not None and paused.elapsed_at(100) == 42.0
     assert a.parse_playback_info("") is None
     assert a.parse_number("215.3", "duration") == 215.3
     for bad in ("1,1.0", "x,1,1", "9,1,1", "1,nan,1", "1,1,inf"):
