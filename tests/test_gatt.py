@@ -10,6 +10,7 @@ from bridge.wire.gatt import (
     ConnectionParameters,
     advertised_name,
     advertising_data,
+    head_unit_advertising,
     wants_parameter_update,
 )
 
@@ -46,3 +47,16 @@ def test_the_requested_connection_parameters_keep_apples_rules() -> None:
     ]
     assert wants_parameter_update(30.0, 0) and wants_parameter_update(15.0, 2)
     assert not wants_parameter_update(15.0, 0) and not wants_parameter_update(7.5, 0)
+
+
+def test_pairing_mode_solicits_ancs_for_iphones_without_the_app() -> None:
+    data, scan = head_unit_advertising(bytes(6), "Demo car", solicit_ancs=True)
+    assert len(data) == 31 and len(scan) <= 31
+    assert scan[:2] == bytes((17, 0x15))
+    assert scan[2:18] == bytes.fromhex("d0002d121e4b0fa4994eceb531f40579")
+    assert scan[18:] == bytes((9, 0x09)) + b"Demo car"
+    _, long_name = head_unit_advertising(bytes(6), "Family estate car", solicit_ancs=True)
+    assert len(long_name) == 31 and long_name[18:20] == bytes((12, 0x08))
+    assert long_name[20:] == b"Family esta"  # shortened, in the 11 bytes left
+    _, outside = head_unit_advertising(bytes(6), None, solicit_ancs=True)
+    assert outside == b""  # nothing solicited outside pairing mode

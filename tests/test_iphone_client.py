@@ -1,5 +1,5 @@
-"""The head unit's ANCS/AMS client (bridge/iphone.py) against the emulated iPhone's
-services (bridge/emulation/iphone_services.py), joined in memory: each request the
+"""The head unit's ANCS/AMS client (bridge/wire/apple_client.py) against the emulated iPhone's
+services (bridge/wire/apple_provider.py), joined in memory: each request the
 client hands out is performed on the services, whose answers go back as notifications
 would. The radio and GATT between them are tests/test_iphone_radio.py's."""
 
@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.emulation.iphone_services import IPhoneServices, PostedNotification
-from bridge.iphone import NEGATIVE, POSITIVE, AppleClient, MediaCommands, Read, Unsupported, Write
 from bridge.wire import apple as a
 from bridge.wire import messages as m
+from bridge.wire.apple_client import (
+    NEGATIVE,
+    POSITIVE,
+    AppleClient,
+    MediaCommands,
+    Read,
+    Unsupported,
+    Write,
+)
+from bridge.wire.apple_provider import IPhoneServices, PostedNotification
 from bridge.wire.errors import ProtocolError
 
 

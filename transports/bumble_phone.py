@@ -329,13 +329,21 @@ async def _disconnect(connection: Connection) -> None:
         log.debug("disconnect: %s", e)
 
 
+#: Seconds a connection may spend bonding (SMP) before it must be encrypted: the same
+#: 60 s the bridge's own pairing gives the user to compare codes.
+BONDING_DEADLINE = 60.0
+
+
 class BumbleListener:
     """The head unit as GATT server on a Bumble device (protocol v1): what
     :class:`~bridge.radio_policy.HeadUnit` takes as its ``listener``. The same device may
     also scan and connect as a central (the bleak backend over Bumble).
 
     Centrals that connect and do not subscribe within ``subscribe_timeout`` are
-    disconnected: a connection that never becomes a link must not hold the radio."""
+    disconnected: a connection that never becomes a link must not hold the radio. Spared:
+    an encrypted connection (only a bonded device can encrypt: an iPhone served through
+    ANCS, ``transports/bumble_apple.py``), and one whose SMP pairing is under way (its
+    user compares digits) for up to :data:`BONDING_DEADLINE` from the connection."""
 
     def __init__(self, device: Device, *, subscribe_timeout: float = 10.0) -> None:
         self.server = BumblePeripheral(device, att_mtu=517, identify=True, keep_advertising=True)
@@ -347,11 +355,31 @@ class BumbleListener:
         if connection.role != hci.Role.PERIPHERAL:
             return
 
+        bonding = [False]  # an SMP pairing under way (an iPhone without the app, ANCS)
+        started = asyncio.get_running_loop().time()
+
+        def pairing_started() -> None:
+            bonding[0] = True
+
+        def pairing_ended(*_: Any) -> None:
+            bonding[0] = False
+
+        connection.on(connection.EVENT_PAIRING_START, pairing_started)
+        connection.on(connection.EVENT_PAIRING, pairing_ended)
+        connection.on(connection.EVENT_PAIRING_FAILURE, pairing_ended)
+
         def check() -> None:
             link = self.server._links.get(connection.handle)
-            if link is not None and not link.subscribed:
-                log.debug("a central that did not subscribe in time: disconnecting")
-                asyncio.get_running_loop().create_task(_disconnect(connection))
+            if link is None or link.subscribed or connection.is_encrypted:
+                return  # a link, or a bonded device's encrypted connection (ANCS)
+            loop = asyncio.get_running_loop()
+            if bonding[0] and loop.time() < started + BONDING_DEADLINE:
+                # the user is comparing digits: wait for the outcome, within a deadline
+                # (Bumble's SMP has none: a peer that stops answering would hold on)
+                loop.call_later(self.subscribe_timeout, check)
+                return
+            log.debug("a central that did not subscribe in time: disconnecting")
+            asyncio.get_running_loop().create_task(_disconnect(connection))
 
         asyncio.get_running_loop().call_later(self.subscribe_timeout, check)
         params = connection.parameters

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from bridge.wire.apple import ANCS_SERVICE
+
 SERVICE_UUID = uuid.UUID("6b1e0000-5b5f-4c2d-9a2e-6a3f0b6c1d00")
 #: Written by the head unit (Write Without Response): segments to the phone.
 TO_PHONE_UUID = uuid.UUID("6b1e0001-5b5f-4c2d-9a2e-6a3f0b6c1d00")
@@ -84,12 +86,20 @@ def _cut(name: str, limit: int) -> bytes:
     return out
 
 
-def head_unit_advertising(token: bytes, name: str | None) -> tuple[bytes, bytes]:
+#: The name's room in a scan response that also solicits ANCS (31 - 18 - 2).
+MAX_NAME_BESIDE_SOLICITATION = 11
+
+
+def head_unit_advertising(
+    token: bytes, name: str | None, *, solicit_ancs: bool = False
+) -> tuple[bytes, bytes]:
     """The head unit's legacy advertising data and scan response (protocol v1, section
     2.2): flags (LE Limited Discoverable in pairing mode, else not discoverable), the
     service UUID, the 6-byte token as manufacturer data, exactly 31 bytes; in pairing
     mode (``name`` given) the scan response carries the Complete Local Name, else it
-    is empty."""
+    is empty. ``solicit_ancs`` (pairing mode only): the scan response starts with a
+    128-bit Service Solicitation of ANCS, and the name gets the 11 bytes left (a
+    Shortened Local Name when cut)."""
     if len(token) != TOKEN_BYTES:
         raise ValueError("the head unit's token is 6 bytes")
     flags = bytes((2, 0x01, 0x05 if name is not None else 0x04))
@@ -97,8 +107,12 @@ def head_unit_advertising(token: bytes, name: str | None) -> tuple[bytes, bytes]
     maker = bytes((3 + TOKEN_BYTES, 0xFF)) + TOKEN_COMPANY.to_bytes(2, "little") + token
     scan_response = b""
     if name is not None:
-        encoded = _cut(name, MAX_SCAN_RESPONSE_NAME)
-        scan_response = bytes((len(encoded) + 1, 0x09)) + encoded if encoded else b""
+        room = MAX_NAME_BESIDE_SOLICITATION if solicit_ancs else MAX_SCAN_RESPONSE_NAME
+        encoded = _cut(name, room)
+        kind = 0x09 if encoded == name.encode() else 0x08  # complete, or shortened
+        scan_response = bytes((len(encoded) + 1, kind)) + encoded if encoded else b""
+        if solicit_ancs:
+            scan_response = bytes((17, 0x15)) + ANCS_SERVICE.bytes[::-1] + scan_response
     return flags + uuids + maker, scan_response
 
 

@@ -1,0 +1,522 @@
+"""ANCS and AMS over Bumble: bonding (SMP), the head unit's GATT client of an iPhone's
+services, and the emulated iPhone's GATT server of them.
+
+Strategy. The bytes are ``bridge/wire/apple.py``'s and the logic ``bridge/wire/apple_client.py``'s
+(head unit) and ``bridge/wire/apple_provider.py``'s (emulated iPhone); this module
+only moves values between them and Bumble's GATT, on trio (the asyncio side is
+trio-asyncio's loop, as everywhere in ``transports/``).
+
+- :class:`Bonding` makes a head unit's Bumble device pair as an accessory: LE Secure
+  Connections with numeric comparison only (Just Works is refused: a stranger could
+  bond with no one looking), only while pairing mode is on, the 6 digits confirmed
+  through the head unit's own prompt; the keys kept by :class:`FileKeyStore`.
+- :class:`AppleConsumer` runs :class:`~bridge.wire.apple_client.AppleClient` on one encrypted link:
+  it discovers ANCS and AMS within their handle ranges (iOS lists their
+  characteristics only so), subscribes Data Source before Notification Source (Apple:
+  events may come at once), then AMS, and performs the client's requests one by one.
+- :class:`IPhoneGatt` serves ANCS and AMS on an emulated iPhone's Bumble device, every
+  value readable and writable only on an encrypted link, as an iPhone requires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio_asyncio
+from bumble import gatt, hci
+from bumble.att import ATT_Error
+from bumble.core import UUID, AdvertisingData
+from bumble.device import Advertisement, Connection, Device, Peer
+from bumble.gatt_client import CharacteristicProxy
+from bumble.keys import MemoryKeyStore, PairingKeys
+from bumble.pairing import PairingConfig, PairingDelegate
+
+from bridge.wire import apple as a
+from bridge.wire.apple_client import AppleClient, AppleEvent, Read, Request
+from bridge.wire.apple_provider import IPhoneServices, PostedNotification
+from bridge.wire.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+#: Values the iPhone notifies that wait for the consumer; beyond it they are dropped
+#: (and counted): a flood must not grow memory.
+INBOX = 256
+
+
+class KeyStoreError(Exception):
+    """The bonding keys cannot be read or written: one sentence."""
+
+
+class FileKeyStore(MemoryKeyStore):
+    """Bumble's bonding keys in one JSON file, written atomically and owner-only
+    (Bumble's own ``JsonKeyStore`` writes in place with the default mode)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        try:
+            raw = json.loads(path.read_bytes()) if path.exists() else {}
+        except (OSError, ValueError) as e:
+            raise KeyStoreError(f"cannot read the bonding keys in {path}: {e}") from None
+        if not isinstance(raw, dict):
+            raise KeyStoreError(f"{path} is damaged: not a JSON object")
+        for name, keys in raw.items():
+            try:
+                self.all_keys[name] = PairingKeys.from_dict(keys)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise KeyStoreError(f"{path} is damaged: bad keys") from None
+
+    async def update(self, name: str, keys: PairingKeys) -> None:
+        await super().update(name, keys)
+        self._save()
+
+    async def delete(self, name: str) -> None:
+        await super().delete(name)
+        self._save()
+
+    def _save(self) -> None:
+        data = json.dumps({n: k.to_dict() for n, k in self.all_keys.items()}, indent=1).encode()
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise KeyStoreError(f"cannot write {self.path}: {e.strerror}") from None
+
+
+#: What the head unit asks when an iPhone bonds: the six digits; True to bond.
+CompareNumbers = Callable[[Connection, int], Awaitable[bool]]
+
+
+class _AccessoryDelegate(PairingDelegate):
+    def __init__(self, bonding: Bonding, connection: Connection) -> None:
+        super().__init__(io_capability=PairingDelegate.DISPLAY_OUTPUT_AND_YES_NO_INPUT)
+        self.bonding = bonding
+        self.connection = connection
+
+    async def accept(self) -> bool:
+        if not self.bonding.pairing_mode:
+            self.bonding.refused += 1
+            log.info("an iPhone asked to bond outside pairing mode: refused")
+            return False
+        return True
+
+    async def confirm(self, auto: bool = False) -> bool:
+        self.bonding.refused += 1  # Just Works: nobody compared anything
+        log.info("a device asked to bond without a code to compare: refused")
+        return False
+
+    async def compare_numbers(self, number: int, digits: int) -> bool:
+        accepted: bool = await trio_asyncio.trio_as_aio(self.bonding.compare)(
+            self.connection, number
+        )
+        return accepted
+
+
+class Bonding:
+    """Link-layer pairing of a head unit's Bumble device, as an accessory."""
+
+    def __init__(self, device: Device, keys: Path, compare: CompareNumbers) -> None:
+        self.device = device
+        self.compare = compare
+        self.pairing_mode = False
+        self.refused = 0
+        device.keystore = FileKeyStore(keys)
+        # the identity address given at bonding is the static random address the head
+        # unit advertises and connects from (what the iPhone will find it by)
+        device.pairing_config_factory = lambda connection: PairingConfig(
+            sc=True,
+            mitm=True,
+            bonding=True,
+            delegate=_AccessoryDelegate(self, connection),
+            identity_address_type=PairingConfig.AddressType.RANDOM,
+        )
+
+    async def bonded(self) -> list[str]:
+        """The addresses (identity addresses) of the devices bonded."""
+        assert self.device.keystore is not None
+        return [name for name, _ in await self.device.keystore.get_all()]
+
+    async def forget(self, address: str) -> None:
+        assert self.device.keystore is not None
+        await self.device.keystore.delete(address)
+        await trio_asyncio.aio_as_trio(self.device.refresh_resolving_list)()
+
+
+class IPhoneDelegate(PairingDelegate):
+    """The emulated iPhone's side of numeric comparison: its user taps Pair when the
+    digits match what the car shows (``shown``: the car's digits, if known)."""
+
+    def __init__(self) -> None:
+        super().__init__(io_capability=PairingDelegate.DISPLAY_OUTPUT_AND_YES_NO_INPUT)
+        self.numbers: list[int] = []
+
+    async def compare_numbers(self, number: int, digits: int) -> bool:
+        self.numbers.append(number)
+        return True
+
+
+# -- the head unit: GATT client of the iPhone ------------------------------------------------
+
+
+class AppleConsumer:
+    """ANCS and AMS of one bonded iPhone on an encrypted link, for the head unit."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        clock_ms: Callable[[], int],
+        client: AppleClient | None = None,
+    ) -> None:
+        """``client``: the iPhone's from its earlier links (what it has announced)."""
+        self.connection = connection
+        self.clock_ms = clock_ms
+        self.client = client or AppleClient()
+        self.dropped = 0  # notified values dropped while the inbox was full
+        self.protocol_errors = 0  # values refused by the parsers (the link goes on)
+        self._send, self._receive = trio.open_memory_channel[tuple[str, bytes]](INBOX)
+        self._characteristics: dict[Any, CharacteristicProxy[bytes]] = {}
+        self.ready = trio.Event()
+        self.has_ancs = self.has_ams = False
+
+    def _queue(self, kind: str, value: bytes) -> None:
+        try:
+            self._send.send_nowait((kind, bytes(value)))
+        except trio.WouldBlock:
+            self.dropped += 1
+
+    def kick(self) -> None:
+        """Wake the loop: a command was queued on the client."""
+        self._queue("kick", b"")
+
+    async def _discover(self) -> None:
+        aio = trio_asyncio.aio_as_trio
+        peer = Peer(self.connection)
+        for service_uuid, wanted in (
+            (a.ANCS_SERVICE, (a.NOTIFICATION_SOURCE, a.CONTROL_POINT, a.DATA_SOURCE)),
+            (a.AMS_SERVICE, (a.REMOTE_COMMAND, a.ENTITY_UPDATE, a.ENTITY_ATTRIBUTE)),
+        ):
+            services = await aio(peer.discover_service)(str(service_uuid))
+            for service in services:
+                found = await aio(peer.discover_characteristics)((), service)
+                for characteristic in found:
+                    for uuid in wanted:
+                        if characteristic.uuid == _bumble_uuid(uuid):
+                            self._characteristics[uuid] = characteristic
+        self.has_ancs = a.NOTIFICATION_SOURCE in self._characteristics
+        self.has_ams = a.ENTITY_UPDATE in self._characteristics
+
+    async def run(self, on_events: Callable[[list[AppleEvent]], Awaitable[None]]) -> None:
+        """Until the link ends: discover, subscribe, and drive the client."""
+        aio = trio_asyncio.aio_as_trio
+        await self._discover()
+        chars = self._characteristics
+        for uuid, kind in (
+            (a.DATA_SOURCE, "data"),
+            (a.NOTIFICATION_SOURCE, "event"),
+            (a.REMOTE_COMMAND, "commands"),
+            (a.ENTITY_UPDATE, "update"),
+        ):
+            if uuid in chars:
+                await aio(chars[uuid].subscribe)(lambda v, k=kind: self._queue(k, v))
+        if self.has_ams:
+            self.client.start()
+        self.ready.set()
+        while True:
+            await self._perform_requests()
+            events = self.client.pop_events()
+            if events:
+                await on_events(events)
+            deadline = self.client.deadline()
+            wait = max(0.0, (deadline - self.clock_ms()) / 1000) if deadline is not None else None
+            with trio.move_on_after(wait if wait is not None else float("inf")):
+                kind, value = await self._receive.receive()
+                self._feed(kind, value)
+                while True:  # and whatever else has arrived, before acting on it
+                    try:
+                        kind, value = self._receive.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    self._feed(kind, value)
+            self.client.on_timer(self.clock_ms())
+
+    def _feed(self, kind: str, value: bytes) -> None:
+        try:
+            if kind == "event":
+                self.client.on_notification_source(value)
+            elif kind == "data":
+                self.client.on_data_source(value)
+            elif kind == "commands":
+                self.client.on_remote_command(value)
+            elif kind == "update":
+                self.client.on_entity_update(value, self.clock_ms())
+        except ProtocolError as e:  # hostile or broken: counted, and the link goes on
+            self.protocol_errors += 1
+            log.debug("iPhone: %s", e)
+
+    async def _perform_requests(self) -> None:
+        aio = trio_asyncio.aio_as_trio
+        while (request := self.client.next_request(self.clock_ms())) is not None:
+            characteristic = self._characteristics.get(request.characteristic)
+            if characteristic is None:
+                self._failed(request)
+                continue
+            if isinstance(request, Read):
+                try:
+                    value = await aio(characteristic.read_value)()
+                except ATT_Error:
+                    self.client.on_read(request, None)
+                else:
+                    self.client.on_read(request, bytes(value))
+                continue
+            try:
+                await aio(characteristic.write_value)(request.value, request.with_response)
+            except ATT_Error as e:
+                self.client.on_written(request, e.error_code)
+            else:
+                self.client.on_written(request, None)
+
+    def _failed(self, request: Request) -> None:
+        if isinstance(request, Read):
+            self.client.on_read(request, None)
+        else:
+            self.client.on_written(request, 0x0A)  # attribute not found
+
+
+def _bumble_uuid(uuid: Any) -> UUID:
+    return UUID(str(uuid))
+
+
+# -- the emulated iPhone: GATT server of ANCS and AMS ----------------------------------------
+
+
+class IPhoneGatt:
+    """ANCS and AMS served on an emulated iPhone's Bumble device (create it inside the
+    trio-asyncio loop, before the device connects)."""
+
+    def __init__(self, device: Device, services: IPhoneServices) -> None:
+        self.device = device
+        self.services = services
+        enc_read = gatt.Characteristic.Permissions.READ_REQUIRES_ENCRYPTION
+        enc_write = gatt.Characteristic.Permissions.WRITE_REQUIRES_ENCRYPTION
+        props = gatt.Characteristic.Properties
+        self.notification_source: gatt.Characteristic[bytes] = gatt.Characteristic(
+            str(a.NOTIFICATION_SOURCE), props.NOTIFY, enc_read, b""
+        )
+        self.control_point: gatt.Characteristic[bytes] = gatt.Characteristic(
+            str(a.CONTROL_POINT),
+            props.WRITE,
+            enc_write,
+            gatt.CharacteristicValue(write=self._on_control_point),
+        )
+        self.data_source: gatt.Characteristic[bytes] = gatt.Characteristic(
+            str(a.DATA_SOURCE), props.NOTIFY, enc_read, b""
+        )
+        self.remote_command: gatt.Characteristic[bytes] = gatt.Characteristic(
+            str(a.REMOTE_COMMAND),
+            props.WRITE | props.WRITE_WITHOUT_RESPONSE | props.NOTIFY,
+            enc_write | enc_read,
+            gatt.CharacteristicValue(write=self._on_remote_command),
+        )
+        self.entity_update: gatt.Characteristic[bytes] = gatt.Characteristic(
+            str(a.ENTITY_UPDATE),
+            props.WRITE | props.NOTIFY,
+            enc_write | enc_read,
+            gatt.CharacteristicValue(write=self._on_entity_update),
+        )
+        self.entity_attribute: gatt.Characteristic[bytes] = gatt.Characteristic(
+            str(a.ENTITY_ATTRIBUTE),
+            props.READ | props.WRITE,
+            enc_write | enc_read,
+            gatt.CharacteristicValue(
+                read=lambda _c: self.services.read_attribute(), write=self._on_select
+            ),
+        )
+        self.notification_source.on(
+            self.notification_source.EVENT_SUBSCRIPTION, self._on_ancs_subscription
+        )
+        self.remote_command.on(self.remote_command.EVENT_SUBSCRIPTION, self._on_ams_subscription)
+        device.add_service(
+            gatt.Service(
+                str(a.ANCS_SERVICE),
+                [self.notification_source, self.control_point, self.data_source],
+            )
+        )
+        device.add_service(
+            gatt.Service(
+                str(a.AMS_SERVICE),
+                [self.remote_command, self.entity_update, self.entity_attribute],
+            )
+        )
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await coroutine
+            except Exception as e:  # the link went away meanwhile
+                log.debug("iPhone: %s", e)
+
+        asyncio.get_running_loop().create_task(run())
+
+    async def _notify_all(
+        self, characteristic: gatt.Characteristic[bytes], values: list[bytes]
+    ) -> None:
+        for value in values:
+            await self.device.notify_subscribers(characteristic, value)
+
+    def remove_soon(self, uid: int) -> None:
+        """Announce a notification's removal once the current write has been answered
+        (an answered call, a cleared message: what an action does on an iPhone)."""
+        if uid in self.services.notifications:
+            value = self.services.remove(uid)
+            self._spawn(self._notify_all(self.notification_source, [value]))
+
+    def _on_control_point(self, connection: Connection, value: bytes) -> None:
+        self.services.att_mtu = connection.att_mtu
+        try:
+            answer = self.services.control_point(bytes(value))
+        except a.CommandError as e:
+            raise ATT_Error(e.att_error) from None
+        self._spawn(self._notify_all(self.data_source, answer))
+
+    def _on_entity_update(self, connection: Connection, value: bytes) -> None:
+        self.services.att_mtu = connection.att_mtu
+        try:
+            updates = self.services.register(bytes(value))
+        except a.CommandError as e:
+            raise ATT_Error(e.att_error) from None
+        self._spawn(self._notify_all(self.entity_update, updates))
+
+    def _on_select(self, connection: Connection, value: bytes) -> None:
+        try:
+            self.services.select_attribute(bytes(value))
+        except a.CommandError as e:
+            raise ATT_Error(e.att_error) from None
+
+    def _on_remote_command(self, connection: Connection, value: bytes) -> None:
+        try:
+            updates = self.services.remote_command(bytes(value))
+        except ProtocolError:
+            raise ATT_Error(a.AncsError.INVALID_COMMAND) from None
+        self._spawn(self._notify_all(self.entity_update, updates))
+
+    def _on_ancs_subscription(self, *_: Any) -> None:
+        # an iPhone lists what it holds at once, flagged PreExisting
+        self._spawn(self._notify_all(self.notification_source, self.services.existing()))
+
+    def _on_ams_subscription(self, *_: Any) -> None:
+        value = self.services.supported_commands()
+        self._spawn(self._notify_all(self.remote_command, [value]))
+
+    # -- trio side: the phone's life -------------------------------------------------
+
+    async def post(self, notification: PostedNotification) -> int:
+        """A new notification on the phone; its uid."""
+        value = self.services.post(notification)
+        await trio_asyncio.aio_as_trio(self._notify_all)(self.notification_source, [value])
+        return a.parse_notification_event(value).uid
+
+    async def remove(self, uid: int) -> None:
+        value = self.services.remove(uid)
+        await trio_asyncio.aio_as_trio(self._notify_all)(self.notification_source, [value])
+
+    async def player_changed(self) -> None:
+        """Send the player's changes (after editing ``services.player``)."""
+        await trio_asyncio.aio_as_trio(self._notify_all)(
+            self.entity_update, self.services.updates()
+        )
+        await trio_asyncio.aio_as_trio(self._notify_all)(
+            self.remote_command, [self.services.supported_commands()]
+        )
+
+
+class IPhoneRadio:
+    """An emulated iPhone's radio: its ANCS and AMS GATT server, bonding as an iPhone
+    does (the user taps Pair when the digits match), finding a car in Settings ->
+    Bluetooth, connecting and reconnecting. Create inside trio-asyncio's loop, on a
+    powered Bumble device."""
+
+    def __init__(self, device: Device, *, att_mtu: int = 185) -> None:
+        self.device = device
+        self.services = IPhoneServices(att_mtu=att_mtu, on_action=self._on_action)
+        self.gatt = IPhoneGatt(device, self.services)
+        self.delegate = IPhoneDelegate()
+        device.keystore = MemoryKeyStore()
+        device.pairing_config_factory = lambda _connection: PairingConfig(
+            sc=True,
+            mitm=True,
+            bonding=True,
+            delegate=self.delegate,
+            identity_address_type=PairingConfig.AddressType.RANDOM,
+        )
+        self.connection: Connection | None = None
+        self.actions: list[tuple[int, a.ActionId]] = []
+        self.bonded_to: str | None = None  # the car's address once bonded
+
+    def _on_action(self, uid: int, action: a.ActionId) -> bool:
+        """A positive or negative action the car asked for: done, and the notification
+        goes (an answered or declined call, a cleared message)."""
+        self.actions.append((uid, action))
+        self.gatt.remove_soon(uid)
+        return True
+
+    async def find_car(self, timeout: float = 30.0) -> str:
+        """The address of a car listed in Settings -> Bluetooth: one that advertises a
+        Service Solicitation of ANCS (what iOS lists for accessories)."""
+        found = trio.Event()
+        address: list[str] = []
+
+        def on_advertisement(advertisement: Advertisement) -> None:
+            solicited = advertisement.data.get(
+                AdvertisingData.LIST_OF_128_BIT_SERVICE_SOLICITATION_UUIDS
+            )
+            if solicited and any(str(u).lower() == str(a.ANCS_SERVICE) for u in solicited):
+                address.append(str(advertisement.address))
+                found.set()
+
+        self.device.on(self.device.EVENT_ADVERTISEMENT, on_advertisement)
+        try:
+            await trio_asyncio.aio_as_trio(self.device.start_scanning)(active=True)
+            with trio.fail_after(timeout):
+                await found.wait()
+        finally:
+            self.device.remove_listener(self.device.EVENT_ADVERTISEMENT, on_advertisement)
+            await trio_asyncio.aio_as_trio(self.device.stop_scanning)()
+        return address[0]
+
+    async def connect(self, address: str) -> Connection:
+        """Connect to the car; bond on the first connection (the user taps Pair when the
+        digits match), encrypt with the bond's keys on later ones."""
+        aio = trio_asyncio.aio_as_trio
+        peer = hci.Address(address)
+        connection: Connection = await aio(self.device.connect)(peer)
+        self.connection = connection
+        if self.bonded_to == address:
+            await aio(connection.encrypt)()
+        else:
+            await aio(connection.pair)()
+            self.bonded_to = address
+        return connection
+
+    async def disconnect(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            try:
+                await trio_asyncio.aio_as_trio(connection.disconnect)()
+            except Exception as e:  # already gone
+                log.debug("iPhone: disconnect: %s", e)
