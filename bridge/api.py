@@ -157,6 +157,9 @@ def device_json(phone: Phone, now_ms: int) -> dict[str, Any]:
         "inbox": [],
         "inbox_dropped": phone.device.inbox_dropped,  # the oldest, beyond the inbox's cap
         "messaging_error": phone.device.store_error,  # why messaging is off, or null
+        "kind": phone.device.kind,  # "app" (the bridge's protocol) or "ancs" (no app)
+        "offers": list(phone.device.capabilities),
+        "media_commands": phone.device.media_commands_offered(),  # null: any
     }
     if state.route is not None:
         r = state.route
@@ -179,7 +182,7 @@ def device_json(phone: Phone, now_ms: int) -> dict[str, Any]:
         p = state.now_playing
         out["now_playing"] = {
             "title": p.title, "artist": p.artist, "album": p.album,
-            "duration_ms": p.duration_ms, "position_ms": state.position_ms(now_ms),
+            "duration_ms": p.duration_ms, "position_ms": phone.device.position_ms(now_ms),
             "state": _enum(p.state), "source_app": p.source_app,
             "art": _data_url(state.art) if state.art else None,
         }  # fmt: skip

@@ -188,6 +188,23 @@ class PhoneDevice(Endpoint):
                     "stop the service and move the file away to start over"
                 ))  # fmt: skip
 
+    kind = "app"  # a phone running the bridge's protocol
+    capabilities: tuple[str, ...] = ("notifications", "media", "navigation", "replies",
+                                     "album-art")  # fmt: skip
+
+    @property
+    def connected(self) -> bool:
+        return self.session.connected
+
+    def position_ms(self, now_ms: int) -> int | None:
+        """Where playback is now (DeviceState.position_ms)."""
+        return self.state.position_ms(now_ms)
+
+    def media_commands_offered(self) -> list[str] | None:
+        """The media commands the device offers now, by name; None: any (the phone's
+        app answers each command)."""
+        return None
+
     def _emit(self, event: DeviceEvent) -> None:
         try:
             self._events_in.send_nowait(event)

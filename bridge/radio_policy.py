@@ -46,12 +46,22 @@ from typing import Any, Protocol
 
 import trio
 
+from bridge.apple_device import AppleDevice, AppleLink
 from bridge.phone_device import DeviceEvent, PhoneDevice
 from bridge.session import LinkDown, PeerSession
 from bridge.store import MessageStore, StoreError
 from bridge.wire import messages as m
+from bridge.wire.apple_client import AppleClient
 from bridge.wire.gatt import head_unit_advertising
-from pairing.handshake import Authenticated, CodeToConfirm, Handshake, PairingFailed, Role
+from pairing.bonds import Bond, BondStore
+from pairing.handshake import (
+    Authenticated,
+    CodeToConfirm,
+    Handshake,
+    PairingFailed,
+    PeerIdentity,
+    Role,
+)
 from pairing.keylog import KeyLog
 from pairing.privacy import make_raw_token, resolve, resolve_identify
 from pairing.trust import TrustedDevice, TrustStore
@@ -93,6 +103,28 @@ class Listener(Protocol):
 MAX_ADDRESSES = 256
 #: Links at once that may still be in their handshake for one paired phone.
 MAX_PENDING_PER_PHONE = 2
+
+
+#: Seconds the user has to compare an iPhone's bonding digits (the bridge's own 60).
+BOND_DEADLINE = 60.0
+
+
+class IPhoneLinkLike(Protocol):
+    """An encrypted link of a bonded iPhone without the app (``transports/bumble_apple.py``)."""
+
+    address: str  # its identity address: the bond's name
+
+    def open(self, client: AppleClient, clock_ms: Callable[[], int]) -> AppleLink: ...
+
+
+class AppleRadio(Protocol):
+    """Bonding and ANCS/AMS links of app-free iPhones (docs/IPHONE.md): what the head
+    unit takes as its ``apple``. It sets ``compare`` (the prompt for the six digits)."""
+
+    pairing_mode: bool
+    compare: Callable[[Any, int], Awaitable[bool]]
+
+    async def accept(self) -> IPhoneLinkLike: ...
 
 
 @dataclass
@@ -145,7 +177,7 @@ class Phone:
 
     @property
     def connected(self) -> bool:
-        return self.session.connected
+        return self.device.connected
 
     @property
     def label(self) -> str:
@@ -185,11 +217,16 @@ class HeadUnit:
         keylog: KeyLog | None = None,
         clock_ms: Callable[[], int],
         listener: Listener | None = None,
+        apple: AppleRadio | None = None,
+        bonds: BondStore | None = None,
     ) -> None:
         """``radio`` (central role: scanning for phones) or ``listener`` (peripheral
-        role: phones connect to the head unit), or both; either may be None."""
+        role: phones connect to the head unit), or both; either may be None. ``apple``
+        and ``bonds``: iPhones without the app, bonded at the link layer (ANCS, AMS)."""
         self.radio = radio
         self.listener = listener
+        self.apple = apple
+        self.bonds = bonds
         self.incoming = 0  # links phones made to the head unit
         self.advertised: list[tuple[bytes, bytes]] = []  # what it advertised, latest last
         self.trust = trust
@@ -214,6 +251,11 @@ class HeadUnit:
         self._advertising_changed = trio.Event()
         for device in trust.devices():
             self._register(device.key_bytes, device.name, device.platform)
+        for bond in bonds.bonds() if bonds is not None else []:
+            self._iphone(bond)
+        if apple is not None:
+            apple.compare = self._compare_bond
+            apple.pairing_mode = pairing_mode
 
     @property
     def pairing_mode(self) -> bool:
@@ -225,6 +267,8 @@ class HeadUnit:
             self.failed_comparisons = 0
         changed = on != self._pairing_mode
         self._pairing_mode = on
+        if self.apple is not None:
+            self.apple.pairing_mode = on
         if changed:
             self._advertising_changed.set()  # the car's name is advertised only in pairing mode
 
@@ -275,6 +319,8 @@ class HeadUnit:
             self._nursery = nursery
             for phone in self.phones.values():
                 nursery.start_soon(self._serve, phone)
+            if self.apple is not None:
+                nursery.start_soon(self._serve_iphones, self.apple, nursery)
             if self.listener is not None:
                 await self._advertise(self.listener)
                 nursery.start_soon(self._keep_advertising, self.listener)
@@ -289,13 +335,65 @@ class HeadUnit:
                         continue  # another head unit advertising (v1), not a phone
                     self._on_sighting(sighting, nursery)
 
+    # -- iPhones without the app (ANCS, AMS: docs/IPHONE.md) ----------------------------
+
+    def _iphone(self, bond: Bond) -> Phone:
+        """The device of a bonded iPhone (registered once, served for as long as the
+        head unit runs, connected whenever the iPhone is)."""
+        phone = self.phones.get(bond.key)
+        if phone is None:
+            device = AppleDevice(bond.name, clock_ms=self.clock_ms)
+            phone = Phone(device.session, device, key=bond.key, name=bond.name)
+            phone.platform_hint, phone.role = "ios", "peripheral"
+            self.phones[bond.key] = phone
+            if self._nursery is not None:
+                self._nursery.start_soon(self._serve, phone)
+        return phone
+
+    async def _serve_iphones(self, apple: AppleRadio, nursery: trio.Nursery) -> None:
+        while True:
+            link = await apple.accept()
+            bond = self.bonds.get(link.address) if self.bonds is not None else None
+            if bond is None:  # bonded on the radio, but the store did not keep it
+                log.warning("an iPhone connected whose bond is not in the bond store")
+                continue
+            nursery.start_soon(self._attach_iphone, self._iphone(bond), link)
+
+    async def _attach_iphone(self, phone: Phone, link: IPhoneLinkLike) -> None:
+        device = phone.device
+        assert isinstance(device, AppleDevice)
+        if device.link is not None:
+            return  # already served on another link (the older one ends by itself)
+        log.info("%s (an iPhone without the app) connected", phone.label)
+        consumer = link.open(device.client, self.clock_ms)
+        name = await consumer.read_name()
+        if name and self.bonds is not None:
+            self.bonds.rename(link.address, name)
+            phone.name = device.state.name = name
+        await device.attach(consumer, phone.name)
+        log.info("%s (an iPhone without the app) went away", phone.label)
+
+    async def _compare_bond(self, connection: Any, number: int) -> bool:
+        """An iPhone bonds in pairing mode: the same prompt as a first pairing, its six
+        digits to compare with the iPhone's, within the pairing deadline."""
+        device = AppleDevice("iPhone", clock_ms=self.clock_ms)
+        phone = Phone(device.session, device, name="iPhone")
+        phone.platform_hint, phone.role = "ios", "peripheral"
+        digits = f"{number:06d}"
+        event = CodeToConfirm(f"{digits[:3]} {digits[3:]}", PeerIdentity(b"", "", "ios"), False)
+        log.info("an iPhone asks to bond: comparing codes")
+        with trio.move_on_after(BOND_DEADLINE):
+            return await self.confirm(phone, event)
+        return False
+
     # -- the peripheral role (v1: phones connect to the head unit) -------------------
 
     async def _advertise(self, listener: Listener) -> None:
         """Advertise a fresh token (and our name, in pairing mode): PROTOCOL.md 2.2."""
         self._advertising_changed = trio.Event()
         token = make_raw_token(self.trust.irk, os.urandom)
-        data = head_unit_advertising(token, self.name if self.pairing_mode else None)
+        name = self.name if self.pairing_mode else None
+        data = head_unit_advertising(token, name, solicit_ancs=self.apple is not None)
         self.advertised.append(data)
         del self.advertised[:-16]
         await listener.advertise(*data)

@@ -17,13 +17,18 @@ import trio_asyncio
 from bumble.core import ProtocolError as BumbleProtocolError
 from bumble.device import Connection
 
+from bridge.api import ApiState
 from bridge.emulation.app_free_iphone import AppFreeIPhone
 from bridge.emulation.world import RadioWorld, pacing_for
+from bridge.phone_device import CommandFailed
+from bridge.radio_policy import Phone
 from bridge.wire import apple as a
 from bridge.wire import messages as m
 from bridge.wire.apple_client import NEGATIVE, POSITIVE, AppleClient, AppleEvent
 from bridge.wire.gatt import head_unit_advertising
-from transports.bumble_apple import AppleConsumer, Bonding, FileKeyStore
+from pairing.bonds import BondStore
+from pairing.handshake import CodeToConfirm
+from transports.bumble_apple import AppleConsumer, Bonding, BumbleApple, FileKeyStore
 from transports.bumble_phone import BumbleListener
 from transports.simulated import PROFILES
 
@@ -82,7 +87,7 @@ async def car(tmp_path: Path, *, pairing_mode: bool = True) -> AsyncIterator[Car
         iphone = AppFreeIPhone(device)
         async with trio.open_nursery() as nursery:
             rig = Car(world, listener, None, iphone, nursery)  # type: ignore[arg-type]
-            rig.bonding = Bonding(world.central, tmp_path / "bonds.json", rig.compare)
+            rig.bonding = Bonding(world.central, BondStore(tmp_path), rig.compare)
             rig.bonding.pairing_mode = pairing_mode
             name = "Demo car" if pairing_mode else None
             await listener.advertise(*head_unit_advertising(bytes(6), name, solicit_ancs=True))
@@ -159,7 +164,7 @@ async def test_a_bonded_iphone_reconnects_without_a_prompt_and_nothing_twice(
         assert [n.text for n in rig.notes()] == ["On my way", "Parked outside"]
         assert len(rig.compared) == 1  # one prompt, at the first bonding
         # the keys outlive the head unit: a new store reads them back
-        assert [name for name, _ in await FileKeyStore(tmp_path / "bonds.json").get_all()] == [
+        assert [name for name, _ in await FileKeyStore(BondStore(tmp_path)).get_all()] == [
             str(iphone.device.random_address)
         ]
 
@@ -212,3 +217,76 @@ async def test_hostile_values_from_a_bonded_iphone_are_counted_and_survived(
         consumer.client.perform_action(rig.notes()[0].id, NEGATIVE)
         consumer.kick()
         await rig.until(lambda: iphone.actions != [])
+
+
+async def test_the_head_unit_serves_an_app_free_iphone_as_a_device(
+    aio: Any, autojump_clock: Any, tmp_path: Path
+) -> None:
+    """Through the head unit: the bonding prompt is its own (the API's), the iPhone
+    becomes a device with the kind "ancs", its notifications and music come out of
+    ``HeadUnit.events`` like a phone's, and what ANCS cannot do fails in one sentence."""
+    world = RadioWorld(tmp_path, clock_ms=lambda: int(trio.current_time() * 1000))
+    prompts: list[tuple[Phone, CodeToConfirm]] = []
+
+    async def confirm(phone: Phone, event: CodeToConfirm) -> bool:
+        prompts.append((phone, event))
+        return True
+
+    try:
+        await world.start_central()
+        bonds = BondStore(tmp_path / "head-unit")
+        hu = world.head_unit(
+            None, listener=world.listener(), apple=BumbleApple(world.central, bonds),
+            bonds=bonds, confirm=confirm,
+        )  # fmt: skip
+        api = ApiState(hu, world.clock_ms)
+        device = await world.radio.powered("iphone", pacing_for(PROFILES["ios"]))
+        iphone = AppFreeIPhone(device)
+        events: list[tuple[Phone, object]] = []
+
+        async def record() -> None:
+            async for phone, event in hu.events:
+                events.append((phone, event))
+                api.on_device_event(phone, event)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hu.run)
+            nursery.start_soon(record)
+            await iphone.connect(await iphone.find_car())
+            assert [e.code.replace(" ", "") for _, e in prompts] == [
+                f"{iphone.delegate.numbers[0]:06d}"
+            ]
+            with trio.fail_after(30):
+                while not any(p.connected for p in hu.phones.values()):
+                    await trio.sleep(0.1)
+            await iphone.message("Ana", "On my way")
+            await iphone.play("Miles Davis", "Kind of Blue", "So What", 562.0)
+            with trio.fail_after(30):
+                while not any(isinstance(e, m.Notification) for _, e in events):
+                    await trio.sleep(0.1)
+            phone = next(p for p in hu.phones.values() if p.connected)
+            assert phone.platform == "ios" and phone.name == "iphone"  # its GAP name
+            state = api.snapshot()["devices"]
+            assert len(state) == 1 and state[0]["kind"] == "ancs"
+            assert state[0]["offers"] == ["notifications", "media"]
+            assert state[0]["inbox"][0]["text"] == "On my way"
+            with trio.fail_after(30):
+                while "pause" not in (api.snapshot()["devices"][0]["media_commands"] or []):
+                    await trio.sleep(0.1)
+            assert api.snapshot()["devices"][0]["now_playing"]["title"] == "So What"
+            await phone.device.media(m.MediaCommand.PAUSE)  # a write without response
+            with trio.fail_after(5):
+                while iphone.services.commands != [a.RemoteCommand.PAUSE]:
+                    await trio.sleep(0.05)
+            with pytest.raises(CommandFailed, match="bridge app"):
+                await phone.device.reply(state[0]["inbox"][0]["id"], text="ok")
+            with pytest.raises(CommandFailed, match="does not offer"):
+                await phone.device.media(m.MediaCommand.SHUFFLE)
+            await phone.device.dismiss(state[0]["inbox"][0]["id"])  # its negative action
+            assert [act for _, act in iphone.actions] == [a.ActionId.NEGATIVE]
+            # the bond outlives the head unit: a new one lists the iPhone, offline
+            again = world.head_unit(None, bonds=BondStore(tmp_path / "head-unit"))
+            assert [p.name for p in again.phones.values()] == ["iphone"]
+            nursery.cancel_scope.cancel()
+    finally:
+        world.close()

@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 import trio_asyncio
@@ -35,12 +32,13 @@ from bumble import gatt, hci
 from bumble.att import ATT_Error
 from bumble.core import UUID, AdvertisingData
 from bumble.device import Advertisement, Connection, Device, Peer
+from bumble.gatt import GATT_DEVICE_NAME_CHARACTERISTIC, GATT_GENERIC_ACCESS_SERVICE
 from bumble.gatt_client import CharacteristicProxy
 from bumble.keys import MemoryKeyStore, PairingKeys
 from bumble.pairing import PairingConfig, PairingDelegate
 
 from bridge.wire import apple as a
-from bridge.wire.apple_client import AppleClient, AppleEvent, Read, Request
+from bridge.wire.apple_client import AppleClient, AppleEvent, Read, Request, Write
 from bridge.wire.apple_provider import IPhoneServices, PostedNotification
 from bridge.wire.errors import ProtocolError
 
@@ -51,52 +49,42 @@ log = logging.getLogger(__name__)
 INBOX = 256
 
 
-class KeyStoreError(Exception):
-    """The bonding keys cannot be read or written: one sentence."""
+class Keeper(Protocol):
+    """Where bonds persist (the head unit's ``pairing/bonds.py`` BondStore): keys in the
+    stack's own dict layout, by identity address."""
+
+    def stored(self) -> list[tuple[str, dict[str, Any]]]: ...
+    def put(self, address: str, keys: dict[str, Any]) -> object: ...
+    def remove(self, address: str) -> None: ...
+
+
+class DamagedKeys(Exception):
+    """Stored bonding keys that the stack cannot read: one sentence."""
 
 
 class FileKeyStore(MemoryKeyStore):
-    """Bumble's bonding keys in one JSON file, written atomically and owner-only
-    (Bumble's own ``JsonKeyStore`` writes in place with the default mode)."""
+    """Bumble's bonding keys kept by a :class:`Keeper` (the head unit's bond store: one
+    file, atomic and owner-only; Bumble's own ``JsonKeyStore`` writes in place with the
+    default mode)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, keeper: Keeper) -> None:
         super().__init__()
-        self.path = path
-        try:
-            raw = json.loads(path.read_bytes()) if path.exists() else {}
-        except (OSError, ValueError) as e:
-            raise KeyStoreError(f"cannot read the bonding keys in {path}: {e}") from None
-        if not isinstance(raw, dict):
-            raise KeyStoreError(f"{path} is damaged: not a JSON object")
-        for name, keys in raw.items():
+        self.keeper = keeper
+        for address, keys in keeper.stored():
             try:
-                self.all_keys[name] = PairingKeys.from_dict(keys)
+                self.all_keys[address] = PairingKeys.from_dict(keys)
             except (KeyError, TypeError, ValueError, AttributeError):
-                raise KeyStoreError(f"{path} is damaged: bad keys") from None
+                raise DamagedKeys(
+                    "the stored bonding keys are damaged: move the bonds away"
+                ) from None
 
     async def update(self, name: str, keys: PairingKeys) -> None:
         await super().update(name, keys)
-        self._save()
+        self.keeper.put(name, keys.to_dict())
 
     async def delete(self, name: str) -> None:
         await super().delete(name)
-        self._save()
-
-    def _save(self) -> None:
-        data = json.dumps({n: k.to_dict() for n, k in self.all_keys.items()}, indent=1).encode()
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise KeyStoreError(f"cannot write {self.path}: {e.strerror}") from None
+        self.keeper.remove(name)
 
 
 #: What the head unit asks when an iPhone bonds: the six digits; True to bond.
@@ -131,12 +119,13 @@ class _AccessoryDelegate(PairingDelegate):
 class Bonding:
     """Link-layer pairing of a head unit's Bumble device, as an accessory."""
 
-    def __init__(self, device: Device, keys: Path, compare: CompareNumbers) -> None:
+    def __init__(self, device: Device, bonds: Keeper, compare: CompareNumbers) -> None:
         self.device = device
+        self.bonds = bonds
         self.compare = compare
         self.pairing_mode = False
         self.refused = 0
-        device.keystore = FileKeyStore(keys)
+        device.keystore = FileKeyStore(bonds)
         # the identity address given at bonding is the static random address the head
         # unit advertises and connects from (what the iPhone will find it by)
         device.pairing_config_factory = lambda connection: PairingConfig(
@@ -158,6 +147,93 @@ class Bonding:
         await trio_asyncio.aio_as_trio(self.device.refresh_resolving_list)()
 
 
+async def _refuse(connection: Connection, number: int) -> bool:
+    return False
+
+
+class IPhoneLink:
+    """A bonded iPhone's encrypted link, as :meth:`BumbleApple.accept` gives it."""
+
+    def __init__(self, address: str, connection: Connection) -> None:
+        self.address = address  # its identity address (the bond's name)
+        self.connection = connection
+
+    def open(self, client: AppleClient, clock_ms: Callable[[], int]) -> AppleConsumer:
+        """The ANCS/AMS consumer of this link, with the device's client (what it has
+        announced on its earlier links)."""
+        return AppleConsumer(self.connection, clock_ms, client)
+
+
+class BumbleApple:
+    """App-free iPhones on the head unit's Bumble device: bonding (:class:`Bonding`) and,
+    for every encrypted link of a bonded iPhone, an :class:`IPhoneLink` to serve. What
+    :class:`~bridge.radio_policy.HeadUnit` takes as its ``apple``; it sets
+    :attr:`compare` (its prompt) and :attr:`pairing_mode`."""
+
+    def __init__(self, device: Device, keeper: Keeper) -> None:
+        self.device = device
+        self.compare: CompareNumbers = _refuse
+        self.bonding = Bonding(device, keeper, self._compare)
+        self._send, self._receive = trio.open_memory_channel[IPhoneLink](16)
+        self._served: set[int] = set()
+        device.on(device.EVENT_CONNECTION, self._on_connection)
+
+    async def _compare(self, connection: Connection, number: int) -> bool:
+        return await self.compare(connection, number)  # whichever prompt is set now
+
+    @property
+    def pairing_mode(self) -> bool:
+        return self.bonding.pairing_mode
+
+    @pairing_mode.setter
+    def pairing_mode(self, on: bool) -> None:
+        self.bonding.pairing_mode = on
+
+    def _on_connection(self, connection: Connection) -> None:
+        if connection.role != hci.Role.PERIPHERAL:
+            return
+        connection.on(
+            connection.EVENT_CONNECTION_ENCRYPTION_CHANGE, lambda: self._check(connection)
+        )
+        connection.on(connection.EVENT_PAIRING, lambda *_: self._check(connection))
+
+    def _check(self, connection: Connection) -> None:
+        """An encrypted link of a device whose bond we hold (on a reconnection, at the
+        encryption; on the first bonding, once its keys are stored)."""
+        keystore = self.device.keystore
+        address = str(connection.peer_address)
+        if (
+            not connection.is_encrypted
+            or connection.handle in self._served
+            or not isinstance(keystore, MemoryKeyStore)
+            or address not in keystore.all_keys
+        ):
+            return
+        handle = connection.handle
+        self._served.add(handle)
+        connection.on(connection.EVENT_DISCONNECTION, lambda *_: self._served.discard(handle))
+        try:
+            self._send.send_nowait(IPhoneLink(address, connection))
+        except trio.WouldBlock:
+            log.warning("too many iPhones waiting to be served")
+
+    async def accept(self) -> IPhoneLink:
+        while True:
+            link = await self._receive.receive()
+            if link.connection.handle in self._served:
+                return link
+
+    async def forget(self, address: str) -> None:
+        """Remove the bond; a link of that iPhone still up is closed."""
+        keystore = self.device.keystore
+        if keystore is not None:
+            await trio_asyncio.aio_as_trio(keystore.delete)(address)
+        for connection in list(self.device.connections.values()):
+            if str(connection.peer_address) == address:
+                with contextlib.suppress(Exception):
+                    await trio_asyncio.aio_as_trio(connection.disconnect)()
+
+
 class IPhoneDelegate(PairingDelegate):
     """The emulated iPhone's side of numeric comparison: its user taps Pair when the
     digits match what the car shows (``shown``: the car's digits, if known)."""
@@ -172,6 +248,17 @@ class IPhoneDelegate(PairingDelegate):
 
 
 # -- the head unit: GATT client of the iPhone ------------------------------------------------
+
+
+#: What :meth:`AppleConsumer.outcome` gives a write never answered in time (ATT's
+#: "Unlikely Error").
+UNANSWERED = 0x0E
+
+
+class _Outcome:
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: int | None = None
 
 
 class AppleConsumer:
@@ -193,6 +280,7 @@ class AppleConsumer:
         self._characteristics: dict[Any, CharacteristicProxy[bytes]] = {}
         self.ready = trio.Event()
         self.has_ancs = self.has_ams = False
+        self._outcomes: dict[Write, list[_Outcome]] = {}
 
     def _queue(self, kind: str, value: bytes) -> None:
         try:
@@ -203,6 +291,40 @@ class AppleConsumer:
     def kick(self) -> None:
         """Wake the loop: a command was queued on the client."""
         self._queue("kick", b"")
+
+    async def outcome(self, request: Write, timeout: float) -> int | None:
+        """Wait until ``request`` (queued on the client) has been written: None when the
+        iPhone accepted it, else its ATT error (0xA3: the action failed)."""
+        waiter = _Outcome()
+        waiters = self._outcomes.setdefault(request, [])
+        waiters.append(waiter)
+        with trio.move_on_after(timeout):
+            await waiter.done.wait()
+            return waiter.error
+        if waiter in waiters:
+            waiters.remove(waiter)
+        return UNANSWERED
+
+    async def read_name(self) -> str | None:
+        """The iPhone's name from its GAP service ("Ana's iPhone"), or None."""
+        aio = trio_asyncio.aio_as_trio
+        try:
+            peer = Peer(self.connection)
+            services = await aio(peer.discover_service)(GATT_GENERIC_ACCESS_SERVICE)
+            for service in services:
+                for characteristic in await aio(peer.discover_characteristics)((), service):
+                    if characteristic.uuid == GATT_DEVICE_NAME_CHARACTERISTIC:
+                        value = await aio(characteristic.read_value)()
+                        return bytes(value).decode(errors="replace")[:64] or None
+        except (ATT_Error, OSError, TimeoutError) as e:
+            log.debug("iPhone: no name: %s", e)
+        return None
+
+    def _done(self, request: Request, error: int | None) -> None:
+        if isinstance(request, Write):
+            for waiter in self._outcomes.pop(request, []):
+                waiter.error = error
+                waiter.done.set()
 
     async def _discover(self) -> None:
         aio = trio_asyncio.aio_as_trio
@@ -288,14 +410,17 @@ class AppleConsumer:
                 await aio(characteristic.write_value)(request.value, request.with_response)
             except ATT_Error as e:
                 self.client.on_written(request, e.error_code)
+                self._done(request, e.error_code)
             else:
                 self.client.on_written(request, None)
+                self._done(request, None)
 
     def _failed(self, request: Request) -> None:
         if isinstance(request, Read):
             self.client.on_read(request, None)
         else:
             self.client.on_written(request, 0x0A)  # attribute not found
+            self._done(request, 0x0A)
 
 
 def _bumble_uuid(uuid: Any) -> UUID:

@@ -242,22 +242,27 @@ class AppleClient:
 
     # -- commands from the head unit ----------------------------------------------------------
 
-    def perform_action(self, id: str, action_id: str) -> None:
-        """Queue a notification's positive or negative action (its only two)."""
+    def perform_action(self, id: str, action_id: str) -> Write:
+        """Queue a notification's positive or negative action (its only two); the write
+        whose outcome says whether the iPhone did it."""
         if action_id not in (POSITIVE, NEGATIVE):
             raise Unsupported(f"an iPhone without the app has no action {action_id!r}")
         uid = int(id) if id.isdigit() else -1
         if uid not in self._announced:
             raise Unsupported("that notification is no longer on the iPhone")
         action = a.ActionId.POSITIVE if action_id == POSITIVE else a.ActionId.NEGATIVE
-        self._requests.append(Write(a.CONTROL_POINT, a.perform_notification_action(uid, action)))
+        request = Write(a.CONTROL_POINT, a.perform_notification_action(uid, action))
+        self._requests.append(request)
+        return request
 
-    def media(self, command: m.MediaCommand) -> None:
+    def media(self, command: m.MediaCommand) -> Write:
         """Queue a remote command, if the player offers it now."""
         remote = REMOTE_COMMANDS.get(command)
         if remote is None or remote not in self.supported:
             raise Unsupported(f"the iPhone's player does not offer {command.name.lower()} now")
-        self._requests.append(Write(a.REMOTE_COMMAND, bytes((remote,)), with_response=False))
+        request = Write(a.REMOTE_COMMAND, bytes((remote,)), with_response=False)
+        self._requests.append(request)
+        return request
 
     # -- inside -----------------------------------------------------------------------------
 
