@@ -44,6 +44,9 @@ class RadioConfig:
     # "central": scan for phones that advertise and connect to them (protocol v0's way);
     # "peripheral": advertise and serve the GATT service, phones connect (v1)
     roles: tuple[str, ...] = ("central", "peripheral")
+    # iPhones with no app: bond at the link layer and read their notifications and music
+    # (ANCS, AMS; docs/IPHONE.md). Needs the peripheral role; on a Bumble radio only yet
+    iphones_without_app: bool = True
 
 
 @dataclass(frozen=True)

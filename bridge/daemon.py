@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -35,6 +36,7 @@ from bridge.connection import ConnectionClosed
 from bridge.endpoint import clock_ms_from_trio
 from bridge.phone_device import event_name
 from bridge.radio_policy import (
+    AppleRadio,
     Confirm,
     HeadUnit,
     HeadUnitEvent,
@@ -45,6 +47,7 @@ from bridge.radio_policy import (
 )
 from bridge.session import LinkDown, LinkUp
 from bridge.wire import messages as m
+from pairing.bonds import BondStore
 from pairing.handshake import Authenticated, CodeToConfirm, PairingFailed
 from pairing.keylog import KeyLog
 from pairing.trust import TrustStore
@@ -107,20 +110,37 @@ def data_in_use(data_dir: Path) -> bool:
     return False
 
 
+#: Makes the app-free iPhones' side of a radio (ANCS, AMS) once the bonds are open.
+AppleFactory = Callable[[BondStore], Awaitable[AppleRadio]]
+
+
+@dataclass
+class OpenRadio:
+    radio: Radio | None  # the central role's scanner
+    listener: Listener | None  # the peripheral role's
+    apple: AppleFactory | None  # iPhones without the app, where the radio can
+
+
 @asynccontextmanager
-async def open_radio(config: Config) -> AsyncIterator[tuple[Radio | None, Listener | None]]:
+async def open_radio(config: Config) -> AsyncIterator[OpenRadio]:
     """The configured radio (call inside trio-asyncio's loop): the central role's
-    scanner and the peripheral role's listener, each None when its role is off."""
+    scanner, the peripheral role's listener, each None when its role is off, and the
+    app-free iPhones' bonding where the radio can (Bumble, with the peripheral role)."""
     radio_config = config.radio
     roles = radio_config.roles
     if radio_config.backend == "bumble":
-        from transports.bumble_dongle import bumble_radio  # noqa: PLC0415 - Bumble only when asked
+        from transports.bumble_apple import open_apple  # noqa: PLC0415 - Bumble only when asked
+        from transports.bumble_dongle import bumble_radio  # noqa: PLC0415
 
         async with bumble_radio(radio_config.transport, config.name) as (central, listener):
             central.connect_timeout = radio_config.connect_timeout
-            yield (
+            peripheral = "peripheral" in roles
+            yield OpenRadio(
                 central if "central" in roles else None,
-                listener if "peripheral" in roles else None,
+                listener if peripheral else None,
+                partial(open_apple, listener.server.device)
+                if peripheral and radio_config.iphones_without_app
+                else None,
             )
         return
     if "peripheral" in roles:
@@ -137,7 +157,8 @@ async def open_radio(config: Config) -> AsyncIterator[tuple[Radio | None, Listen
     kwargs: dict[str, Any] = {}
     if radio_config.adapter:
         kwargs["bluez"] = {"adapter": radio_config.adapter}
-    yield BleakCentral(connect_timeout=radio_config.connect_timeout, backend_kwargs=kwargs), None
+    central = BleakCentral(connect_timeout=radio_config.connect_timeout, backend_kwargs=kwargs)
+    yield OpenRadio(central, None, None)
 
 
 def describe(phone: Phone, event: HeadUnitEvent) -> tuple[int, str] | None:
@@ -198,17 +219,20 @@ async def head_unit(
     confirm: Confirm,
     radio: Radio | None = None,
     listener: Listener | None = None,
+    apple: AppleFactory | None = None,
 ) -> AsyncIterator[Running]:
-    """The head unit of ``config`` on its radio (or on ``radio`` and ``listener``, a
-    radio made elsewhere: the tests' virtual one), not yet running."""
+    """The head unit of ``config`` on its radio (or on ``radio``, ``listener`` and
+    ``apple``, a radio made elsewhere: the tests' virtual one), not yet running."""
     data = config.data_path
     async with AsyncExitStack() as stack:
         stack.enter_context(data_lock(data))
         # what the configuration names is checked before the radio opens
         keylog = KeyLog(Path(config.debug.keylog)) if config.debug.keylog else None
+        bonds = BondStore(data / "head-unit")
         if radio is None and listener is None:
             await stack.enter_async_context(asyncio_loop())
-            radio, listener = await stack.enter_async_context(open_radio(config))
+            opened = await stack.enter_async_context(open_radio(config))
+            radio, listener, apple = opened.radio, opened.listener, opened.apple
         recorder = None
         if config.debug.capture_dir:
             folder = Path(config.debug.capture_dir)
@@ -219,10 +243,11 @@ async def head_unit(
             listener = RecordingListener(listener, recorder) if listener is not None else None
             log.info("recording every link in %s", recorder.path)
         trust = TrustStore(data / "head-unit")
+        iphones = await apple(bonds) if apple is not None else None
         hu = HeadUnit(
             radio, trust, data / "head-unit", name=config.name, confirm=confirm,
             pairing_mode=pairing, keylog=keylog, clock_ms=clock_ms_from_trio(),
-            listener=listener,
+            listener=listener, apple=iphones, bonds=bonds,
         )  # fmt: skip
         yield Running(hu, recorder)
 
@@ -241,6 +266,7 @@ async def serve(
     *,
     radio: Radio | None = None,
     listener: Listener | None = None,
+    apple: AppleFactory | None = None,
     confirm: Confirm | None = None,
     task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -260,6 +286,7 @@ async def serve(
             confirm=confirm or on_screen,
             radio=radio,
             listener=listener,
+            apple=apple,
         ) as running,  # fmt: skip
         trio.open_nursery() as nursery,
     ):
@@ -303,12 +330,13 @@ async def pair(
     limit: float,
     radio: Radio | None = None,
     listener: Listener | None = None,
+    apple: AppleFactory | None = None,
     out: TextIO = sys.stdout,
 ) -> str | None:
     """``bridge pair``: pairing mode until one phone has paired (its name) or ``limit``
     seconds passed (None)."""
     async with head_unit(
-        config, pairing=True, confirm=confirm, radio=radio, listener=listener
+        config, pairing=True, confirm=confirm, radio=radio, listener=listener, apple=apple
     ) as running:
         hu = running.head_unit
         with trio.move_on_after(limit):

@@ -210,7 +210,14 @@ def check_roles(config: Config) -> Check:
     roles = config.radio.roles
     named = " and ".join(roles)
     if config.radio.backend == "bumble":
-        return Check("roles", True, f"{named}: a Bumble controller plays both")
+        iphones = ""
+        if config.radio.iphones_without_app:
+            iphones = (
+                "; iPhones without the app bond and share notifications and music (ANCS, AMS)"
+                if "peripheral" in roles
+                else "; iPhones without the app need the peripheral role"
+            )
+        return Check("roles", True, f"{named}: a Bumble controller plays both{iphones}")
     if "peripheral" in roles and "central" not in roles:
         return Check(
             "roles",

@@ -380,7 +380,8 @@ class HeadUnit:
         phone = Phone(device.session, device, name="iPhone")
         phone.platform_hint, phone.role = "ios", "peripheral"
         digits = f"{number:06d}"
-        event = CodeToConfirm(f"{digits[:3]} {digits[3:]}", PeerIdentity(b"", "", "ios"), False)
+        peer = PeerIdentity(b"", "an iPhone without the app", "ios")
+        event = CodeToConfirm(f"{digits[:3]} {digits[3:]}", peer, False)
         log.info("an iPhone asks to bond: comparing codes")
         with trio.move_on_after(BOND_DEADLINE):
             return await self.confirm(phone, event)

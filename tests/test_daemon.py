@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import socket
+import stat
 import subprocess
 import sys
 from functools import partial
@@ -27,6 +28,7 @@ from bridge.endpoint import clock_ms_from_trio
 from bridge.logs import setup_logging
 from bridge.radio_policy import HeadUnit, Phone
 from bridge.wire import messages as m
+from pairing.bonds import BondStore
 from pairing.handshake import CodeToConfirm
 from pairing.trust import TrustStore
 from tools.dump import cli as dump
@@ -237,6 +239,29 @@ def test_devices_and_forget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert cli.main(["forget", "Pixel 9", "--config", str(path)]) == cli.EXIT_BUSY
     assert "stop it first" in capsys.readouterr().err
     assert [d.name for d in TrustStore(data / "head-unit").devices()] == ["Pixel 9"]
+
+
+def test_devices_and_forget_cover_bonded_iphones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    path = write(tmp_path, f"data_dir = '{data}'")
+    bonds = BondStore(data / "head-unit")
+    bond = bonds.put("F0:F1:F2:F3:00:02", {"ltk": {"value": "00" * 16}}, name="Ana's iPhone")
+    assert stat.S_IMODE(bonds.path.stat().st_mode) == 0o600
+    assert cli.main(["devices", "--json", "--config", str(path)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["name"], r["platform"], r["id"]) for r in rows] == [
+        ("Ana's iPhone", "ios (no app)", bond.short_id)
+    ]
+    assert cli.main(["forget", bond.short_id, "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Forgot Ana's iPhone (an iPhone without the app" in out
+    assert "Bluetooth settings" in out
+    assert BondStore(data / "head-unit").bonds() == []
+    (data / "head-unit" / "bonds.json").write_text("{not json")
+    assert cli.main(["devices", "--config", str(path)]) == cli.EXIT_FAILED
+    assert "is damaged: not JSON" in capsys.readouterr().err
 
 
 # -- doctor --------------------------------------------------------------------------------

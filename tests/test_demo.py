@@ -125,23 +125,29 @@ def test_radio_demo_runs_android_and_ios_at_once_over_bleak_and_bumble(tmp_path:
     assert code == 0, text
     assert "ATT MTU 517" in text and "ATT MTU 185" in text
     # the car found the Android phone by scanning; the iPhone connected to the car
-    assert "Pixel 9    LINK   the car connected (512-byte packets)" in text
+    assert "Pixel 9      LINK   the car connected (512-byte packets)" in text
     assert "it connected to the car (182-byte packets)" in text
     assert "emulated iPhone 16 (ios): ATT MTU 185, 30 ms interval; connects to the car" in text
     # the prompt cannot name a phone: it says its name only after the comparison
     assert len(re.findall(r"pair with 'a new (android|ios) device'\? code", text)) == 2
-    assert "Pixel 9    NAV    in 300 m: turn right onto Main St" in text
-    assert "iPhone 16  MSG    reply sent to Anna; marked read" in text
-    assert "iPhone 16  MUSIC  phone paused after" in text
+    assert "Pixel 9      NAV    in 300 m: turn right onto Main St" in text
+    assert "iPhone 16    MSG    reply sent to Anna; marked read" in text
+    assert "iPhone 16    MUSIC  phone paused after" in text
     assert "recognised from its token: no prompt" in text  # after the tunnel
-    assert "Pixel 9: 2 link(s), iPhone 16: 1 link(s)" in text
+    # an iPhone with no app bonded (the same prompt) and shared through ANCS and AMS
+    assert "pair with 'an iPhone without the app'? code" in text
+    assert "Ana's iPhone ANCS   Mum (Phone): Incoming Call [Answer, Decline]" in text
+    assert "Ana's iPhone ANCS   the iPhone did 'Answer'" in text
+    assert "Ana's iPhone AMS    ⏸ Sinnerman — Nina Simone (Music)" in text
+    assert "Pixel 9: 2 link(s), iPhone 16: 1 link(s), Ana's iPhone: 1 link(s)" in text
     assert text.rstrip().endswith("0 lost, 0 duplicated, in order")
     # a second run with the same data: both phones are recognised, nobody is asked
     again = io.StringIO()
     assert demo_radio.main(drop=False, realtime=False, out=again, data_dir=tmp_path / "a") == 0
     assert "pair with" not in again.getvalue()
-    assert again.getvalue().count("Pixel 9    PAIR   recognised from its token: no prompt") == 1
-    assert again.getvalue().count("iPhone 16  PAIR   recognised from its identify tag") == 1
+    assert again.getvalue().count("Pixel 9      PAIR   recognised from its token: no prompt") == 1
+    assert again.getvalue().count("iPhone 16    PAIR   recognised from its identify tag") == 1
+    assert again.getvalue().count("Ana's iPhone LINK   bonded and encrypted") == 1
 
 
 def test_bridge_demo_does_not_load_pytest() -> None:

@@ -234,6 +234,14 @@ class BumbleApple:
                     await trio_asyncio.aio_as_trio(connection.disconnect)()
 
 
+async def open_apple(device: Device, keeper: Keeper) -> BumbleApple:
+    """App-free iPhones on a powered head unit's device: bonding with the kept keys, and
+    the resolving list built from them (a bonded iPhone's private addresses resolve)."""
+    apple = BumbleApple(device, keeper)
+    await trio_asyncio.aio_as_trio(device.refresh_resolving_list)()
+    return apple
+
+
 class IPhoneDelegate(PairingDelegate):
     """The emulated iPhone's side of numeric comparison: its user taps Pair when the
     digits match what the car shows (``shown``: the car's digits, if known)."""
@@ -250,6 +258,8 @@ class IPhoneDelegate(PairingDelegate):
 # -- the head unit: GATT client of the iPhone ------------------------------------------------
 
 
+#: Seconds an AMS update waits for the rest of its burst before the change is shown.
+UPDATE_GATHER = 0.1
 #: What :meth:`AppleConsumer.outcome` gives a write never answered in time (ATT's
 #: "Unlikely Error").
 UNANSWERED = 0x0E
@@ -373,6 +383,14 @@ class AppleConsumer:
                     try:
                         kind, value = self._receive.receive_nowait()
                     except trio.WouldBlock:
+                        if kind != "update":
+                            break
+                        # AMS sends a track change as one update per attribute, an event
+                        # or two apart: gather them, so the screen shows one change
+                        with trio.move_on_after(UPDATE_GATHER):
+                            kind, value = await self._receive.receive()
+                            self._feed(kind, value)
+                            continue
                         break
                     self._feed(kind, value)
             self.client.on_timer(self.clock_ms())
@@ -561,12 +579,13 @@ class IPhoneGatt:
         await trio_asyncio.aio_as_trio(self._notify_all)(self.notification_source, [value])
 
     async def player_changed(self) -> None:
-        """Send the player's changes (after editing ``services.player``)."""
-        await trio_asyncio.aio_as_trio(self._notify_all)(
-            self.entity_update, self.services.updates()
-        )
+        """Send the player's changes (after editing ``services.player``): the commands
+        it supports now, then the values that changed."""
         await trio_asyncio.aio_as_trio(self._notify_all)(
             self.remote_command, [self.services.supported_commands()]
+        )
+        await trio_asyncio.aio_as_trio(self._notify_all)(
+            self.entity_update, self.services.updates()
         )
 
 
@@ -576,12 +595,13 @@ class IPhoneRadio:
     Bluetooth, connecting and reconnecting. Create inside trio-asyncio's loop, on a
     powered Bumble device."""
 
-    def __init__(self, device: Device, *, att_mtu: int = 185) -> None:
+    def __init__(self, device: Device, *, att_mtu: int = 185, keeper: Keeper | None = None) -> None:
+        """``keeper``: where the phone keeps its bonds (None: in memory only)."""
         self.device = device
         self.services = IPhoneServices(att_mtu=att_mtu, on_action=self._on_action)
         self.gatt = IPhoneGatt(device, self.services)
         self.delegate = IPhoneDelegate()
-        device.keystore = MemoryKeyStore()
+        device.keystore = FileKeyStore(keeper) if keeper is not None else MemoryKeyStore()
         device.pairing_config_factory = lambda _connection: PairingConfig(
             sc=True,
             mitm=True,
@@ -631,6 +651,9 @@ class IPhoneRadio:
         peer = hci.Address(address)
         connection: Connection = await aio(self.device.connect)(peer)
         self.connection = connection
+        keystore = self.device.keystore
+        if isinstance(keystore, MemoryKeyStore) and str(peer) in keystore.all_keys:
+            self.bonded_to = address  # a bond kept from an earlier run
         if self.bonded_to == address:
             await aio(connection.encrypt)()
         else:

@@ -21,6 +21,7 @@ from bridge.logs import level_for, setup_logging
 from bridge.prompt import ask_code
 from bridge.store import StoreError
 from bridge.wire.errors import first_error
+from pairing.bonds import BONDS_FILE, BondStore, BondStoreError
 from pairing.handshake import CodeToConfirm
 from pairing.keylog import KeyLog, KeyLogError
 from pairing.trust import FILENAME as TRUST_FILE
@@ -176,7 +177,7 @@ def explain(error: BaseException) -> tuple[int, str]:
         return EXIT_CONFIG, str(error)
     if isinstance(error, DaemonError):
         return EXIT_BUSY, str(error)
-    if isinstance(error, DataFolderError | TrustStoreError | StoreError):
+    if isinstance(error, DataFolderError | TrustStoreError | StoreError | BondStoreError):
         return EXIT_FAILED, str(error)
     if isinstance(error, KeyboardInterrupt):
         return 130, "interrupted"
@@ -296,6 +297,12 @@ def _devices(args: argparse.Namespace, config: Config) -> int:
         }
         for d in sorted(devices, key=lambda d: -d.last_seen)
     ]  # fmt: skip
+    bonds = BondStore(store).bonds() if (store / BONDS_FILE).exists() else []
+    rows += [
+        {"name": b.name, "platform": "ios (no app)", "id": b.short_id,
+         "paired": _when(b.bonded), "last_seen": "-"}
+        for b in sorted(bonds, key=lambda b: -b.bonded)
+    ]  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=1))
         return EXIT_OK
@@ -321,9 +328,20 @@ def _forget(args: argparse.Namespace, config: Config) -> int:
             "stop it first (sudo systemctl stop ble-bridge)"
         )
     store = config.data_path / "head-unit"
-    if not (store / TRUST_FILE).exists():
+    trust = TrustStore(store) if (store / TRUST_FILE).exists() else None
+    bonds = BondStore(store) if (store / BONDS_FILE).exists() else None
+    try:
+        bond = bonds.find(args.device) if bonds is not None else None
+    except BondStoreError:
+        bond = None
+    if bond is not None and bonds is not None:  # an iPhone bonded without the app
+        bonds.remove(bond.address)
+        print(f"Forgot {bond.name} (an iPhone without the app, id {bond.short_id}): "
+              "remove the car in the iPhone's Bluetooth settings too.")  # fmt: skip
+        return EXIT_OK
+    if trust is None:
         raise TrustStoreError(f"no paired device is called {args.device!r} (no phone is paired)")
-    device = TrustStore(store).forget(args.device)
+    device = trust.forget(args.device)
     print(f"Forgot {device.name} ({device.platform}, id {device.short_id}).")
     return EXIT_OK
 

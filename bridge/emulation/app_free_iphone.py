@@ -7,10 +7,12 @@ this is the phone's life: a day of notifications and music.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from bridge.wire import apple as a
 from bridge.wire.apple_provider import PostedNotification
+from pairing.bonds import BondStore
 from transports.bumble_apple import IPhoneRadio
 
 #: The apps of the scripted day and their display names.
@@ -25,8 +27,11 @@ APPS = {
 class AppFreeIPhone(IPhoneRadio):
     """Create inside trio-asyncio's loop, on a powered Bumble device of the radio."""
 
-    def __init__(self, device: Any, *, att_mtu: int = 185) -> None:  # a Bumble Device
-        super().__init__(device, att_mtu=att_mtu)
+    def __init__(self, device: Any, *, att_mtu: int = 185, folder: Path | None = None) -> None:
+        """``device``: a Bumble device; ``folder``: where the phone keeps its bond with
+        the car across runs, as an iPhone does (None: in memory)."""
+        keeper = BondStore(folder) if folder is not None else None
+        super().__init__(device, att_mtu=att_mtu, keeper=keeper)
         self.services.apps = dict(APPS)
 
     # -- a day on the phone -----------------------------------------------------------

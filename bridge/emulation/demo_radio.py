@@ -8,7 +8,10 @@ interval) advertises rotating tokens and navigates: the car finds it by scanning
 iPhone (MTU 185, 30 ms, few packets per event), its app in the background as in a
 driver's pocket, connects to the car it finds advertising, plays music and receives
 messages. They pair one after the other (both screens show the code, the driver
-confirms), then run at once. Halfway the Android phone's radio goes silent (a
+confirms), then run at once. Beside them a second iPhone has no bridge app at all: it
+finds the car in its Bluetooth settings, bonds (the same prompt: six digits on both
+screens), and shares its notifications, an incoming call the driver answers from the
+car, and its music through Apple's ANCS and AMS. Halfway the Android phone's radio goes silent (a
 supervision timeout): the head unit notices, recognises the phone's new token when it
 comes back, reconnects without a prompt, and everything accepted meanwhile arrives once,
 in order. Virtual time by default; ``realtime`` paces it on the wall clock.
@@ -23,6 +26,8 @@ from typing import Any, TextIO
 
 import trio
 
+from bridge.apple_device import AppleDevice
+from bridge.emulation.app_free_iphone import AppFreeIPhone
 from bridge.emulation.demo import Confirm, _key, _maneuver_text, run_to_exit_code
 from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
 from bridge.emulation.world import RadioWorld
@@ -32,6 +37,7 @@ from bridge.prompt import assume_yes as _yes
 from bridge.radio_policy import HeadUnitEvent, Phone
 from bridge.session import LinkDown, LinkUp
 from bridge.wire import messages as m
+from pairing.bonds import BondStore
 from pairing.handshake import Authenticated, CodeToConfirm, PairingFailed
 from pairing.keylog import KeyLog
 from transports.aio import asyncio_loop
@@ -40,6 +46,8 @@ from transports.simulated import PROFILES
 DROP_AT = 8.0
 #: key: (flavour, link profile, the phone's role)
 CAST = {"pixel": ("android", "android", "peripheral"), "iphone": ("ios", "ios", "central")}
+#: The iPhone with no bridge app (its name is its GAP name, which the car shows).
+APP_FREE = "Ana's iPhone"
 
 
 @dataclass
@@ -70,7 +78,7 @@ class _Screen:
 
     def show(self, who: str, area: str, text: str) -> None:
         t = trio.current_time() - self.start
-        print(f"[{t:6.2f}s] {who:<10} {area:<6} {text}", file=self.out, flush=True)
+        print(f"[{t:6.2f}s] {who:<12} {area:<6} {text}", file=self.out, flush=True)
 
 
 async def run_radio_demo(
@@ -117,8 +125,17 @@ async def run_radio_demo(
                 )
                 return accepted
 
+            bonds = BondStore(data_dir / "head-unit")
             hu = world.head_unit(
-                central, pairing_mode=True, keylog=keylog, confirm=ask, listener=world.listener()
+                central, pairing_mode=True, keylog=keylog, confirm=ask, listener=world.listener(),
+                apple=world.apple(bonds), bonds=bonds,
+            )  # fmt: skip
+            app_free = await world.add_app_free_iphone(APP_FREE)
+            print(
+                f"emulated {APP_FREE} (ios, no bridge app): ATT MTU 185, 30 ms interval; bonds "
+                "with the car from its Bluetooth settings; its notifications and music come "
+                "through ANCS and AMS",
+                file=out,
             )
             print(
                 "head unit: a Bumble virtual controller in both roles: scanning for phones "
@@ -126,20 +143,27 @@ async def run_radio_demo(
                 file=out,
                 flush=True,
             )
-            await _play(world, hu, screen, result, drop)
+            await _play(world, hu, screen, result, drop, app_free=app_free)
         finally:
             world.close()
     return result
 
 
 async def _play(
-    world: RadioWorld, hu: Any, screen: _Screen, result: RadioDemoResult, drop: bool
+    world: RadioWorld,
+    hu: Any,
+    screen: _Screen,
+    result: RadioDemoResult,
+    drop: bool,
+    *,
+    app_free: AppFreeIPhone,
 ) -> None:
     phones = world.phones
     published: dict[str, list[str]] = {p.flavour.name: [] for p in phones.values()}
     names = {key: p.flavour.name for key, p in phones.items()}
     paired: set[str] = set()
     all_paired = trio.Event()
+    app_free_up = trio.Event()
 
     for phone in phones.values():
         original = phone.app.send
@@ -157,6 +181,20 @@ async def _play(
         answered: set[str] = set()
         async for phone, event in hu.events:
             _show(screen, phone, event, result)
+            if phone.device.kind == "ancs":
+                if isinstance(event, LinkUp):
+                    app_free_up.set()
+                if (
+                    isinstance(event, m.Notification)
+                    and event.category is m.Category.INCOMING_CALL
+                    and "answer" not in answered
+                ):
+                    answered.add("answer")
+                    nursery.start_soon(_answer_call, phone, event, screen)
+                if isinstance(event, m.NowPlaying) and event.playing and "ams" not in answered:
+                    answered.add("ams")
+                    nursery.start_soon(_tap_pause, phone, screen, "AMS")
+                continue
             if isinstance(event, Authenticated):
                 paired.add(phone.name)
                 if len(paired) == len(phones):
@@ -188,9 +226,15 @@ async def _play(
         if result.pairing_failed is not None:
             nursery.cancel_scope.cancel()
             return
+        screen.show(APP_FREE, "PHONE", "Settings > Bluetooth lists the car; the user taps it")
+        await app_free.connect(await app_free.find_car())
+        with trio.fail_after(30):
+            await app_free_up.wait()
         start = trio.current_time()
         pixel, iphone = phones["pixel"], phones["iphone"]
+        published[APP_FREE] = []
         async with trio.open_nursery() as play:
+            play.start_soon(_app_free_day, app_free, published[APP_FREE])
             play.start_soon(drive, pixel.app, pixel.flavour)
             play.start_soon(messages, iphone.app, iphone.flavour)
             await trio.sleep(2.5)
@@ -208,10 +252,16 @@ async def _play(
     result.links = {
         names[k]: len(p.links) + (1 if p.connected.is_set() else 0) for k, p in phones.items()
     }
+    result.links[APP_FREE] = next(
+        (p.device.links for p in hu.phones.values() if isinstance(p.device, AppleDevice)), 0
+    )
 
 
 def _show(screen: _Screen, phone: Phone, event: HeadUnitEvent, result: RadioDemoResult) -> None:
     who = phone.name
+    if phone.device.kind == "ancs":
+        _show_app_free(screen, phone, event, result)
+        return
     match event:
         case m.Hello():
             screen.show(who, "PHONE", f"{event.name} ({event.platform}, {event.model}) says hello")
@@ -240,17 +290,67 @@ def _show(screen: _Screen, phone: Phone, event: HeadUnitEvent, result: RadioDemo
             screen.show(who, "PAIR", f"pairing failed: {event.reason}; nothing was stored")
 
 
-async def _tap_pause(phone: Phone, screen: _Screen) -> None:
-    screen.show(phone.name, "TOUCH", "driver taps ⏸ pause while the album art is arriving")
+def _show_app_free(
+    screen: _Screen, phone: Phone, event: HeadUnitEvent, result: RadioDemoResult
+) -> None:
+    """An app-free iPhone's lines: what came through ANCS and AMS."""
+    who = APP_FREE
+    match event:
+        case LinkUp():
+            screen.show(who, "LINK", "bonded and encrypted; reading ANCS and AMS")
+        case LinkDown():
+            screen.show(who, "LINK", f"{event.reason}; it reconnects by itself when near")
+        case m.Notification():
+            result.received.setdefault(who, []).append(_key(event))
+            actions = ", ".join(a.label for a in event.actions or []) or "no actions"
+            who_from = event.sender or event.title or ""
+            screen.show(who, "ANCS", f"{who_from} ({event.app}): {event.text} [{actions}]")
+        case m.NotificationRemoved():
+            screen.show(who, "ANCS", f"notification {event.id} removed on the iPhone")
+        case m.NowPlaying():
+            sign = "▶" if event.playing else "⏸"
+            screen.show(who, "AMS", f"{sign} {event.title} — {event.artist} ({event.source_app})")
+
+
+async def _app_free_day(iphone: AppFreeIPhone, sent: list[str]) -> None:
+    """A message, an incoming call, a calendar alert, music (the scripted day)."""
+    for sender, text in (("Ana", "Running 10 min late"), ("Ben", "Parking at the back")):
+        sent.append(f"notification {await iphone.message(sender, text)}")
+        await trio.sleep(1.5)
+    sent.append(f"notification {await iphone.incoming_call('Mum')}")
+    await trio.sleep(3.0)
+    sent.append(f"notification {await iphone.calendar('Dentist', 'In 15 minutes')}")
+    await trio.sleep(1.0)
+    await iphone.play("Nina Simone", "Pastel Blues", "Sinnerman", 622.0)
+
+
+async def _answer_call(phone: Phone, note: m.Notification, screen: _Screen) -> None:
+    await trio.sleep(1.0)
+    answer = next((a for a in note.actions or [] if a.id == "positive"), None)
+    if answer is None:
+        return
+    screen.show(APP_FREE, "TOUCH", f"driver taps {answer.label!r} for {note.sender}'s call")
+    try:
+        await phone.device.perform_action(note.id, answer.id)
+        screen.show(APP_FREE, "ANCS", f"the iPhone did {answer.label!r}")
+    except CommandFailed as e:
+        screen.show(APP_FREE, "ANCS", f"{answer.label} failed: {e}")
+
+
+async def _tap_pause(phone: Phone, screen: _Screen, area: str = "MUSIC") -> None:
+    who = APP_FREE if area == "AMS" else phone.name
+    while_ = "" if area == "AMS" else " while the album art is arriving"
+    screen.show(who, "TOUCH", f"driver taps ⏸ pause{while_}")
     start = trio.current_time()
     try:
         await phone.device.media(m.MediaCommand.PAUSE)
     except CommandFailed as e:
-        screen.show(phone.name, "MUSIC", f"pause failed: {e}")
+        screen.show(who, area, f"pause failed: {e}")
         return
-    screen.show(
-        phone.name, "MUSIC", f"phone paused after {(trio.current_time() - start) * 1000:.0f} ms"
-    )
+    if area == "AMS":  # a remote command has no answer: the player's update tells
+        screen.show(who, area, "pause sent as an AMS remote command")
+        return
+    screen.show(who, area, f"phone paused after {(trio.current_time() - start) * 1000:.0f} ms")
 
 
 async def _answer(phone: Phone, note: m.Notification, screen: _Screen) -> None:

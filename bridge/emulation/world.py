@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bridge.emulation.app_free_iphone import AppFreeIPhone
 from bridge.emulation.emulator import EmulatedPhone, Show
 from bridge.emulation.scenarios import Flavour
 from bridge.radio_policy import HeadUnit, Policy
@@ -20,10 +21,11 @@ from pairing.keylog import KeyLog
 from pairing.trust import TrustStore
 from transports.ble import BleakCentral
 from transports.bleak_bumble import BumbleClient, BumbleScanner
+from transports.bumble_apple import BumbleApple
 from transports.bumble_phone import BumbleListener, BumblePeripheral
 from transports.bumble_radio import Pacing, VirtualRadio
 from transports.link import PACKET_OVERHEAD
-from transports.simulated import LinkProfile
+from transports.simulated import PROFILES, LinkProfile
 
 
 def bleak_on(device: Any, *, bluez_read_echo: bool = False, mtu: int = 517) -> BleakCentral:
@@ -65,6 +67,17 @@ class RadioWorld:
         """The head unit as GATT server (v1) on the same device as :meth:`start_central`."""
         assert self.central is not None, "start_central first"
         return BumbleListener(self.central)
+
+    def apple(self, bonds: Any) -> BumbleApple:
+        """App-free iPhones' side of the head unit (bonding, ANCS, AMS) on the device of
+        :meth:`start_central`, keeping its bonds in ``bonds`` (a ``BondStore``)."""
+        assert self.central is not None, "start_central first"
+        return BumbleApple(self.central, bonds)
+
+    async def add_app_free_iphone(self, name: str) -> AppFreeIPhone:
+        """An iPhone with no bridge app (MTU 185, 30 ms): it bonds and serves ANCS, AMS."""
+        device = await self.radio.powered(name, pacing_for(PROFILES["ios"]))
+        return AppFreeIPhone(device, folder=self.data_dir / "app-free-iphone")
 
     def add_phone(
         self,

@@ -123,6 +123,7 @@ class AppleClient:
         self._events: list[AppleEvent] = []
         self._media = _Media()
         self._media_dirty = False
+        self._announced_media = False
         self._reading: deque[tuple[a.Entity, int]] = deque()
 
     # -- what the driver does ------------------------------------------------------------
@@ -186,7 +187,10 @@ class AppleClient:
         events, self._events = self._events, []
         if self._media_dirty:
             self._media_dirty = False
-            events.append(self.now_playing())
+            playing = self.now_playing()
+            if playing.title or playing.artist or self._announced_media:
+                self._announced_media = True  # nothing plays until a track is known
+                events.append(playing)
         return events
 
     # -- what the iPhone notifies -----------------------------------------------------------

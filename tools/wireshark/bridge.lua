@@ -61,9 +61,16 @@ local IDENTIFY = "6b1e00045b5f4c2d9a2e6a3f0b6c1d00"
 local head_unit_serves = {}  -- connection -> true
 local att_uuid = Field.new("btatt.uuid128")
 local att_opcode = Field.new("btatt.opcode")
-local att_value = Field.new("btatt.value")
 local acl_handle = Field.new("bthci_acl.chandle")
 local adapter = Field.new("hci_mon.adapter_id")
+local evt_code = Field.new("bthci_evt.code")
+local evt_connection = Field.new("bthci_evt.connection_handle")
+-- Wireshark files GATT handles per adapter, not per connection: once a second server's
+-- discovery (an iPhone's ANCS, seen from the head unit) reuses a handle number, the first
+-- connection's values lose their UUID. So the bridge's handles are learned per connection
+-- while Wireshark still knows them, and forgotten when that connection ends.
+local learned = {}    -- connection .. "#" .. ATT handle -> TO_SERVER or FROM_SERVER
+local direction_of = {}  -- frame number -> direction (first pass), for later passes
 
 -- reassembly state (first pass) and its results (every pass)
 local lanes = {}      -- stream key .. lane -> { total = n, data = ByteArray }
@@ -378,21 +385,51 @@ function bridge.dissector(tvb, pinfo, tree)
       head_unit_serves[connection] = true
     end
   end
-  local value = att_value()
-  if opcode == nil or value == nil then return end
-  local op = opcode.value
-  local flip = head_unit_serves[connection]
-  local direction
-  for _, uuid in ipairs({ att_uuid() }) do  -- the service's and the characteristic's
-    local id = string.lower(tostring(uuid.value))
-    if id == TO_SERVER and (op == 0x52 or op == 0x12) then
-      direction = flip and "to head unit" or "to phone"
-    elseif id == FROM_SERVER and op == 0x1b then
-      direction = flip and "to phone" or "to head unit"
+  local code = evt_code()
+  if code ~= nil and code.value == 0x05 and not pinfo.visited then  -- Disconnection Complete
+    local ended = evt_connection()
+    if ended ~= nil then
+      local prefix = (index and tostring(index.value) or "0") .. "/" .. tostring(ended.value) .. "#"
+      for key in pairs(learned) do
+        if string.sub(key, 1, #prefix) == prefix then learned[key] = nil end
+      end
+      head_unit_serves[(index and tostring(index.value) or "0") .. "/" .. tostring(ended.value)] = nil
     end
   end
+  if opcode == nil then return end
+  local op = opcode.value
+  local direction
+  if pinfo.visited then
+    direction = direction_of[pinfo.number]
+  else
+    local flip = head_unit_serves[connection]
+    -- the handle as the PDU carries it (Wireshark's btatt.handle may list a decoded
+    -- value's handles too)
+    local pdu = opcode.source
+    local at = opcode.offset + 1
+    local att = (pdu ~= nil and at + 2 <= pdu:len()) and pdu:range(at, 2):le_uint() or -1
+    local key = connection .. "#" .. tostring(att)
+    local role
+    for _, uuid in ipairs({ att_uuid() }) do  -- the service's and the characteristic's
+      local id = string.lower(tostring(uuid.value))
+      if id == TO_SERVER or id == FROM_SERVER then role = id end
+    end
+    if role ~= nil then learned[key] = role else role = learned[key] end
+    if role == TO_SERVER and (op == 0x52 or op == 0x12) then
+      direction = flip and "to head unit" or "to phone"
+    elseif role == FROM_SERVER and op == 0x1b then
+      direction = flip and "to phone" or "to head unit"
+    end
+    direction_of[pinfo.number] = direction
+  end
   if direction == nil then return end
-  local range = value.range
+  -- the value is what follows the opcode and the handle in the (reassembled) ATT PDU:
+  -- taken from there, not from btatt.value, which Wireshark leaves out when it decodes a
+  -- value by a wrong handle mapping (see learned above)
+  local pdu = opcode.source  -- the (reassembled) buffer the ATT PDU was read from
+  local start = opcode.offset + 3
+  if pdu == nil or start >= pdu:len() then return end
+  local range = pdu:range(start)
   if range:len() < 1 then return end
   local subtree = tree:add(bridge, range, "BLE head-unit bridge, " .. direction)
   subtree:add(f.direction, direction):set_generated()
