@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 
 from bridge.emulation import demo as simulated_demo
 from bridge.emulation import demo_radio
+from bridge.wire import apple
 from bridge.wire.errors import ProtocolError
 from pairing.keylog import KeyLog
 from tools.dump import cli
-from tools.dump.att import AttTracker
+from tools.dump.att import AttPdu, AttTracker, Connection
 from tools.dump.capture import BTSNOOP_EPOCH, CaptureError, HciPacket, read_capture
 from tools.dump.decode import Decoder
 from tools.fuzz.targets import capture as decode_everything  # readers, ATT, decoder
@@ -494,3 +495,57 @@ def test_the_wireshark_dissector_decrypts_with_the_key_log(demo: Path, tshark: s
         capture_output=True, text=True, check=True, timeout=300,
     ).stdout  # fmt: skip
     assert set(out.split()) == {"0"}
+
+
+# -- ANCS and AMS (an iPhone without the app) ------------------------------------------------
+
+
+def test_ancs_and_ams_of_the_app_free_iphone_are_decoded(demo: Path) -> None:
+    code, out = run(demo / "head-unit.btsnoop", "--json", "--channel", "ancs", "--channel", "ams")
+    items = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and items and {i["channel"] for i in items} == {"ancs", "ams"}
+    assert not [i for i in items if i["kind"] == "error"]
+    answers = [i["fields"] for i in items if i.get("type") == "answer" and "uid" in i["fields"]]
+    call = next(a for a in answers if a["values"]["title"] == "Mum")
+    assert call["values"]["positive_action_label"] == "Answer"
+    assert {"app": "com.apple.mobilephone", "values": {"display_name": "Phone"}} in [
+        i["fields"] for i in items if i.get("type") == "answer"
+    ]
+    events = [i["fields"] for i in items if i.get("type") == "notification-event"]
+    assert {"event": "removed", "uid": call["uid"], "category": "incoming_call",
+            "flags": ["important", "positive_action", "negative_action"]} in events  # fmt: skip
+    summaries = [(i["direction"], i.get("type"), i["summary"]) for i in items]
+    assert ("to iphone", "command", f"perform positive action on uid {call['uid']}") in summaries
+    assert ("to iphone", "remote-command", "pause") in summaries
+    assert any(t == "update" and s == "track title = 'Sinnerman'" for _, t, s in summaries)
+    # the lines a person reads
+    code, text = run(demo / "head-unit.btsnoop", "--channel", "ams")
+    assert "hu->iphone  ams     remote-command       pause" in text
+
+
+def test_long_writes_and_apples_errors_in_a_capture() -> None:
+    """A command longer than MTU - 3 goes as Prepare Write parts and an Execute Write;
+    an iPhone refuses a bad command with an ATT error 0xA0 to 0xA3."""
+    conn = Connection((0, 1, 1), 0, 1, peer="iphone")
+    conn.uuids = {0x10: apple.CONTROL_POINT, 0x12: apple.DATA_SOURCE}
+    command = apple.get_app_attributes("com.apple.MobileSMS")
+    pdus = [
+        AttPdu(1, 0.0, conn, True, 0x16, 0x10, b"\x00\x00" + command[:18]),
+        AttPdu(2, 0.0, conn, True, 0x16, 0x10, b"\x12\x00" + command[18:]),
+        AttPdu(3, 0.0, conn, True, 0x18, None, b"\x01"),
+        AttPdu(4, 0.0, conn, False, 0x1B, 0x12,
+               apple.encode_app_attributes("com.apple.MobileSMS",
+                                           [(apple.AppAttribute.DISPLAY_NAME, b"Messages")])),
+        AttPdu(5, 0.0, conn, True, 0x12, 0x10, b"\x07"),
+        AttPdu(6, 0.0, conn, False, 0x01, None, b"\x12\x10\x00\xa0"),
+        AttPdu(7, 0.0, conn, False, 0x1B, 0x12, b"\x00\x01"),
+    ]  # fmt: skip
+    decoder = Decoder()
+    items = [item for pdu in pdus for item in decoder.feed(pdu)]
+    assert [(i.type, i.summary or i.error) for i in items] == [
+        ("command", "get app attributes of com.apple.MobileSMS"),
+        ("answer", "app com.apple.MobileSMS: {'display_name': 'Messages'}"),
+        (None, "bad ancs value: ANCS command 7 (invalid_message)"),
+        ("command-error", "0xA0 unknown_command"),
+        (None, "a Data Source value with no command before it in the capture"),
+    ]

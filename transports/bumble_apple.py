@@ -598,6 +598,7 @@ class IPhoneRadio:
     def __init__(self, device: Device, *, att_mtu: int = 185, keeper: Keeper | None = None) -> None:
         """``keeper``: where the phone keeps its bonds (None: in memory only)."""
         self.device = device
+        self.att_mtu = att_mtu  # what it asks for on connecting
         self.services = IPhoneServices(att_mtu=att_mtu, on_action=self._on_action)
         self.gatt = IPhoneGatt(device, self.services)
         self.delegate = IPhoneDelegate()
@@ -651,6 +652,8 @@ class IPhoneRadio:
         peer = hci.Address(address)
         connection: Connection = await aio(self.device.connect)(peer)
         self.connection = connection
+        # an iPhone as central asks for its MTU at once (185 on iOS 10 and later)
+        await aio(Peer(connection).request_mtu)(self.att_mtu)
         keystore = self.device.keystore
         if isinstance(keystore, MemoryKeyStore) and str(peer) in keystore.all_keys:
             self.bonded_to = address  # a bond kept from an earlier run

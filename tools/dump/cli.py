@@ -33,13 +33,15 @@ from tools.dump.diag import diag
 
 EXIT_OK, EXIT_BAD_CAPTURE, EXIT_USAGE, EXIT_BAD_KEYLOG = 0, 1, 2, 3
 FOLLOW_POLL = 0.5  # seconds between looks at a capture being written
-SHORT = {"control": "control", "navigation": "nav", "audio": "audio", "messaging": "msg"}
+SHORT = {"control": "control", "navigation": "nav", "audio": "audio", "messaging": "msg",
+         "ancs": "ancs", "ams": "ams"}  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridge-dump",
-        description="Decode the bridge's frames in a Bluetooth capture (btsnoop, pcapng, pcap).",
+        description="Decode the bridge's frames in a Bluetooth capture (btsnoop, pcapng, pcap), "
+        "and the ANCS and AMS traffic of iPhones without the app.",
         epilog="exit codes: 0 read, 1 not a readable capture, 2 usage, 3 key log unreadable",
     )
     parser.add_argument("capture", type=Path, metavar="FILE")
@@ -54,8 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--channel",
         action="append",
-        choices=["control", "nav", "navigation", "audio", "msg", "messaging", "bulk"],
-        help="only this channel",
+        choices=[
+            "control",
+            "nav",
+            "navigation",
+            "audio",
+            "msg",
+            "messaging",
+            "bulk",
+            "ancs",
+            "ams",
+        ],
+        help="only this channel (ancs, ams: an iPhone without the app)",
     )
     parser.add_argument("--type", action="append", help="only this message type (maneuver...)")
     parser.add_argument(
@@ -286,7 +298,7 @@ def _main(argv: list[str] | None, out: TextIO, wait: Callable[[float], None]) ->
         return EXIT_BAD_CAPTURE
     except KeyboardInterrupt:
         pass
-    if not dump.decoder.bridge_connections:
+    if not dump.decoder.bridge_connections and not dump.decoder.apple.connections:
         _no_bridge(dump, str(args.capture), out, args.json)
         return EXIT_OK
     missing = filters.devices - seen_devices

@@ -35,10 +35,12 @@ from bridge.wire.frame import Frame, decode_frame
 from bridge.wire.segment import Kind, parse_segment
 from pairing.encrypted_records import RECORD_OVERHEAD, EncryptedRecords
 from pairing.handshake import Mode, PairingKind, Step
+from tools.dump.apple import FROM_IPHONE, TO_IPHONE, AppleTraffic
 from tools.dump.att import NOTIFICATION, WRITE_COMMAND, WRITE_REQUEST, AttPdu, Connection
 
 TO_PHONE, TO_HEAD_UNIT = "to phone", "to head unit"
-ARROWS = {TO_PHONE: "hu->phone", TO_HEAD_UNIT: "phone->hu"}
+ARROWS = {TO_PHONE: "hu->phone", TO_HEAD_UNIT: "phone->hu", TO_IPHONE: "hu->iphone",
+          FROM_IPHONE: "iphone->hu"}  # fmt: skip
 Keys = dict[bytes, tuple[bytes, bytes]]  # handshake hash -> (to-phone key, to-head-unit key)
 
 
@@ -50,7 +52,7 @@ class Item:
     time: float
     device: str
     direction: str
-    kind: str  # frame, encrypted, credit, error
+    kind: str  # frame, encrypted, credit, error; ancs, ams (an iPhone without the app)
     size: int  # record (or segment) bytes on the air, headers excluded
     channel: str | None = None
     type: str | None = None
@@ -149,6 +151,7 @@ class Decoder:
         self.names: dict[tuple[int, int, int], str] = {}  # connection -> device name (hello)
         self._noise: dict[tuple[int, int, int], tuple[object, int]] = {}  # mode, messages
         self.bridge_connections: set[tuple[int, int, int]] = set()
+        self.apple = AppleTraffic()
 
     def stream(self, conn: Connection, direction: str) -> Stream:
         return self._streams.setdefault((conn.key, direction), Stream())
@@ -177,6 +180,7 @@ class Decoder:
     def feed(self, pdu: AttPdu) -> Iterator[Item]:
         direction = self.direction(pdu)
         if direction is None:
+            yield from self.apple.feed(pdu, self._apple_item)
             return
         conn = pdu.connection
         self.bridge_connections.add(conn.key)
@@ -188,6 +192,20 @@ class Decoder:
             item = self._record(pdu, direction, stream, record)
             item.assembly = took
             yield item
+
+    def _apple_item(  # noqa: PLR0917 - AppleTraffic's one way to make an item
+        self,
+        pdu: AttPdu,
+        direction: str,
+        channel: str,
+        type_: str | None,
+        summary: str,
+        fields: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> Item:
+        kind = "error" if error is not None else channel
+        return self._item(pdu, direction, kind, len(pdu.value), channel=channel, type=type_,
+                          summary=summary, fields=fields, error=error)  # fmt: skip
 
     def _item(self, pdu: AttPdu, direction: str, kind: str, size: int, **kw: Any) -> Item:
         device = self.device(pdu.connection)
