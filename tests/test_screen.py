@@ -26,9 +26,9 @@ SHOTS = ROOT / "test-artifacts" / "screen"
 class Demo:
     """tools.screen_demo in a subprocess; its output lines, as they come."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tools.screen_demo", "--port", "0"],
+            [sys.executable, "-m", "tools.screen_demo", "--port", "0", *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.lines: list[str] = []
@@ -60,8 +60,8 @@ class Demo:
 
 
 @pytest.fixture
-def demo() -> Iterator[Demo]:
-    demo = Demo()
+def demo(request: pytest.FixtureRequest) -> Iterator[Demo]:
+    demo = Demo(*getattr(request, "param", ()))
     try:
         yield demo
     finally:
@@ -178,3 +178,30 @@ def test_the_kiosk_launcher_opens_the_screen_with_its_token(
     expect(page.locator("#status")).to_have_text("connected", timeout=20_000)
     assert page.url.startswith("http://127.0.0.1:") and "token" not in page.url
     shot(page, "kiosk")
+
+
+@pytest.mark.parametrize("demo", [("--cast", "app-free")], indirect=True)
+def test_an_iphone_without_the_app_shows_only_what_works(demo: Demo, page: Page) -> None:
+    """It bonds through the same prompt; its call has the iPhone's own Answer and
+    Decline, no Reply; its podcast player offers play and pause, not next."""
+    url = demo.wait_for(lambda line: line.startswith("screen: ")).split(" ", 1)[1]
+    page.goto(url)
+    expect(page.locator("#prompt")).to_be_visible(timeout=60_000)
+    expect(page.locator("#prompt-name")).to_have_text("an iPhone without the app")
+    assert re.fullmatch(r"\d{3} \d{3}", page.locator("#prompt-code").inner_text())
+    shot(page, "iphone-bonding")
+    page.locator("#confirm").click()
+    demo.wait_for(lambda line: line == "iphone Ana's iPhone: bonded", 30)
+    iphone = page.locator('.device[data-name="Ana\'s iPhone"]')
+    call = iphone.locator(".inbox li", has_text="Incoming Call")
+    expect(call).to_be_visible(timeout=30_000)
+    expect(call.locator("button.action")).to_have_text(["Answer", "Decline"])
+    expect(iphone.locator(".inbox .open")).to_have_count(0)  # no replies without the app
+    music = iphone.locator(".music")
+    expect(music.locator(".title")).to_have_text("Monday briefing", timeout=30_000)
+    expect(music.locator(".next")).to_be_hidden(timeout=10_000)
+    expect(music.locator(".toggle")).to_be_visible()
+    shot(page, "iphone-without-app")
+    call.locator("button.action", has_text="Answer").click()
+    demo.wait_for(lambda line: line.startswith("iphone Ana's iPhone: positive action on"), 20)
+    expect(call).to_be_hidden(timeout=20_000)  # the iPhone removed it

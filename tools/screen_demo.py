@@ -4,7 +4,10 @@ and two emulated phones on the virtual BLE radio, in real time.
 Open the printed address in a browser: pair each phone by confirming its code on the
 screen, then watch the Android phone navigate while the iPhone plays music and gets
 messages; tap pause, reply to a message. What each phone receives is printed (the
-browser tests read it). ``--yes`` confirms pairings without the screen.
+browser tests read it). ``--yes`` confirms pairings without the screen. ``--cast
+app-free``: instead, one iPhone without the bridge app, which bonds (the same prompt)
+and shares a message, an incoming call and a podcast through ANCS and AMS; ``all``: the
+three.
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ from bridge.config import ApiConfig, Config
 from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
 from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
-from bridge.radio_policy import Confirm
+from bridge.radio_policy import AppleRadio, Confirm
+from bridge.wire.apple import RemoteCommand
+from pairing.bonds import BondStore
 from transports.aio import asyncio_loop
 from transports.simulated import PROFILES
 
 CAST = {"pixel": "android", "iphone": "ios"}
+APP_FREE = "Ana's iPhone"
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> None:
@@ -41,26 +47,35 @@ async def run(args: argparse.Namespace, out: TextIO) -> None:
         name="Demo car", data_dir=str(data / "head-unit"), pairing=True,
         api=ApiConfig(port=args.port),
     )  # fmt: skip
+    cast = {} if args.cast == "app-free" else CAST
+    confirm = daemon.yes if args.yes else None
     async with (
         asyncio_loop(),
-        service_with_phones(config, CAST, data / "phones", daemon.yes if args.yes else None) as (
-            service,
-            world,
-        ),
+        service_with_phones(
+            config, cast, data / "phones", confirm, app_free=args.cast != "phones"
+        ) as (service, world),
         trio.open_nursery() as nursery,
     ):
         token = config.token_path.read_text().strip()
         say(f"screen: http://127.0.0.1:{service.api_port}/#token={token}")
-        for key, flavour in CAST.items():
+        for key, flavour in cast.items():
             nursery.start_soon(_play, world.phones[key], FLAVOURS[flavour], key, say)
+        if args.cast != "phones":
+            nursery.start_soon(_app_free, world, say)
 
 
 @asynccontextmanager
 async def service_with_phones(
-    config: Config, cast: dict[str, str], folder: Path, confirm: Confirm | None = None
+    config: Config,
+    cast: dict[str, str],
+    folder: Path,
+    confirm: Confirm | None = None,
+    *,
+    app_free: bool = False,
 ) -> AsyncIterator[tuple[daemon.Service, RadioWorld]]:
     """``bridge run`` on the virtual radio with emulated phones (``cast``: key ->
-    flavour) advertising; inside trio-asyncio's loop."""
+    flavour) advertising; inside trio-asyncio's loop. ``app_free``: the head unit also
+    advertises and serves iPhones without the app (``_app_free`` brings one)."""
     world = RadioWorld(folder, clock_ms=clock_ms_from_trio())
     try:
         central = await world.start_central()
@@ -68,8 +83,15 @@ async def service_with_phones(
             for key, flavour in cast.items():
                 phone = world.add_phone(key, FLAVOURS[flavour], PROFILES[flavour])
                 await nursery.start(phone.run)
+
+            async def apple(bonds: BondStore) -> AppleRadio:
+                return world.apple(bonds)
+
+            extra: dict[str, Any] = (
+                {"listener": world.listener(), "apple": apple} if app_free else {}
+            )
             service = await nursery.start(
-                partial(daemon.serve, config, radio=central, confirm=confirm)
+                partial(daemon.serve, config, radio=central, confirm=confirm, **extra)
             )
             yield service, world
             nursery.cancel_scope.cancel()
@@ -102,11 +124,38 @@ async def _play(phone: Any, flavour: Any, key: str, say: Any) -> None:
                 say(f"phone {flavour.name}: reply to {note_id}: {text}")
 
 
+async def _app_free(world: RadioWorld, say: Any) -> None:
+    """An iPhone without the app: it bonds, then a message, an incoming call, and a
+    podcast whose player offers only play and pause; what the car does is printed."""
+    iphone = await world.add_app_free_iphone(APP_FREE)
+    reported = 0
+    await iphone.connect(await iphone.find_car(timeout=120))
+    say(f"iphone {APP_FREE}: bonded")
+    await trio.sleep(1.0)
+    await iphone.message("Ana", "Running 10 min late")
+    await iphone.incoming_call("Mum")
+    await iphone.play("The Daily", "Podcasts", "Monday briefing", 1500.0)
+    iphone.services.player.supported = frozenset(
+        {RemoteCommand.PLAY, RemoteCommand.PAUSE, RemoteCommand.TOGGLE_PLAY_PAUSE}
+    )
+    await iphone.gatt.player_changed()
+    while True:
+        await trio.sleep(0.2)
+        for uid, action in iphone.actions[reported:]:
+            say(f"iphone {APP_FREE}: {action.name.lower()} action on {uid}")
+        reported = len(iphone.actions)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.screen_demo", description=__doc__)
     parser.add_argument("--port", type=int, default=8765, help="the screen's port (0: any)")
     parser.add_argument("--data-dir", type=Path, help="keep identities here (default: fresh)")
     parser.add_argument("--yes", action="store_true", help="confirm pairing codes by itself")
+    parser.add_argument(
+        "--cast", choices=["phones", "app-free", "all"], default="phones",
+        help="phones: an Android phone and an iPhone with the app; app-free: one iPhone "
+        "without it (ANCS, AMS); all: the three",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         trio.run(run, args, sys.stdout)

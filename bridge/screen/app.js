@@ -190,6 +190,7 @@ function renderDevice(main, device) {
     art.onerror = () => { art.style.visibility = "hidden"; };
     art.style.visibility = "";
     art.src = playing.art || "";
+    art.hidden = !(device.offers || []).includes("album-art");  // AMS carries no art
     const toggle = music.querySelector(".toggle");
     toggle.dataset.state = playing.state === "playing" ? "playing" : "paused";
     toggle.setAttribute("aria-label", playing.state === "playing" ? "Pause" : "Play");
@@ -197,6 +198,12 @@ function renderDevice(main, device) {
     music.dataset.duration = playing.duration_ms ?? 0;
     music.dataset.playing = playing.state === "playing";
     music.dataset.since = Date.now();
+    // only the commands the device takes now (an iPhone's player lists them; null: any)
+    const offered = device.media_commands;
+    const takes = (command) => offered == null || offered.includes(command);
+    music.querySelector(".next").hidden = !takes("next");
+    music.querySelector(".previous").hidden = !takes("previous");
+    toggle.hidden = !(takes("pause") || takes("play") || takes("toggle"));
   }
   const inbox = node.querySelector(".inbox");
   inbox.hidden = device.inbox.length === 0;
@@ -213,11 +220,23 @@ function renderDevice(main, device) {
     body.className = "body";
     body.textContent = note.text;
     text.append(sender, body);
-    const open = document.createElement("button");
-    open.className = "open";
-    open.textContent = "Reply";
-    open.onclick = () => openReply(device.id, note);
-    li.append(text, open);
+    li.append(text);
+    // an iPhone without the app: its own actions (Answer, Decline, Clear); a phone's
+    // actions and replies as they were (the car-screen issue reworks them)
+    for (const action of device.kind === "ancs" ? note.actions : []) {
+      const button = document.createElement("button");
+      button.className = "action";
+      button.textContent = action.label;
+      button.onclick = () => send({ op: "action", device: device.id, id: note.id, action: action.id });
+      li.append(button);
+    }
+    if ((device.offers || []).includes("replies")) {  // an iPhone without the app has none
+      const open = document.createElement("button");
+      open.className = "open";
+      open.textContent = "Reply";
+      open.onclick = () => openReply(device.id, note);
+      li.append(open);
+    }
     return li;
   }));
 }
