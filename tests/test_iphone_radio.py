@@ -290,3 +290,23 @@ async def test_the_head_unit_serves_an_app_free_iphone_as_a_device(
             nursery.cancel_scope.cancel()
     finally:
         world.close()
+
+
+async def test_service_changed_is_followed(aio: Any, autojump_clock: Any, tmp_path: Path) -> None:
+    """iOS may take ANCS and AMS away and bring them back, with a Service Changed
+    indication: the head unit finds them again, subscribes again, and shows nothing
+    twice."""
+    async with car(tmp_path) as rig:
+        iphone = rig.iphone
+        await iphone.connect(await iphone.find_car())
+        consumer = await rig.serve()
+        assert consumer.watching_changes
+        await iphone.message("Ana", "On my way")
+        await rig.until(lambda: len(rig.notes()) == 1)
+        await iphone.gatt.services_changed()
+        await rig.until(lambda: consumer.services_changed == 1)
+        await iphone.message("Ana", "Parked")
+        await rig.until(lambda: len(rig.notes()) == 2)
+        await trio.sleep(2)
+        assert [n.text for n in rig.notes()] == ["On my way", "Parked"]
+        assert consumer.protocol_errors == 0 and consumer.client.errors == 0

@@ -32,7 +32,12 @@ from bumble import gatt, hci
 from bumble.att import ATT_Error
 from bumble.core import UUID, AdvertisingData
 from bumble.device import Advertisement, Connection, Device, Peer
-from bumble.gatt import GATT_DEVICE_NAME_CHARACTERISTIC, GATT_GENERIC_ACCESS_SERVICE
+from bumble.gatt import (
+    GATT_DEVICE_NAME_CHARACTERISTIC,
+    GATT_GENERIC_ACCESS_SERVICE,
+    GATT_GENERIC_ATTRIBUTE_SERVICE,
+    GATT_SERVICE_CHANGED_CHARACTERISTIC,
+)
 from bumble.gatt_client import CharacteristicProxy
 from bumble.keys import MemoryKeyStore, PairingKeys
 from bumble.pairing import PairingConfig, PairingDelegate
@@ -291,6 +296,9 @@ class AppleConsumer:
         self.ready = trio.Event()
         self.has_ancs = self.has_ams = False
         self._outcomes: dict[Write, list[_Outcome]] = {}
+        self._changed = False
+        self.watching_changes = False  # subscribed to the iPhone's Service Changed
+        self.services_changed = 0  # indications acted on
 
     def _queue(self, kind: str, value: bytes) -> None:
         try:
@@ -337,8 +345,11 @@ class AppleConsumer:
                 waiter.done.set()
 
     async def _discover(self) -> None:
+        """ANCS and AMS, each within its own handle range (iOS lists their
+        characteristics only so); what was found before is forgotten."""
         aio = trio_asyncio.aio_as_trio
         peer = Peer(self.connection)
+        self._characteristics = {}
         for service_uuid, wanted in (
             (a.ANCS_SERVICE, (a.NOTIFICATION_SOURCE, a.CONTROL_POINT, a.DATA_SOURCE)),
             (a.AMS_SERVICE, (a.REMOTE_COMMAND, a.ENTITY_UPDATE, a.ENTITY_ATTRIBUTE)),
@@ -353,10 +364,10 @@ class AppleConsumer:
         self.has_ancs = a.NOTIFICATION_SOURCE in self._characteristics
         self.has_ams = a.ENTITY_UPDATE in self._characteristics
 
-    async def run(self, on_events: Callable[[list[AppleEvent]], Awaitable[None]]) -> None:
-        """Until the link ends: discover, subscribe, and drive the client."""
+    async def _subscribe(self) -> None:
+        """Data Source before Notification Source (events may come at once), then AMS;
+        AMS's entities registered again."""
         aio = trio_asyncio.aio_as_trio
-        await self._discover()
         chars = self._characteristics
         for uuid, kind in (
             (a.DATA_SOURCE, "data"),
@@ -368,8 +379,49 @@ class AppleConsumer:
                 await aio(chars[uuid].subscribe)(lambda v, k=kind: self._queue(k, v))
         if self.has_ams:
             self.client.start()
+
+    async def _watch_service_changed(self) -> None:
+        """Subscribe to the iPhone's Service Changed indications (ANCS and AMS are "not
+        guaranteed to always be present")."""
+        aio = trio_asyncio.aio_as_trio
+        peer = Peer(self.connection)
+        for service in await aio(peer.discover_service)(GATT_GENERIC_ATTRIBUTE_SERVICE):
+            for characteristic in await aio(peer.discover_characteristics)((), service):
+                if characteristic.uuid == GATT_SERVICE_CHANGED_CHARACTERISTIC:
+                    await aio(characteristic.subscribe)(
+                        lambda v: self._queue("changed", v), prefer_notify=False
+                    )
+                    self.watching_changes = True
+
+    async def _services_changed(self) -> None:
+        """The iPhone's services changed: find ANCS and AMS again and subscribe again.
+        Gone, they are simply absent; back, the iPhone lists its notifications again
+        (PreExisting: nothing already shown is announced twice)."""
+        self.services_changed += 1
+        self.client.cancel_pending()
+        # forget the old subscriptions without writing to handles that may be gone
+        # (Bumble keeps subscribers per handle; a second subscription would add a second
+        # subscriber and every value would arrive twice)
+        gatt_client = self.connection.gatt_client
+        for characteristic in self._characteristics.values():
+            for subscribers in (
+                gatt_client.notification_subscribers,
+                gatt_client.indication_subscribers,
+            ):
+                subscribers.pop(characteristic.handle, None)
+        await self._discover()
+        await self._subscribe()
+
+    async def run(self, on_events: Callable[[list[AppleEvent]], Awaitable[None]]) -> None:
+        """Until the link ends: discover, subscribe, and drive the client."""
+        await self._watch_service_changed()
+        await self._discover()
+        await self._subscribe()
         self.ready.set()
         while True:
+            if self._changed:
+                self._changed = False
+                await self._services_changed()
             await self._perform_requests()
             events = self.client.pop_events()
             if events:
@@ -396,6 +448,9 @@ class AppleConsumer:
             self.client.on_timer(self.clock_ms())
 
     def _feed(self, kind: str, value: bytes) -> None:
+        if kind == "changed":
+            self._changed = True  # acted on before the next request
+            return
         try:
             if kind == "event":
                 self.client.on_notification_source(value)
@@ -490,6 +545,10 @@ class IPhoneGatt:
                 read=lambda _c: self.services.read_attribute(), write=self._on_select
             ),
         )
+        self.service_changed: gatt.Characteristic[bytes] = gatt.Characteristic(
+            GATT_SERVICE_CHANGED_CHARACTERISTIC, props.INDICATE, enc_read, b""
+        )
+        device.add_service(gatt.Service(GATT_GENERIC_ATTRIBUTE_SERVICE, [self.service_changed]))
         self.notification_source.on(
             self.notification_source.EVENT_SUBSCRIPTION, self._on_ancs_subscription
         )
@@ -577,6 +636,13 @@ class IPhoneGatt:
     async def remove(self, uid: int) -> None:
         value = self.services.remove(uid)
         await trio_asyncio.aio_as_trio(self._notify_all)(self.notification_source, [value])
+
+    async def services_changed(self) -> None:
+        """Indicate Service Changed for every handle, as iOS does when ANCS or AMS comes
+        back (the consumer must discover and subscribe again)."""
+        await trio_asyncio.aio_as_trio(self.device.indicate_subscribers)(
+            self.service_changed, (1).to_bytes(2, "little") + (0xFFFF).to_bytes(2, "little")
+        )
 
     async def player_changed(self) -> None:
         """Send the player's changes (after editing ``services.player``): the commands

@@ -182,6 +182,17 @@ class AppleClient:
             return
         self._media_changed(key, None)
 
+    def cancel_pending(self) -> None:
+        """The iPhone's services changed: the outstanding command and the requests not
+        yet made are void (its notifications will be listed again)."""
+        self._requests.clear()
+        self._reading.clear()
+        if self._outstanding is not None:
+            self._outstanding = self._deadline = None
+            self._assembler.cancel()
+            if self._outstanding_uid is not None:
+                self._waiting.pop(self._outstanding_uid, None)
+
     def pop_events(self) -> list[AppleEvent]:
         """What changed since the last call; the player's updates as one NowPlaying."""
         events, self._events = self._events, []
