@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 import trio_asyncio
+from bumble import hci
 from bumble.core import ProtocolError as BumbleProtocolError
 from bumble.device import Connection
 
@@ -284,6 +285,25 @@ async def test_the_head_unit_serves_an_app_free_iphone_as_a_device(
                 await phone.device.media(m.MediaCommand.SHUFFLE)
             await phone.device.dismiss(state[0]["inbox"][0]["id"])  # its negative action
             assert [act for _, act in iphone.actions] == [a.ActionId.NEGATIVE]
+            # out of range and back: the device goes offline, then is served again unasked
+            await iphone.disconnect()
+            with trio.fail_after(30):
+                while phone.connected:
+                    await trio.sleep(0.1)
+            assert not api.snapshot()["devices"][0]["connected"]
+            with pytest.raises(CommandFailed, match="not connected"):
+                await phone.device.media(m.MediaCommand.PLAY)
+            await iphone.connect(str(world.central.random_address))
+            with trio.fail_after(30):
+                while not phone.connected:
+                    await trio.sleep(0.1)
+            await iphone.message("Ben", "Back in range")
+            with trio.fail_after(30):
+                while "Back in range" not in [
+                    n["text"] for n in api.snapshot()["devices"][0]["inbox"]
+                ]:
+                    await trio.sleep(0.1)
+            assert len(prompts) == 1 and phone.device.links == 2
             # the bond outlives the head unit: a new one lists the iPhone, offline
             again = world.head_unit(None, bonds=BondStore(tmp_path / "head-unit"))
             assert [p.name for p in again.phones.values()] == ["iphone"]
@@ -310,3 +330,32 @@ async def test_service_changed_is_followed(aio: Any, autojump_clock: Any, tmp_pa
         await trio.sleep(2)
         assert [n.text for n in rig.notes()] == ["On my way", "Parked"]
         assert consumer.protocol_errors == 0 and consumer.client.errors == 0
+
+
+async def test_a_bonded_iphone_at_a_new_private_address_is_resolved(
+    aio: Any, autojump_clock: Any, tmp_path: Path
+) -> None:
+    """An iPhone comes back from a fresh resolvable private address: the head unit
+    resolves it with the IRK from bonding, finds the bond, and serves it unprompted."""
+    async with car(tmp_path) as rig:
+        iphone = rig.iphone
+        address = await iphone.find_car()
+        await iphone.connect(address)
+        await rig.serve()
+        await iphone.disconnect()
+        await rig.until(lambda: not rig.world.central.connections)
+        rpa = hci.Address.generate_private_address(iphone.device.irk)
+        assert rpa.is_resolvable and str(rpa) != str(iphone.device.random_address)
+        await trio_asyncio.aio_as_trio(iphone.device.send_sync_command)(
+            hci.HCI_LE_Set_Random_Address_Command(random_address=rpa)
+        )
+        iphone.device.random_address = rpa
+        rig.bonding.pairing_mode = False
+        await iphone.connect(address)
+        consumer = await rig.serve()
+        assert consumer.connection.peer_resolvable_address == rpa
+        bonded = await rig.bonding.bonded()
+        assert str(consumer.connection.peer_address) in bonded
+        await iphone.message("Ana", "Back again")
+        await rig.until(lambda: [n.text for n in rig.notes()] == ["Back again"])
+        assert len(rig.compared) == 1

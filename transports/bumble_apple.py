@@ -413,7 +413,35 @@ class AppleConsumer:
         await self._subscribe()
 
     async def run(self, on_events: Callable[[list[AppleEvent]], Awaitable[None]]) -> None:
-        """Until the link ends: discover, subscribe, and drive the client."""
+        """Until the link ends: discover, subscribe, and drive the client. Returns when
+        the connection is gone (whatever GATT operation was under way then)."""
+        connection = self.connection
+        gone = trio.Event()
+
+        def ended(*_: Any) -> None:
+            gone.set()
+            self._queue("gone", b"")
+
+        connection.on(connection.EVENT_DISCONNECTION, ended)
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def until_gone() -> None:
+                    await gone.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(until_gone)
+                try:
+                    await self._serve(on_events)
+                except Exception as e:  # a GATT operation on a link that just ended
+                    if not gone.is_set() and connection.handle in connection.device.connections:
+                        raise
+                    log.debug("iPhone: the link ended under a request: %s", e)
+                nursery.cancel_scope.cancel()
+        finally:
+            connection.remove_listener(connection.EVENT_DISCONNECTION, ended)
+
+    async def _serve(self, on_events: Callable[[list[AppleEvent]], Awaitable[None]]) -> None:
         await self._watch_service_changed()
         await self._discover()
         await self._subscribe()
@@ -448,6 +476,8 @@ class AppleConsumer:
             self.client.on_timer(self.clock_ms())
 
     def _feed(self, kind: str, value: bytes) -> None:
+        if kind == "gone":
+            return  # run() ends the loop
         if kind == "changed":
             self._changed = True  # acted on before the next request
             return

@@ -103,7 +103,7 @@ def read(capture: Path, keys: Path, link: str, profile: str) -> Wire:
     pause = next(i for i in items if i.type == "media_command_request" and "pause" in i.summary)
     assert pause.cbor is not None
     packets, value, l2cap = _segments(streams[(pause.connection, pause.direction)], pause.number)
-    links = sorted({i.connection for i in items})
+    links = sorted({i.connection for i in items if i.kind in ("frame", "encrypted")})
     first = [i for i in items if i.connection == pause.connection]
     known = [i for i in items if i.connection == links[-1]]
     return Wire(

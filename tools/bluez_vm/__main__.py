@@ -276,7 +276,8 @@ def check_capture(out: Path) -> str | None:
     except (OSError, ValueError, CaptureError) as e:
         return f"the btmon capture could not be decoded: {e}"
     frames = [i for i in items if i.kind == "frame"]
-    bad = [i for i in items if i.kind != "frame"]
+    # ANCS and AMS items (an iPhone without the app) are not bridge records
+    bad = [i for i in items if i.kind not in ("frame", "ancs", "ams")]
     if not frames:
         return "the btmon capture holds no bridge frames"
     if bad:
