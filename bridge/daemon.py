@@ -37,6 +37,7 @@ from bridge.endpoint import clock_ms_from_trio
 from bridge.phone_device import event_name
 from bridge.radio_policy import (
     AppleRadio,
+    Bonded,
     Confirm,
     HeadUnit,
     HeadUnitEvent,
@@ -343,7 +344,8 @@ async def pair(
             async with trio.open_nursery() as nursery:
                 await nursery.start(hu.run)
                 print(
-                    f"Pairing mode: open the bridge app on the phone (for {limit:g} s)",
+                    f"Pairing mode: open the bridge app on the phone (for {limit:g} s)"
+                    + (", or tap the car in an iPhone's Bluetooth settings" if hu.apple else ""),
                     file=out,
                     flush=True,
                 )
@@ -356,6 +358,9 @@ async def pair(
                     # the phone's hello: it has confirmed and stored us too, the link
                     # can end (ending it before could leave the phone unpaired)
                     if isinstance(event, m.Hello) and phone is paired:
+                        nursery.cancel_scope.cancel()
+                        return phone.name
+                    if isinstance(event, Bonded):  # an iPhone without the app
                         nursery.cancel_scope.cancel()
                         return phone.name
     return None

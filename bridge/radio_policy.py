@@ -157,6 +157,11 @@ class PairingAttemptFailed:
     pairing_mode_ended: bool
 
 
+@dataclass(frozen=True)
+class Bonded:
+    """An iPhone without the app bonded just now (its first link is being served)."""
+
+
 @dataclass(eq=False)
 class Phone:
     """One phone as the head unit knows it (paired, or being paired)."""
@@ -196,7 +201,7 @@ Confirm = Callable[[Phone, CodeToConfirm], Awaitable[bool]]
 
 #: What :attr:`HeadUnit.events` carries with each phone: its device's events, and the
 #: head unit's own word on a failed pairing attempt.
-HeadUnitEvent = DeviceEvent | PairingAttemptFailed
+HeadUnitEvent = DeviceEvent | PairingAttemptFailed | Bonded
 
 
 async def _refuse(phone: Phone, event: CodeToConfirm) -> bool:
@@ -357,9 +362,10 @@ class HeadUnit:
             if bond is None:  # bonded on the radio, but the store did not keep it
                 log.warning("an iPhone connected whose bond is not in the bond store")
                 continue
-            nursery.start_soon(self._attach_iphone, self._iphone(bond), link)
+            new = bond.key not in self.phones
+            nursery.start_soon(self._attach_iphone, self._iphone(bond), link, new)
 
-    async def _attach_iphone(self, phone: Phone, link: IPhoneLinkLike) -> None:
+    async def _attach_iphone(self, phone: Phone, link: IPhoneLinkLike, new: bool) -> None:
         device = phone.device
         assert isinstance(device, AppleDevice)
         if device.link is not None:
@@ -370,6 +376,8 @@ class HeadUnit:
         if name and self.bonds is not None:
             self.bonds.rename(link.address, name)
             phone.name = device.state.name = name
+        if new:
+            await self._events_in.send((phone, Bonded()))
         await device.attach(consumer, phone.name)
         log.info("%s (an iPhone without the app) went away", phone.label)
 

@@ -506,3 +506,43 @@ def test_doctor_says_what_each_role_needs(tmp_path: Path) -> None:
     dongle = Config(data_dir=data, radio=RadioConfig(backend="bumble", transport="usb:0"))
     (roles,) = [c for c in doctor.run_checks(dongle, machine) if c.name == "roles"]
     assert roles.ok and "both" in roles.detail
+
+
+async def test_bridge_pair_bonds_an_iphone_without_the_app(
+    aio: Any, autojump_clock: Any, tmp_path: Path
+) -> None:
+    """``bridge pair`` on a radio that serves app-free iPhones: it says so, the iPhone
+    bonds through the same prompt, pairing ends with its name, and the bond is kept."""
+    world = RadioWorld(tmp_path / "world", clock_ms=clock_ms_from_trio())
+    asked: list[CodeToConfirm] = []
+
+    async def yes(phone: Phone, event: CodeToConfirm) -> bool:
+        asked.append(event)
+        return True
+
+    config = config_for(tmp_path)
+    try:
+        await world.start_central()
+
+        async def apple(bonds: BondStore) -> Any:
+            return world.apple(bonds)
+
+        iphone = await world.add_app_free_iphone("Ana's iPhone")
+        out = io.StringIO()
+        async with trio.open_nursery() as nursery:
+
+            async def bond() -> None:
+                await iphone.connect(await iphone.find_car())
+
+            nursery.start_soon(bond)
+            name = await daemon.pair(
+                config, yes, limit=60, listener=world.listener(), apple=apple, out=out
+            )
+        assert name == "Ana's iPhone"
+        assert "or tap the car in an iPhone's Bluetooth settings" in out.getvalue()
+        assert [e.peer.display_name for e in asked] == ["an iPhone without the app"]
+        assert [b.name for b in BondStore(config.data_path / "head-unit").bonds()] == [
+            "Ana's iPhone"
+        ]
+    finally:
+        world.close()
