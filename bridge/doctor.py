@@ -224,18 +224,43 @@ def check_roles(config: Config) -> Check:
             False,
             "peripheral only: the peripheral role is not available on BlueZ yet, so this "
             "head unit would serve no phone",
-            'radio.roles = ["central", "peripheral"], or a Bumble dongle '
-            '(radio.backend = "bumble") for the peripheral role',
+            'radio.roles = ["central", "peripheral"], or radio.backend = "bumble" for the '
+            'peripheral role: a Bumble dongle, or the Pi\'s own adapter with transport = '
+            '"hci-socket:0" (docs/BLUEZ.md)',
         )
     if "peripheral" in roles:  # the default: served as far as BlueZ goes today
         return Check(
             "roles",
             True,
             "central (scanning); the peripheral role is not available on BlueZ yet: "
-            "phones that only connect (an iPhone whose app is in the background) need a "
-            'Bumble dongle (radio.backend = "bumble")',
+            "phones that only connect (an iPhone whose app is in the background) and "
+            'iPhones without the app need radio.backend = "bumble" (a dongle, or this '
+            'adapter with transport = "hci-socket:0": docs/BLUEZ.md)',
         )
     return Check("roles", True, f"{named} (scanning: BlueZ's LE scanning and connecting)")
+
+
+def check_user_channel(machine: Machine, transport: str) -> Check:
+    """Bumble on the kernel's HCI user channel (``hci-socket:N``) takes the adapter
+    from bluetoothd: it must be up in the kernel, and bluetoothd must not hold it."""
+    index = transport.split(":", 1)[1] if ":" in transport else "0"
+    name = f"hci{index or 0}"
+    if not machine.path(f"/sys/class/bluetooth/{name}").exists():
+        return Check(
+            "HCI user channel", False, f"no adapter {name} in the kernel",
+            "check the adapter (ls /sys/class/bluetooth); on a Pi the UART adapter needs "
+            "its firmware loaded (hciuart.service)",
+        )  # fmt: skip
+    if machine.run(["pidof", "bluetoothd"]):
+        return Check(
+            "HCI user channel", False, f"bluetoothd is running and holds {name}",
+            "sudo systemctl disable --now bluetooth (the head unit drives the adapter "
+            "itself; docs/BLUEZ.md)",
+        )  # fmt: skip
+    return Check(
+        "HCI user channel", True,
+        f"{name}, bluetoothd not running (the service needs CAP_NET_ADMIN: docs/BLUEZ.md)",
+    )  # fmt: skip
 
 
 def run_checks(config: Config, machine: Machine | None = None) -> list[Check]:
@@ -244,6 +269,8 @@ def run_checks(config: Config, machine: Machine | None = None) -> list[Check]:
     checks = [check_python(), check_packages(), check_data(config), check_roles(config)]
     if config.radio.backend == "bumble":
         checks.append(Check("radio", True, f"Bumble on {config.radio.transport} (BlueZ not used)"))
+        if config.radio.transport.startswith("hci-socket"):
+            checks.append(check_user_channel(machine, config.radio.transport))
         return checks
     checks += [
         check_bluez(machine),

@@ -3,6 +3,7 @@ service commands around them: configuration, devices, forget, doctor, logs."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import json
@@ -505,7 +506,34 @@ def test_doctor_says_what_each_role_needs(tmp_path: Path) -> None:
     assert not roles.ok and 'radio.backend = "bumble"' in roles.fix
     dongle = Config(data_dir=data, radio=RadioConfig(backend="bumble", transport="usb:0"))
     (roles,) = [c for c in doctor.run_checks(dongle, machine) if c.name == "roles"]
-    assert roles.ok and "both" in roles.detail
+    assert roles.ok and "both" in roles.detail and "iPhones without the app bond" in roles.detail
+
+
+@pytest.mark.parametrize(
+    ("adapters", "bluetoothd", "problem"),
+    [
+        (["hci0"], False, None),
+        (["hci0"], True, "sudo systemctl disable --now bluetooth"),
+        ([], False, "ls /sys/class/bluetooth"),
+    ],
+)
+def test_doctor_checks_the_hci_user_channel(
+    tmp_path: Path, adapters: list[str], bluetoothd: bool, problem: str | None
+) -> None:
+    """The Pi's adapter driven by Bumble through the kernel (transport hci-socket:0):
+    the adapter must exist and bluetoothd must not hold it."""
+    base = fake_machine(tmp_path, adapters=adapters)
+    machine = dataclasses.replace(
+        base, run=lambda cmd: ("412\n" if bluetoothd else None) if cmd[0] == "pidof" else None
+    )
+    config = Config(
+        data_dir=str(tmp_path / "data"),
+        radio=RadioConfig(backend="bumble", transport="hci-socket:0"),
+    )
+    (check,) = [c for c in doctor.run_checks(config, machine) if c.name == "HCI user channel"]
+    assert check.ok is (problem is None)
+    if problem is not None:
+        assert problem in check.fix
 
 
 async def test_bridge_pair_bonds_an_iphone_without_the_app(

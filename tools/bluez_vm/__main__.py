@@ -52,7 +52,7 @@ IMAGE_SIZE = "1600M"
 BUILD_VERSION = "1"  # bump to force a rebuild
 SCENARIOS = ("pair-and-channels", "link-loss", "android-and-ios", "doctor")
 #: Not run by default, and alone: ``bridge run`` itself is the head unit there.
-MEASUREMENTS = ("memory",)
+MEASUREMENTS = ("memory", "user-channel")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -300,8 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios",
         nargs="*",
         metavar="SCENARIO",
-        help=f"default: all of {', '.join(SCENARIOS)}; also 'memory' (bridge run's "
-        "resident memory with four phones, alone)",
+        help=f"default: all of {', '.join(SCENARIOS)}; also, each alone: 'memory' (bridge "
+        "run's resident memory with four phones) and 'user-channel' (the head unit on the "
+        "kernel's HCI user channel with Bumble, no bluetoothd: both roles and an iPhone "
+        "without the app)",
     )
     parser.add_argument("--runs", type=int, default=1, help="boot and run this many times")
     parser.add_argument(
@@ -319,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join(SCENARIOS + MEASUREMENTS)
         parser.error(f"unknown scenario {unknown[0]!r}; choose from {known}")
     if set(args.scenarios) & set(MEASUREMENTS) and len(args.scenarios) > 1:
-        parser.error("memory runs alone (bridge run is the head unit there)")
+        parser.error("memory and user-channel run alone (each has its own head unit)")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     scenarios = list(args.scenarios) or list(SCENARIOS)

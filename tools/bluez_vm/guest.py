@@ -35,9 +35,10 @@ import trio
 
 from bridge.config import Config, load_config
 from bridge.doctor import run_checks
+from bridge.emulation.app_free_iphone import AppFreeIPhone
 from bridge.emulation.emulator import EmulatedPhone
 from bridge.emulation.scenarios import FLAVOURS, Flavour, drive, messages, playlist
-from bridge.emulation.world import pacing_for
+from bridge.emulation.world import bleak_on, pacing_for
 from bridge.endpoint import clock_ms_from_trio
 from bridge.logs import setup_logging
 from bridge.phone_device import ArtReceived, CommandFailed
@@ -45,12 +46,15 @@ from bridge.radio_policy import HeadUnit, HeadUnitEvent, Phone
 from bridge.session import LinkDown, LinkUp
 from bridge.wire import messages as m
 from bridge.wire.errors import first_error
+from pairing.bonds import BondStore
 from pairing.handshake import Authenticated, CodeToConfirm
 from pairing.keylog import KeyLog
 from pairing.trust import TrustStore
 from tools.bench.memory import play, ready_devices, rss_of
 from transports.aio import asyncio_loop, asyncio_task_stacks
 from transports.ble import BleakCentral
+from transports.bumble_apple import open_apple
+from transports.bumble_dongle import bumble_radio
 from transports.bumble_phone import BumblePeripheral
 from transports.bumble_radio import VirtualRadio, kernel_controller
 from transports.simulated import PROFILES
@@ -246,6 +250,74 @@ async def memory(radio: VirtualRadio, data: Path, clock: Callable[[], int]) -> s
     )
 
 
+async def user_channel(radio: VirtualRadio, data: Path, clock: Callable[[], int]) -> str:
+    """The head unit on the kernel's HCI user channel (``radio.backend = "bumble"``,
+    ``transport = "hci-socket:0"``; bluetoothd not running): Bumble's host on hci0, as a
+    Pi can run it where BlueZ's GATT server cannot serve several centrals (docs/BLUEZ.md).
+    Both roles at once and an iPhone without the app: an iPhone with the app connects to
+    the car, an Android phone is found by scanning, the app-free iPhone bonds; each one's
+    notification arrives."""
+    iphone_device = await radio.powered("iphone", pacing_for(PROFILES["ios"]))
+    iphone = EmulatedPhone(None, IOS, data / "iphone", clock_ms=clock, device=iphone_device,
+                           central=bleak_on(iphone_device, mtu=185))  # fmt: skip
+    pixel_device = await radio.powered("pixel", pacing_for(PROFILES["android"]))
+    pixel = EmulatedPhone(BumblePeripheral(pixel_device, att_mtu=517), ANDROID, data / "pixel",
+                          clock_ms=clock)  # fmt: skip
+    app_free = AppFreeIPhone(await radio.powered("ana", pacing_for(PROFILES["ios"])))
+    bonds = BondStore(data / "hu")
+    prompts: list[CodeToConfirm] = []
+
+    async def yes(phone: Phone, event: CodeToConfirm) -> bool:
+        prompts.append(event)
+        return True
+
+    async with AsyncExitStack() as radios:
+        for attempt in range(30):  # the kernel powers hci0 off again after registering it
+            try:
+                central, listener = await radios.enter_async_context(
+                    bumble_radio("hci-socket:0", "Car")
+                )
+                break
+            except OSError as e:  # EBUSY while the kernel still has hci0 up
+                logging.warning("hci-socket:0 not ready (%s); retrying", e)
+                await trio.sleep(1.0)
+                if attempt == 29:
+                    raise
+        apple = await open_apple(listener.server.device, bonds)
+        hu = HeadUnit(central, TrustStore(data / "hu"), data / "hu", pairing_mode=True,
+                      confirm=yes, clock_ms=clock, listener=listener, apple=apple,
+                      bonds=bonds, keylog=KeyLog(OUT / "keys.log"))  # fmt: skip
+        lane = Lane(hu, {"iphone": iphone, "pixel": pixel})
+        async with trio.open_nursery() as nursery:
+            for key, phone in lane.phones.items():
+                await nursery.start(logged, phone.run, f"phone {key}")
+            nursery.start_soon(lane.pump)
+            await nursery.start(logged, hu.run, "head unit")
+            pixel.set_advertising(True)
+            await lane.until("the Android phone paired", lambda: lane.connected("Pixel 9"))
+            await lane.until("the iPhone paired", lambda: lane.connected("iPhone 16"))
+            roles = {p.name: p.role for p in hu.phones.values() if p.connected}
+            assert roles == {"Pixel 9": "central", "iPhone 16": "peripheral"}, roles
+            await app_free.connect(await app_free.find_car())
+            await app_free.message("Ana", "On my way")
+            await pixel.app.notify(
+                m.Notification("p1", "Chat", m.Category.MESSAGE, "from the Pixel", 0)
+            )
+            await iphone.app.notify(
+                m.Notification("i1", "Chat", m.Category.MESSAGE, "from the iPhone", 0)
+            )
+            wanted = {"from the Pixel", "from the iPhone", "On my way"}
+            await lane.until(
+                "three notifications",
+                lambda: {n.text for _, n in lane.events if isinstance(n, m.Notification)} >= wanted,
+            )
+            nursery.cancel_scope.cancel()
+    return (
+        f"the head unit on the HCI user channel (Bumble on hci0): 2 phones with the app "
+        f"(central and peripheral role) and 1 without, {len(prompts)} prompts"
+    )
+
+
 async def _adapter_powered(config: Config) -> None:
     """Wait until bluetoothd has powered hci0 (``bridge doctor``'s check)."""
     with trio.fail_after(30):
@@ -361,6 +433,21 @@ async def main(names: list[str]) -> int:
             peripheral = BumblePeripheral(device, att_mtu=profile.att_mtu, apple=flavour is IOS)
             phones[key] = EmulatedPhone(peripheral, flavour, data / key, clock_ms=clock)
             phones[key].set_advertising(False)
+        if names == ["user-channel"]:  # no bluetoothd: the head unit owns hci0
+            WATCH["token"] = trio.lowlevel.current_trio_token()
+            threading.Thread(target=thread_watchdog, daemon=True).start()
+            WATCH.update(name="user-channel", deadline=time.monotonic() + SCENARIO_LIMIT + 20)
+            try:
+                with trio.fail_after(SCENARIO_LIMIT):
+                    line = await user_channel(radio, data, clock)
+                print(line, flush=True)
+                results["user-channel"] = "passed"
+            except* (AssertionError, trio.TooSlowError, OSError, CommandFailed) as group:
+                error = first_error(group)
+                results["user-channel"] = f"failed: {type(error).__name__}: {error}"
+                logging.exception("user-channel failed")
+            (OUT / "results.json").write_text(json.dumps(results, indent=1))
+            return 0 if results["user-channel"] == "passed" else 1
         bluetoothd_log = stack.enter_context((OUT / "bluetoothd.log").open("w"))
         bluetoothd = subprocess.Popen(
             [BLUETOOTHD, "-n", "-d"], stdout=bluetoothd_log, stderr=subprocess.STDOUT
