@@ -56,6 +56,7 @@ class RadioDemoResult:
     received: dict[str, list[str]] = field(default_factory=dict)
     links: dict[str, int] = field(default_factory=dict)
     pairing_failed: str | None = None
+    last_playing: dict[str, str] = field(default_factory=dict)  # the last line shown
 
     def check(self) -> tuple[int, int, bool]:
         lost = dup = 0
@@ -309,11 +310,15 @@ def _show_app_free(
             screen.show(who, "ANCS", f"notification {event.id} removed on the iPhone")
         case m.NowPlaying():
             sign = "▶" if event.playing else "⏸"
-            screen.show(who, "AMS", f"{sign} {event.title} — {event.artist} ({event.source_app})")
+            line = f"{sign} {event.title} — {event.artist} ({event.source_app})"
+            if result.last_playing.get(who) != line:  # what it offers changed, not what plays
+                result.last_playing[who] = line
+                screen.show(who, "AMS", line)
 
 
 async def _app_free_day(iphone: AppFreeIPhone, sent: list[str]) -> None:
-    """A message, an incoming call, a calendar alert, music (the scripted day)."""
+    """A message, an incoming call, a calendar alert, music changing track (the
+    scripted day)."""
     for sender, text in (("Ana", "Running 10 min late"), ("Ben", "Parking at the back")):
         sent.append(f"notification {await iphone.message(sender, text)}")
         await trio.sleep(1.5)
@@ -322,6 +327,8 @@ async def _app_free_day(iphone: AppFreeIPhone, sent: list[str]) -> None:
     sent.append(f"notification {await iphone.calendar('Dentist', 'In 15 minutes')}")
     await trio.sleep(1.0)
     await iphone.play("Nina Simone", "Pastel Blues", "Sinnerman", 622.0)
+    await trio.sleep(3.0)  # the next track (the driver paused; it plays on)
+    await iphone.play("Nina Simone", "I Put a Spell on You", "Feeling Good", 177.0)
 
 
 async def _answer_call(phone: Phone, note: m.Notification, screen: _Screen) -> None:
