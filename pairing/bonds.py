@@ -10,14 +10,14 @@ touches a radio, so ``bridge devices`` and ``bridge forget`` read and edit it of
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pairing.files import write_private
 
 BONDS_FILE = "bonds.json"
 MAX_BONDS = 64
@@ -133,17 +133,8 @@ class BondStore:
             ],
         }
         data = json.dumps(doc, indent=1).encode()
-        tmp = self.directory / f".{BONDS_FILE}.{os.getpid()}.tmp"
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
+            write_private(self.directory, BONDS_FILE, data)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise BondStoreError(f"cannot write {self.path}: {e.strerror}") from None

@@ -10,7 +10,6 @@ sentence, never a traceback. Keys never appear in reprs or logs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from pairing.files import write_private
 from pairing.handshake import Authenticated
 from pairing.noise import public_bytes
 from pairing.privacy import IRK_SIZE
@@ -229,22 +229,7 @@ class TrustStore:
         return json.dumps(doc, indent=1).encode()
 
     def _save(self) -> None:
-        data = self._document()
-        tmp = self.directory / f".{FILENAME}.{os.getpid()}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_private(self.directory, FILENAME, self._document())
         except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise TrustStoreError(f"cannot write {self.path}: {e.strerror}") from None
