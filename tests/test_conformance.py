@@ -37,6 +37,9 @@ FAULT_CASES = {
     "no-idle-timeout": "7",
     "no-ack": "8",
     "pairs-any-time": "4",
+    "ignores-busy-lane": "13",
+    "ignores-idle-lane": "14",
+    "ignores-huge-record": "15",
 }
 
 

@@ -425,3 +425,58 @@ async def _exactly_once(ctx: Context) -> None:
         raise CaseFailed(f"the results named frames {results}, not 0 to 9 once each, in order")
     if not 0 < before_drop < 10:  # (4 of 10 on the emulated iPhone's link)
         raise CaseSkipped(f"{before_drop} of 10 answered before the drop: nothing in between")
+
+
+async def _raw_close(ctx: Context, segments: list[bytes]) -> tuple[int | None, str, list[Frame]]:
+    """Send these segments on a fresh link (before any handshake); the phone's close
+    code, how reading ended, and its frames."""
+    raw = RawLink(await ctx.target.connect())
+    for segment in segments:
+        await raw.link.send(segment)
+    frames, how = await raw.frames(5)
+    await _hang_up(raw.link)
+    return _close_code(frames), how, frames
+
+
+@case("13", "3", "a new record on a lane whose record is unfinished closes with code 5")
+async def _busy_lane(ctx: Context) -> None:
+    keepalive = bytes.fromhex("840002f6a0")
+    head = bytes((header_byte(Kind.FIRST, 1, 0), 40, 0)) + keepalive  # 5 of 40 bytes
+    again = bytes((header_byte(Kind.FIRST, 1, 1), len(keepalive), 0)) + keepalive
+    code, how, frames = await _raw_close(ctx, [head, again])
+    if code != ErrorCode.INTERLEAVE:
+        raise CaseFailed(f"a second FIRST on lane 1 before the first record ended: {frames}, {how}")
+
+
+@case("14", "3", "a continuation on a lane with no record started closes with code 5")
+async def _idle_lane(ctx: Context) -> None:
+    code, how, frames = await _raw_close(ctx, [bytes((header_byte(Kind.CONT, 2, 0),)) + b"ab"])
+    if code != ErrorCode.INTERLEAVE:
+        raise CaseFailed(f"a CONT on lane 2 as the first segment: {frames}, {how}")
+
+
+@case("15", "3, 4", "a record announced longer than 16384 bytes closes with code 4 (too large)")
+async def _huge_record(ctx: Context) -> None:
+    total = 16385
+    segment = bytes((header_byte(Kind.FIRST, 0, 0), total & 0xFF, total >> 8)) + bytes(10)
+    code, how, frames = await _raw_close(ctx, [segment])
+    if code != ErrorCode.TOO_LARGE:
+        raise CaseFailed(f"a FIRST announcing {total} bytes: {frames}, {how}")
+
+
+@case("16", "1, 3, 6.3", "at ATT MTU 185 (182-byte segments) a reconnection and a command work")
+async def _mtu_185(ctx: Context) -> None:
+    await _command_at(ctx, 185)
+
+
+@case("17", "1, 3, 6.3", "at ATT MTU 517 (512-byte segments) a reconnection and a command work")
+async def _mtu_517(ctx: Context) -> None:
+    await _command_at(ctx, 517)
+
+
+async def _command_at(ctx: Context, att_mtu: int) -> None:
+    wanted = min(att_mtu - 3, 512)  # an ATT value is at most 512 bytes (PROTOCOL.md 1)
+    async with reconnected(ctx, att_mtu=att_mtu) as s:
+        if s.link.payload_size != wanted:
+            raise CaseSkipped(f"this link's payload is {s.link.payload_size}, not {wanted}")
+        await s.command(m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, 40))

@@ -28,7 +28,48 @@ FAULTS = {
     "no-idle-timeout": "keeps a silent link open for ever (5)",
     "no-ack": "never sends a standalone acknowledgement (5)",
     "pairs-any-time": "answers XX 1 outside its pairing mode, with its static key (8.1)",
+    "ignores-busy-lane": "drops a new record on a lane still busy instead of closing (3)",
+    "ignores-idle-lane": "drops a continuation on an idle lane instead of closing (3)",
+    "ignores-huge-record": "drops a record announced over 16384 bytes instead of closing (3)",
 }
+
+
+class _Lenient:
+    """One kind of bad segment from the head unit, dropped before the phone sees it: a
+    phone that ignores what it must refuse."""
+
+    def __init__(self, fault: str) -> None:
+        self.fault = fault
+        self.left: dict[int, int] = {}  # lane -> record bytes still to come
+
+    def wrap(self, link: Link) -> None:
+        original = link.receive
+
+        async def receive() -> bytes:
+            while True:
+                packet = await original()
+                if not self._dropped(packet):
+                    return packet
+
+        link.receive = receive  # type: ignore[method-assign]
+
+    def _dropped(self, packet: bytes) -> bool:
+        if not packet:
+            return False
+        kind, lane = packet[0] >> 6, (packet[0] >> 4) & 3
+        if kind == 1 and len(packet) >= 3:  # FIRST
+            total = packet[1] | ((packet[2] & 0x7F) << 8)
+            data = len(packet) - 3 - (1 if packet[2] & 0x80 else 0)
+            if self.fault == "ignores-huge-record" and total > 16384:
+                return True
+            if self.fault == "ignores-busy-lane" and self.left.get(lane, 0) > 0:
+                return True
+            self.left[lane] = total - data
+        elif kind == 0:  # CONT
+            if self.fault == "ignores-idle-lane" and self.left.get(lane, 0) <= 0:
+                return True
+            self.left[lane] = self.left.get(lane, 0) - (len(packet) - 1)
+        return False
 
 
 class EmulatorUnderTest:
@@ -84,4 +125,6 @@ class EmulatorUnderTest:
         return pair.central
 
     async def _serve(self, link: Link) -> None:
+        if self.fault is not None and self.fault.startswith("ignores-"):
+            _Lenient(self.fault).wrap(link)
         await self.session.run_link(link, handshake=self._handshake())
