@@ -254,6 +254,7 @@ class HeadUnit:
         self._events_in, self.events = trio.open_memory_channel[tuple[Phone, HeadUnitEvent]](1024)
         self._nursery: trio.Nursery | None = None
         self._advertising_changed = trio.Event()
+        self._bond_prompt_open = False
         for device in trust.devices():
             self._register(device.key_bytes, device.name, device.platform)
         for bond in bonds.bonds() if bonds is not None else []:
@@ -383,7 +384,19 @@ class HeadUnit:
 
     async def _compare_bond(self, connection: Any, number: int) -> bool:
         """An iPhone bonds in pairing mode: the same prompt as a first pairing, its six
-        digits to compare with the iPhone's, within the pairing deadline."""
+        digits to compare with the iPhone's, within the pairing deadline; one at a time
+        (another device asking meanwhile is refused, as a second stranger is)."""
+        if self._bond_prompt_open:
+            self.strangers_ignored += 1
+            log.info("an iPhone asked to bond while another bonding was open: refused")
+            return False
+        self._bond_prompt_open = True
+        try:
+            return await self._ask_bond(number)
+        finally:
+            self._bond_prompt_open = False
+
+    async def _ask_bond(self, number: int) -> bool:
         device = AppleDevice("iPhone", clock_ms=self.clock_ms)
         phone = Phone(device.session, device, name="iPhone")
         phone.platform_hint, phone.role = "ios", "peripheral"

@@ -359,3 +359,48 @@ async def test_a_bonded_iphone_at_a_new_private_address_is_resolved(
         await iphone.message("Ana", "Back again")
         await rig.until(lambda: [n.text for n in rig.notes()] == ["Back again"])
         assert len(rig.compared) == 1
+
+
+async def test_one_bonding_prompt_at_a_time(aio: Any, autojump_clock: Any, tmp_path: Path) -> None:
+    """Two devices asking to bond at once: the second is refused while the first prompt
+    is open, so a stranger cannot stack prompts behind the user's."""
+    world = RadioWorld(tmp_path, clock_ms=lambda: int(trio.current_time() * 1000))
+    answer = trio.Event()
+    prompts: list[CodeToConfirm] = []
+
+    async def slow_yes(phone: Phone, event: CodeToConfirm) -> bool:
+        prompts.append(event)
+        await answer.wait()
+        return True
+
+    try:
+        await world.start_central()
+        bonds = BondStore(tmp_path / "head-unit")
+        hu = world.head_unit(None, listener=world.listener(),
+                             apple=world.apple(bonds), bonds=bonds, confirm=slow_yes)  # fmt: skip
+        first = await world.add_app_free_iphone("first")
+        second = AppFreeIPhone(await world.radio.powered("second", pacing_for(PROFILES["ios"])))
+        failures: list[str] = []
+
+        async def bond(iphone: AppFreeIPhone) -> None:
+            try:
+                await iphone.connect(str(world.central.random_address))
+            except BumbleProtocolError as e:
+                failures.append(f"{iphone.device.name}: {e}")
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hu.run)
+            nursery.start_soon(bond, first)
+            with trio.fail_after(30):
+                while not prompts:
+                    await trio.sleep(0.1)
+            await bond(second)  # while the first prompt is open
+            assert [f.split(":")[0] for f in failures] == ["second"] and len(prompts) == 1
+            answer.set()
+            with trio.fail_after(30):
+                while [b.name for b in bonds.bonds()] != ["first"]:  # named by its GAP name
+                    await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+        assert hu.strangers_ignored == 1
+    finally:
+        world.close()
