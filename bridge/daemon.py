@@ -159,7 +159,13 @@ async def open_radio(config: Config) -> AsyncIterator[OpenRadio]:
     if radio_config.adapter:
         kwargs["bluez"] = {"adapter": radio_config.adapter}
     central = BleakCentral(connect_timeout=radio_config.connect_timeout, backend_kwargs=kwargs)
-    yield OpenRadio(central, None, None)
+    apple: AppleFactory | None = None
+    if radio_config.iphones_without_app:
+        # bluetoothd's agent and an advertisement: only when asked (dbus-fast objects)
+        from transports.bluez_apple import open_bluez_apple  # noqa: PLC0415
+
+        apple = partial(open_bluez_apple, radio_config.adapter, config.name)
+    yield OpenRadio(central, None, apple)
 
 
 def describe(phone: Phone, event: HeadUnitEvent) -> tuple[int, str] | None:

@@ -225,7 +225,7 @@ def check_roles(config: Config) -> Check:
             "peripheral only: the peripheral role is not available on BlueZ yet, so this "
             "head unit would serve no phone",
             'radio.roles = ["central", "peripheral"], or radio.backend = "bumble" for the '
-            'peripheral role: a Bumble dongle, or the Pi\'s own adapter with transport = '
+            "peripheral role: a Bumble dongle, or the Pi's own adapter with transport = "
             '"hci-socket:0" (docs/BLUEZ.md)',
         )
     if "peripheral" in roles:  # the default: served as far as BlueZ goes today
@@ -233,9 +233,10 @@ def check_roles(config: Config) -> Check:
             "roles",
             True,
             "central (scanning); the peripheral role is not available on BlueZ yet: "
-            "phones that only connect (an iPhone whose app is in the background) and "
-            'iPhones without the app need radio.backend = "bumble" (a dongle, or this '
-            'adapter with transport = "hci-socket:0": docs/BLUEZ.md)',
+            "phones that only connect (an iPhone whose app is in the background) need "
+            'radio.backend = "bumble" (a dongle, or this adapter with transport = '
+            '"hci-socket:0": docs/BLUEZ.md); iPhones without the app bond through '
+            "bluetoothd's agent",
         )
     return Check("roles", True, f"{named} (scanning: BlueZ's LE scanning and connecting)")
 

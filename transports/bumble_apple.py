@@ -582,6 +582,13 @@ class IPhoneGatt:
         self.notification_source.on(
             self.notification_source.EVENT_SUBSCRIPTION, self._on_ancs_subscription
         )
+        # a bonded client's subscriptions outlive its connections (Core spec: the CCC
+        # values of a bonded device persist), as on an iPhone; Bumble keeps them per
+        # connection, so they are kept here by the peer's address and put back
+        self._cccds: dict[str, dict[int, bytes]] = {}
+        server = device.gatt_server
+        server.on(server.EVENT_CHARACTERISTIC_SUBSCRIPTION, self._remember_subscription)
+        device.on(device.EVENT_CONNECTION, self._on_connection)
         self.remote_command.on(self.remote_command.EVENT_SUBSCRIPTION, self._on_ams_subscription)
         device.add_service(
             gatt.Service(
@@ -610,6 +617,23 @@ class IPhoneGatt:
     ) -> None:
         for value in values:
             await self.device.notify_subscribers(characteristic, value)
+
+    def _remember_subscription(
+        self, bearer: Any, characteristic: Any, notify: bool, indicate: bool
+    ) -> None:
+        connection = getattr(bearer, "connection", bearer)
+        value = bytes(((1 if notify else 0) | (2 if indicate else 0), 0))
+        self._cccds.setdefault(str(connection.peer_address), {})[characteristic.handle] = value
+
+    def _on_connection(self, connection: Connection) -> None:
+        def encrypted() -> None:
+            saved = self._cccds.get(str(connection.peer_address))
+            if connection.is_encrypted and saved:
+                restored = self.device.gatt_server.subscribers.setdefault(connection, {})
+                for handle, value in saved.items():
+                    restored.setdefault(handle, value)
+
+        connection.on(connection.EVENT_CONNECTION_ENCRYPTION_CHANGE, encrypted)
 
     def remove_soon(self, uid: int) -> None:
         """Announce a notification's removal once the current write has been answered
@@ -748,14 +772,17 @@ class IPhoneRadio:
         peer = hci.Address(address)
         connection: Connection = await aio(self.device.connect)(peer)
         self.connection = connection
-        # an iPhone as central asks for its MTU at once (185 on iOS 10 and later)
-        await aio(Peer(connection).request_mtu)(self.att_mtu)
         keystore = self.device.keystore
         if isinstance(keystore, MemoryKeyStore) and str(peer) in keystore.all_keys:
             self.bonded_to = address  # a bond kept from an earlier run
         if self.bonded_to == address:
+            # a bonded iPhone encrypts first (BlueZ holds back ATT until it has: it asks
+            # for security as soon as it knows the LTK), then asks for its MTU
             await aio(connection.encrypt)()
+            await aio(Peer(connection).request_mtu)(self.att_mtu)
         else:
+            # an iPhone as central asks for its MTU at once (185 on iOS 10 and later)
+            await aio(Peer(connection).request_mtu)(self.att_mtu)
             await aio(connection.pair)()
             self.bonded_to = address
         return connection

@@ -52,7 +52,7 @@ IMAGE_SIZE = "1600M"
 BUILD_VERSION = "1"  # bump to force a rebuild
 SCENARIOS = ("pair-and-channels", "link-loss", "android-and-ios", "doctor")
 #: Not run by default, and alone: ``bridge run`` itself is the head unit there.
-MEASUREMENTS = ("memory", "user-channel")
+MEASUREMENTS = ("memory", "user-channel", "iphone-bluez")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -278,6 +278,10 @@ def check_capture(out: Path) -> str | None:
     frames = [i for i in items if i.kind == "frame"]
     # ANCS and AMS items (an iPhone without the app) are not bridge records
     bad = [i for i in items if i.kind not in ("frame", "ancs", "ams")]
+    apple = [i for i in items if i.kind in ("ancs", "ams")]
+    if not frames and apple:  # an iPhone without the app, and nothing else
+        log(f"btmon capture: {len(apple)} ANCS and AMS items decoded, no bridge frames")
+        return None
     if not frames:
         return "the btmon capture holds no bridge frames"
     if bad:
@@ -303,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"default: all of {', '.join(SCENARIOS)}; also, each alone: 'memory' (bridge "
         "run's resident memory with four phones) and 'user-channel' (the head unit on the "
         "kernel's HCI user channel with Bumble, no bluetoothd: both roles and an iPhone "
-        "without the app)",
+        "without the app), 'iphone-bluez' (an iPhone without the app bonding with bluetoothd "
+        "through the head unit's agent)",
     )
     parser.add_argument("--runs", type=int, default=1, help="boot and run this many times")
     parser.add_argument(
@@ -321,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join(SCENARIOS + MEASUREMENTS)
         parser.error(f"unknown scenario {unknown[0]!r}; choose from {known}")
     if set(args.scenarios) & set(MEASUREMENTS) and len(args.scenarios) > 1:
-        parser.error("memory and user-channel run alone (each has its own head unit)")
+        parser.error("memory, user-channel and iphone-bluez run alone (each its own head unit)")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     scenarios = list(args.scenarios) or list(SCENARIOS)

@@ -63,6 +63,7 @@ T = TypeVar("T")
 OUT = Path("/out")
 BLUETOOTHD = "/usr/libexec/bluetooth/bluetoothd"
 HEAD_UNIT_ADDRESS = "00:AA:01:00:00:00"
+RADIO: list[VirtualRadio] = []  # the boot's radio, for the scenarios that add devices
 SCENARIO_LIMIT = 150.0
 ANDROID, IOS = FLAVOURS["android"], FLAVOURS["ios"]
 
@@ -318,6 +319,57 @@ async def user_channel(radio: VirtualRadio, data: Path, clock: Callable[[], int]
     )
 
 
+async def iphone_bluez(data: Path, clock: Callable[[], int]) -> str:
+    """An iPhone without the app bonds with bluetoothd (the head unit's Agent1 answers
+    the numeric comparison through its prompt, BlueZ keeps the bond) and the head unit
+    reads its ANCS and AMS through BlueZ's GATT client; it reconnects without a prompt."""
+    from transports.bluez_apple import BluezApple  # noqa: PLC0415 - this scenario only
+
+    await _adapter_powered(Config())
+    iphone = AppFreeIPhone(await RADIO[0].powered("ana", pacing_for(PROFILES["ios"])))
+    bonds = BondStore(data / "hu")
+    prompts: list[CodeToConfirm] = []
+
+    async def yes(phone: Phone, event: CodeToConfirm) -> bool:
+        prompts.append(event)
+        return True
+
+    apple = BluezApple(bonds, "hci0", name="Car")
+    await apple.start()
+    hu = HeadUnit(None, TrustStore(data / "hu"), data / "hu", pairing_mode=True, confirm=yes,
+                  clock_ms=clock, apple=apple, bonds=bonds)  # fmt: skip
+    lane = Lane(hu, {})
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lane.pump)
+        await nursery.start(logged, hu.run, "head unit")
+        address = await iphone.find_car(timeout=60)
+        await iphone.connect(address)
+        await iphone.message("Ana", "On my way")
+        await iphone.play("Nina Simone", "Pastel Blues", "Sinnerman", 622.0)
+
+        def texts() -> list[str]:
+            return [n.text for _, n in lane.events if isinstance(n, m.Notification)]
+
+        await lane.until("the iPhone's message through ANCS", lambda: "On my way" in texts())
+        await lane.until(
+            "its music through AMS",
+            lambda: any(isinstance(e, m.NowPlaying) and e.title == "Sinnerman"
+                        for _, e in lane.events),
+        )  # fmt: skip
+        await iphone.disconnect()
+        await trio.sleep(3)
+        hu.pairing_mode = False
+        await iphone.connect(address)  # encrypted with the bond BlueZ kept
+        await iphone.message("Ben", "Back again")
+        await lane.until("a message after reconnecting", lambda: "Back again" in texts())
+        assert len(prompts) == 1, f"{len(prompts)} prompts"
+        nursery.cancel_scope.cancel()
+    return (
+        f"an iPhone without the app bonded with bluetoothd and was served twice, "
+        f"{len(prompts)} prompt"
+    )
+
+
 async def _adapter_powered(config: Config) -> None:
     """Wait until bluetoothd has powered hci0 (``bridge doctor``'s check)."""
     with trio.fail_after(30):
@@ -452,7 +504,23 @@ async def main(names: list[str]) -> int:
         bluetoothd = subprocess.Popen(
             [BLUETOOTHD, "-n", "-d"], stdout=bluetoothd_log, stderr=subprocess.STDOUT
         )
+        RADIO[:] = [radio]
         try:
+            if names == ["iphone-bluez"]:
+                WATCH["token"] = trio.lowlevel.current_trio_token()
+                threading.Thread(target=thread_watchdog, daemon=True).start()
+                WATCH.update(name="iphone-bluez", deadline=time.monotonic() + SCENARIO_LIMIT + 20)
+                try:
+                    with trio.fail_after(SCENARIO_LIMIT):
+                        line = await iphone_bluez(data, clock)
+                    print(line, flush=True)
+                    results["iphone-bluez"] = "passed"
+                except* (AssertionError, trio.TooSlowError, OSError, CommandFailed) as group:
+                    error = first_error(group)
+                    results["iphone-bluez"] = f"failed: {type(error).__name__}: {error}"
+                    logging.exception("iphone-bluez failed")
+                (OUT / "results.json").write_text(json.dumps(results, indent=1))
+                return 0 if results["iphone-bluez"] == "passed" else 1
             if names == ["memory"]:  # bridge run itself is the head unit
                 WATCH["token"] = trio.lowlevel.current_trio_token()
                 threading.Thread(target=thread_watchdog, daemon=True).start()
@@ -523,4 +591,5 @@ if __name__ == "__main__":
     logging.getLogger("bleak").setLevel(logging.DEBUG)
     logging.getLogger("bleak").propagate = False
     logging.getLogger("bridge.radio_policy").setLevel(logging.DEBUG)
+    logging.getLogger("transports.bluez_apple").setLevel(logging.DEBUG)
     sys.exit(trio.run(main, sys.argv[1:] or list(SCENARIOS)))
