@@ -30,6 +30,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol
+from uuid import UUID
 
 import trio
 import trio_asyncio
@@ -411,11 +412,8 @@ class BluezAppleConsumer:
     async def _discover(self) -> None:
         objects = await self._call("GetManagedObjects", "org.freedesktop.DBus.ObjectManager",
                                    "/", "", [])  # fmt: skip
-        wanted = {
-            str(a.NOTIFICATION_SOURCE): "event", str(a.DATA_SOURCE): "data",
-            str(a.CONTROL_POINT): "", str(a.REMOTE_COMMAND): "commands",
-            str(a.ENTITY_UPDATE): "update", str(a.ENTITY_ATTRIBUTE): "",
-        }  # fmt: skip
+        notified = {a.NOTIFICATION_SOURCE, a.DATA_SOURCE, a.REMOTE_COMMAND, a.ENTITY_UPDATE}
+        wanted = {str(u): u in notified for u in (*notified, a.CONTROL_POINT, a.ENTITY_ATTRIBUTE)}
         for path, interfaces in objects[0].items():
             char = interfaces.get(GATT_CHAR)
             if char is None or not path.startswith(self.link.path + "/"):
@@ -424,7 +422,7 @@ class BluezAppleConsumer:
             if uuid in wanted:
                 self._paths[uuid] = path
                 if wanted[uuid]:
-                    self._kinds[path] = wanted[uuid]
+                    self._kinds[path] = uuid
 
     async def run(self, on_events: Callable[[list[AppleEvent]], Awaitable[None]]) -> None:
         async with trio.open_nursery() as nursery:
@@ -478,15 +476,10 @@ class BluezAppleConsumer:
             self.client.on_timer(self.clock_ms())
 
     def _feed(self, kind: str, value: bytes) -> None:
+        if kind == "kick":
+            return
         try:
-            if kind == "event":
-                self.client.on_notification_source(value)
-            elif kind == "data":
-                self.client.on_data_source(value)
-            elif kind == "commands":
-                self.client.on_remote_command(value)
-            elif kind == "update":
-                self.client.on_entity_update(value, self.clock_ms())
+            self.client.on_notified(UUID(kind), value, self.clock_ms())
         except ProtocolError as e:
             self.protocol_errors += 1
             log.debug("iPhone: %s", e)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid as uuids
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -263,6 +264,7 @@ class IPhoneDelegate(PairingDelegate):
 # -- the head unit: GATT client of the iPhone ------------------------------------------------
 
 
+UPDATE = str(a.ENTITY_UPDATE)  # the queue's name for AMS entity updates
 #: Seconds an AMS update waits for the rest of its burst before the change is shown.
 UPDATE_GATHER = 0.1
 #: What :meth:`AppleConsumer.outcome` gives a write never answered in time (ATT's
@@ -369,14 +371,9 @@ class AppleConsumer:
         AMS's entities registered again."""
         aio = trio_asyncio.aio_as_trio
         chars = self._characteristics
-        for uuid, kind in (
-            (a.DATA_SOURCE, "data"),
-            (a.NOTIFICATION_SOURCE, "event"),
-            (a.REMOTE_COMMAND, "commands"),
-            (a.ENTITY_UPDATE, "update"),
-        ):
+        for uuid in (a.DATA_SOURCE, a.NOTIFICATION_SOURCE, a.REMOTE_COMMAND, a.ENTITY_UPDATE):
             if uuid in chars:
-                await aio(chars[uuid].subscribe)(lambda v, k=kind: self._queue(k, v))
+                await aio(chars[uuid].subscribe)(lambda v, k=str(uuid): self._queue(k, v))
         if self.has_ams:
             self.client.start()
 
@@ -463,7 +460,7 @@ class AppleConsumer:
                     try:
                         kind, value = self._receive.receive_nowait()
                     except trio.WouldBlock:
-                        if kind != "update":
+                        if kind != UPDATE:
                             break
                         # AMS sends a track change as one update per attribute, an event
                         # or two apart: gather them, so the screen shows one change
@@ -476,20 +473,13 @@ class AppleConsumer:
             self.client.on_timer(self.clock_ms())
 
     def _feed(self, kind: str, value: bytes) -> None:
-        if kind == "gone":
-            return  # run() ends the loop
+        if kind in ("gone", "kick"):
+            return  # run() ends the loop; a kick only wakes it
         if kind == "changed":
             self._changed = True  # acted on before the next request
             return
         try:
-            if kind == "event":
-                self.client.on_notification_source(value)
-            elif kind == "data":
-                self.client.on_data_source(value)
-            elif kind == "commands":
-                self.client.on_remote_command(value)
-            elif kind == "update":
-                self.client.on_entity_update(value, self.clock_ms())
+            self.client.on_notified(uuids.UUID(kind), value, self.clock_ms())
         except ProtocolError as e:  # hostile or broken: counted, and the link goes on
             self.protocol_errors += 1
             log.debug("iPhone: %s", e)

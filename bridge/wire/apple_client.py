@@ -206,6 +206,18 @@ class AppleClient:
 
     # -- what the iPhone notifies -----------------------------------------------------------
 
+    def on_notified(self, characteristic: uuid.UUID, value: bytes, now_ms: int) -> None:
+        """A value the iPhone notified on one of ANCS's or AMS's characteristics (any
+        other is ignored); each parser's ProtocolError comes out."""
+        if characteristic == a.NOTIFICATION_SOURCE:
+            self.on_notification_source(value)
+        elif characteristic == a.DATA_SOURCE:
+            self.on_data_source(value)
+        elif characteristic == a.REMOTE_COMMAND:
+            self.on_remote_command(value)
+        elif characteristic == a.ENTITY_UPDATE:
+            self.on_entity_update(value, now_ms)
+
     def on_notification_source(self, value: bytes) -> None:
         event = a.parse_notification_event(value)
         uid = event.uid

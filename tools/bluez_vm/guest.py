@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -469,6 +470,34 @@ SCENARIOS: dict[str, Callable[[Lane], Awaitable[None]]] = {
 }
 
 
+async def _alone(
+    name: str,
+    run: Callable[[], Awaitable[str]],
+    limit: float = SCENARIO_LIMIT,
+    *,
+    measurement: bool = False,
+) -> int:
+    """A scenario that runs alone in its boot, with its own head unit: its result in
+    ``results.json`` (and, for a measurement, its line in ``measurements.txt``)."""
+    WATCH["token"] = trio.lowlevel.current_trio_token()
+    threading.Thread(target=thread_watchdog, daemon=True).start()
+    WATCH.update(name=name, deadline=time.monotonic() + limit + 20)
+    results: dict[str, str] = {}
+    try:
+        with trio.fail_after(limit):
+            line = await run()
+        if measurement:
+            (OUT / "measurements.txt").write_text(line + "\n")
+        print(line, flush=True)
+        results[name] = "passed"
+    except* (AssertionError, trio.TooSlowError, OSError, CommandFailed) as group:
+        error = first_error(group)
+        results[name] = f"failed: {type(error).__name__}: {error}"
+        logging.exception("%s failed", name)
+    (OUT / "results.json").write_text(json.dumps(results, indent=1))
+    return 0 if results[name] == "passed" else 1
+
+
 async def main(names: list[str]) -> int:
     results: dict[str, str] = {}
     data = Path(tempfile.mkdtemp())
@@ -486,20 +515,7 @@ async def main(names: list[str]) -> int:
             phones[key] = EmulatedPhone(peripheral, flavour, data / key, clock_ms=clock)
             phones[key].set_advertising(False)
         if names == ["user-channel"]:  # no bluetoothd: the head unit owns hci0
-            WATCH["token"] = trio.lowlevel.current_trio_token()
-            threading.Thread(target=thread_watchdog, daemon=True).start()
-            WATCH.update(name="user-channel", deadline=time.monotonic() + SCENARIO_LIMIT + 20)
-            try:
-                with trio.fail_after(SCENARIO_LIMIT):
-                    line = await user_channel(radio, data, clock)
-                print(line, flush=True)
-                results["user-channel"] = "passed"
-            except* (AssertionError, trio.TooSlowError, OSError, CommandFailed) as group:
-                error = first_error(group)
-                results["user-channel"] = f"failed: {type(error).__name__}: {error}"
-                logging.exception("user-channel failed")
-            (OUT / "results.json").write_text(json.dumps(results, indent=1))
-            return 0 if results["user-channel"] == "passed" else 1
+            return await _alone("user-channel", partial(user_channel, radio, data, clock))
         bluetoothd_log = stack.enter_context((OUT / "bluetoothd.log").open("w"))
         bluetoothd = subprocess.Popen(
             [BLUETOOTHD, "-n", "-d"], stdout=bluetoothd_log, stderr=subprocess.STDOUT
@@ -507,36 +523,12 @@ async def main(names: list[str]) -> int:
         RADIO[:] = [radio]
         try:
             if names == ["iphone-bluez"]:
-                WATCH["token"] = trio.lowlevel.current_trio_token()
-                threading.Thread(target=thread_watchdog, daemon=True).start()
-                WATCH.update(name="iphone-bluez", deadline=time.monotonic() + SCENARIO_LIMIT + 20)
-                try:
-                    with trio.fail_after(SCENARIO_LIMIT):
-                        line = await iphone_bluez(data, clock)
-                    print(line, flush=True)
-                    results["iphone-bluez"] = "passed"
-                except* (AssertionError, trio.TooSlowError, OSError, CommandFailed) as group:
-                    error = first_error(group)
-                    results["iphone-bluez"] = f"failed: {type(error).__name__}: {error}"
-                    logging.exception("iphone-bluez failed")
-                (OUT / "results.json").write_text(json.dumps(results, indent=1))
-                return 0 if results["iphone-bluez"] == "passed" else 1
+                return await _alone("iphone-bluez", partial(iphone_bluez, data, clock))
             if names == ["memory"]:  # bridge run itself is the head unit
-                WATCH["token"] = trio.lowlevel.current_trio_token()
-                threading.Thread(target=thread_watchdog, daemon=True).start()
-                WATCH.update(name="memory", deadline=time.monotonic() + MEMORY_LIMIT + 20)
-                try:
-                    with trio.fail_after(MEMORY_LIMIT):
-                        line = await memory(radio, data, clock)
-                    (OUT / "measurements.txt").write_text(line + "\n")
-                    print(line, flush=True)
-                    results["memory"] = "passed"
-                except* (AssertionError, trio.TooSlowError, OSError) as group:
-                    error = first_error(group)
-                    results["memory"] = f"failed: {type(error).__name__}: {error}"
-                    logging.exception("memory failed")
-                (OUT / "results.json").write_text(json.dumps(results, indent=1))
-                return 0 if results["memory"] == "passed" else 1
+                return await _alone(
+                    "memory", partial(memory, radio, data, clock), MEMORY_LIMIT,
+                    measurement=True,
+                )  # fmt: skip
             await trio.sleep(2.0)  # bluetoothd powers hci0 (AutoEnable)
 
             async def yes(phone: Phone, event: CodeToConfirm) -> bool:
