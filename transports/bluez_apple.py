@@ -171,6 +171,7 @@ class BluezApple:
         self.refused = 0
         self.values = 0  # characteristic values BlueZ signalled
         self._bus: MessageBus | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # trio-asyncio's, once started
         self._advertisement = _Advertisement()
         self._advertising = False
         self._send, self._receive = trio.open_memory_channel[BluezIPhoneLink](16)
@@ -191,8 +192,8 @@ class BluezApple:
     def pairing_mode(self, on: bool) -> None:
         self._pairing_mode = on
         self._advertisement.local_name = self.name if on else None
-        if self._bus is not None:
-            asyncio.get_event_loop().create_task(self._readvertise())
+        if self._loop is not None:  # the advertisement says pairing mode or not
+            self._loop.create_task(self._readvertise())
 
     async def accept(self) -> BluezIPhoneLink:
         return await self._receive.receive()
@@ -205,6 +206,7 @@ class BluezApple:
     async def _start(self) -> None:
         bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
         self._bus = bus
+        self._loop = asyncio.get_running_loop()
         bus.export(AGENT, _Agent(self))
         bus.export(ADVERTISEMENT, self._advertisement)
         bus.add_message_handler(self._on_signal)
@@ -280,8 +282,8 @@ class BluezApple:
                     if link is not None:
                         link.gone()
                 if values.get("Connected") is not None and self._advertising:
-                    asyncio.get_event_loop().create_task(self._readvertise())
-                asyncio.get_event_loop().create_task(self._refresh(message.path))
+                    asyncio.get_running_loop().create_task(self._readvertise())
+                asyncio.get_running_loop().create_task(self._refresh(message.path))
             elif interface == GATT_CHAR and "Value" in changed:
                 self.values += 1
                 value = bytes(changed["Value"].value)

@@ -16,6 +16,7 @@ time: this is real BlueZ. Exit code 0 iff every scenario asked for passed.
 
 from __future__ import annotations
 
+import dataclasses
 import faulthandler
 import json
 import logging
@@ -67,6 +68,7 @@ HEAD_UNIT_ADDRESS = "00:AA:01:00:00:00"
 RADIO: list[VirtualRadio] = []  # the boot's radio, for the scenarios that add devices
 SCENARIO_LIMIT = 150.0
 ANDROID, IOS = FLAVOURS["android"], FLAVOURS["ios"]
+TABLET = dataclasses.replace(ANDROID, name="Galaxy Tab S9", model="SM-X710")
 
 
 class Lane:
@@ -262,6 +264,9 @@ async def user_channel(radio: VirtualRadio, data: Path, clock: Callable[[], int]
     iphone_device = await radio.powered("iphone", pacing_for(PROFILES["ios"]))
     iphone = EmulatedPhone(None, IOS, data / "iphone", clock_ms=clock, device=iphone_device,
                            central=bleak_on(iphone_device, mtu=185))  # fmt: skip
+    tablet_device = await radio.powered("tablet", pacing_for(PROFILES["android"]))
+    tablet = EmulatedPhone(None, TABLET, data / "tablet", clock_ms=clock, device=tablet_device,
+                           central=bleak_on(tablet_device, mtu=517))  # fmt: skip
     pixel_device = await radio.powered("pixel", pacing_for(PROFILES["android"]))
     pixel = EmulatedPhone(BumblePeripheral(pixel_device, att_mtu=517), ANDROID, data / "pixel",
                           clock_ms=clock)  # fmt: skip
@@ -289,7 +294,7 @@ async def user_channel(radio: VirtualRadio, data: Path, clock: Callable[[], int]
         hu = HeadUnit(central, TrustStore(data / "hu"), data / "hu", pairing_mode=True,
                       confirm=yes, clock_ms=clock, listener=listener, apple=apple,
                       bonds=bonds, keylog=KeyLog(OUT / "keys.log"))  # fmt: skip
-        lane = Lane(hu, {"iphone": iphone, "pixel": pixel})
+        lane = Lane(hu, {"iphone": iphone, "pixel": pixel, "tablet": tablet})
         async with trio.open_nursery() as nursery:
             for key, phone in lane.phones.items():
                 await nursery.start(logged, phone.run, f"phone {key}")
@@ -298,8 +303,14 @@ async def user_channel(radio: VirtualRadio, data: Path, clock: Callable[[], int]
             pixel.set_advertising(True)
             await lane.until("the Android phone paired", lambda: lane.connected("Pixel 9"))
             await lane.until("the iPhone paired", lambda: lane.connected("iPhone 16"))
+            await lane.until("the tablet paired", lambda: lane.connected(TABLET.name))
             roles = {p.name: p.role for p in hu.phones.values() if p.connected}
-            assert roles == {"Pixel 9": "central", "iPhone 16": "peripheral"}, roles
+            assert roles == {"Pixel 9": "central", "iPhone 16": "peripheral",
+                             TABLET.name: "peripheral"}, roles  # fmt: skip
+            # two centrals at once on the car's GATT server, each with its own MTU
+            sizes = {name: lane.of(name, LinkUp)[-1].payload_size
+                     for name in ("iPhone 16", TABLET.name)}  # fmt: skip
+            assert sizes == {"iPhone 16": 182, TABLET.name: 512}, sizes
             await app_free.connect(await app_free.find_car())
             await app_free.message("Ana", "On my way")
             await pixel.app.notify(
@@ -308,15 +319,19 @@ async def user_channel(radio: VirtualRadio, data: Path, clock: Callable[[], int]
             await iphone.app.notify(
                 m.Notification("i1", "Chat", m.Category.MESSAGE, "from the iPhone", 0)
             )
-            wanted = {"from the Pixel", "from the iPhone", "On my way"}
+            await tablet.app.notify(
+                m.Notification("t1", "Chat", m.Category.MESSAGE, "from the tablet", 0)
+            )
+            wanted = {"from the Pixel", "from the iPhone", "from the tablet", "On my way"}
             await lane.until(
-                "three notifications",
+                "four notifications",
                 lambda: {n.text for _, n in lane.events if isinstance(n, m.Notification)} >= wanted,
             )
             nursery.cancel_scope.cancel()
     return (
-        f"the head unit on the HCI user channel (Bumble on hci0): 2 phones with the app "
-        f"(central and peripheral role) and 1 without, {len(prompts)} prompts"
+        f"the head unit on the HCI user channel (Bumble on hci0): 3 phones with the app "
+        f"(1 found by scanning, 2 connecting: MTU 185 and 517) and 1 without, "
+        f"{len(prompts)} prompts"
     )
 
 
