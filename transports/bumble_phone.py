@@ -59,7 +59,8 @@ def background_ios_advertising() -> bytes:
 def _reason(code: int) -> LinkClosed:
     if code == CONNECTION_TIMEOUT:
         return LinkClosed(CloseReason.LINK_LOSS, "supervision timeout (HCI 0x08)")
-    return LinkClosed(CloseReason.PEER, f"disconnected by the head unit (HCI 0x{code:02X})")
+    # the other side of a peripheral link is its central: a head unit, or (v1) a phone
+    return LinkClosed(CloseReason.PEER, f"disconnected by the central (HCI 0x{code:02X})")
 
 
 class PeripheralLink(CallbackLink):

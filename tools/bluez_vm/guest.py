@@ -258,9 +258,10 @@ async def user_channel(radio: VirtualRadio, data: Path, clock: Callable[[], int]
     """The head unit on the kernel's HCI user channel (``radio.backend = "bumble"``,
     ``transport = "hci-socket:0"``; bluetoothd not running): Bumble's host on hci0, as a
     Pi can run it where BlueZ's GATT server cannot serve several centrals (docs/BLUEZ.md).
-    Both roles at once and an iPhone without the app: an iPhone with the app connects to
-    the car, an Android phone is found by scanning, the app-free iPhone bonds; each one's
-    notification arrives."""
+    Both roles at once and an iPhone without the app: an iPhone and a tablet with the app
+    connect to the car, an Android phone is found by scanning, the app-free iPhone bonds;
+    each one's notification arrives; then the iPhone's link drops mid-transfer and it
+    comes back, everything once and in order."""
     iphone_device = await radio.powered("iphone", pacing_for(PROFILES["ios"]))
     iphone = EmulatedPhone(None, IOS, data / "iphone", clock_ms=clock, device=iphone_device,
                            central=bleak_on(iphone_device, mtu=185))  # fmt: skip
@@ -327,6 +328,7 @@ async def user_channel(radio: VirtualRadio, data: Path, clock: Callable[[], int]
                 "four notifications",
                 lambda: {n.text for _, n in lane.events if isinstance(n, m.Notification)} >= wanted,
             )
+            await _central_link_loss(lane, iphone)
             nursery.cancel_scope.cancel()
     return (
         f"the head unit on the HCI user channel (Bumble on hci0): 3 phones with the app "
@@ -483,6 +485,39 @@ SCENARIOS: dict[str, Callable[[Lane], Awaitable[None]]] = {
     "android-and-ios": android_and_ios,
     "doctor": doctor,
 }
+
+
+async def _central_link_loss(lane: Lane, phone: EmulatedPhone) -> None:
+    """A phone that connected to the car (a central) drops its link in the middle of a
+    transfer; it connects again by itself, proves who it is, and every message arrives
+    once, in order, without a prompt."""
+    name = phone.flavour.name
+    before = len(lane.of(name, LinkDown))
+    start = len(lane.of(name, m.Notification))
+    sent: list[str] = []
+
+    async def publish() -> None:
+        for i in range(20):
+            if i == 5:
+                await phone.app.send_object(90 + i, bytes(range(256)) * 48, "image/jpeg")
+            note = m.Notification(f"drop{i}", "Chat", m.Category.MESSAGE, f"d{i}", 0, sender="Bo")
+            await phone.app.notify(note)
+            sent.append(note.id)
+            await trio.sleep(0.3)
+
+    async with trio.open_nursery() as play:
+        play.start_soon(publish)
+        await lane.until("5 notifications", lambda: len(lane.of(name, m.Notification)) >= start + 5)
+        await phone.drop_link()  # the phone ends the connection mid-transfer
+    await lane.until("the link to go down", lambda: len(lane.of(name, LinkDown)) > before)
+    await lane.until(
+        "every notification after it connected again",
+        lambda: len(lane.of(name, m.Notification)) >= start + len(sent),
+        120,
+    )
+    got = [n.id for n in lane.of(name, m.Notification)[start:]]
+    assert got == sent, f"got {got}"
+    assert lane.of(name, Authenticated)[-1].paired_now is False, "asked to pair again"
 
 
 async def _alone(
