@@ -550,12 +550,21 @@ class VirtualRadio:
 
 @asynccontextmanager
 async def kernel_controller(
-    radio: VirtualRadio, address: str, spec: str = "vhci", pacing: Pacing | None = None
+    radio: VirtualRadio,
+    address: str,
+    spec: str = "vhci",
+    pacing: Pacing | None = None,
+    *,
+    legacy_advertising: bool = False,
 ) -> AsyncIterator[Controller]:
     """A controller of ``radio`` handed to this machine's kernel through Linux's virtual
     HCI driver (``/dev/vhci``, module ``hci_vhci``): BlueZ sees a new adapter whose
     radio reaches the radio's other devices (call from trio, inside trio-asyncio's
-    loop). Raises ``OSError`` when the transport does not open."""
+    loop). Raises ``OSError`` when the transport does not open. ``legacy_advertising``:
+    the controller does not offer extended advertising (Bumble 0.0.236's emulation of it
+    asserts when a set is restarted as connections end its advertising: seen with a
+    Bumble host on the HCI user channel serving several centrals; a real controller
+    has no such bug, and the legacy commands carry the head unit's 31 bytes as well)."""
     try:
         transport = await trio_asyncio.aio_as_trio(open_transport)(spec)
     except (OSError, ValueError, ImportError, core.BaseBumbleError) as e:
@@ -569,6 +578,8 @@ async def kernel_controller(
     )
     controller.le_acl_data_packet_length = ACL_PACKET_LENGTH
     controller.total_num_le_acl_data_packets = ACL_BUFFERS
+    if legacy_advertising:
+        controller.le_features &= ~hci.LeFeatureMask.LE_EXTENDED_ADVERTISING
     if pacing is not None:
         radio.link.pacing[controller] = pacing
     try:

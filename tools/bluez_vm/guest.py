@@ -556,7 +556,11 @@ async def main(names: list[str]) -> int:
         # One virtual radio: the kernel's hci0 (BlueZ's adapter) and the phones.
         radio = VirtualRadio(snoop_dir=OUT)
         stack.callback(radio.close)
-        await stack.enter_async_context(kernel_controller(radio, HEAD_UNIT_ADDRESS))
+        await stack.enter_async_context(
+            kernel_controller(
+                radio, HEAD_UNIT_ADDRESS, legacy_advertising=names == ["user-channel"]
+            )
+        )
         phones: dict[str, EmulatedPhone] = {}
         for key, flavour in (("pixel", ANDROID), ("iphone", IOS)):
             profile = PROFILES[flavour.link_profile]
