@@ -133,32 +133,7 @@ async def link_loss(lane: Lane) -> None:
     name, phone = ANDROID.name, lane.phones["pixel"]
     phone.set_advertising(True)
     await lane.until("the Android phone connected", lambda: lane.connected(name))
-    before = len(lane.of(name, LinkDown))
-    sent: list[str] = []
-    start = len(lane.of(name, m.Notification))
-
-    async def publish() -> None:
-        for i in range(20):
-            if i == 5:
-                await phone.app.send_object(90 + i, bytes(range(256)) * 96, "image/jpeg")
-            note = m.Notification(f"loss{i}", "Chat", m.Category.MESSAGE, f"m{i}", 0, sender="Bo")
-            await phone.app.notify(note)
-            sent.append(note.id)
-            await trio.sleep(0.3)
-
-    async with trio.open_nursery() as play:
-        play.start_soon(publish)
-        await lane.until("5 notifications", lambda: len(lane.of(name, m.Notification)) >= start + 5)
-        await phone.drop_link()  # the phone's side ends the connection, mid-transfer
-    await lane.until("the link to go down", lambda: len(lane.of(name, LinkDown)) > before)
-    await lane.until(
-        "every notification after reconnecting",
-        lambda: len(lane.of(name, m.Notification)) >= start + len(sent),
-        120,
-    )
-    got = [n.id for n in lane.of(name, m.Notification)[start:]]
-    assert got == sent, f"got {got}"
-    assert lane.of(name, Authenticated)[-1].paired_now is False, "asked to pair again"
+    await _drop_mid_transfer(lane, phone, prefix="loss", object_size=24 * 1024)
 
 
 async def android_and_ios(lane: Lane) -> None:
@@ -328,7 +303,7 @@ async def user_channel(radio: VirtualRadio, data: Path, clock: Callable[[], int]
                 "four notifications",
                 lambda: {n.text for _, n in lane.events if isinstance(n, m.Notification)} >= wanted,
             )
-            await _central_link_loss(lane, iphone)
+            await _drop_mid_transfer(lane, iphone, prefix="drop", object_size=12 * 1024)
             nursery.cancel_scope.cancel()
     return (
         f"the head unit on the HCI user channel (Bumble on hci0): 3 phones with the app "
@@ -487,20 +462,26 @@ SCENARIOS: dict[str, Callable[[Lane], Awaitable[None]]] = {
 }
 
 
-async def _central_link_loss(lane: Lane, phone: EmulatedPhone) -> None:
-    """A phone that connected to the car (a central) drops its link in the middle of a
-    transfer; it connects again by itself, proves who it is, and every message arrives
-    once, in order, without a prompt."""
+async def _drop_mid_transfer(
+    lane: Lane, phone: EmulatedPhone, *, prefix: str, object_size: int
+) -> None:
+    """The phone drops its link in the middle of a transfer (20 notifications and an
+    object); the link comes back (the head unit reconnects by token, or the phone, a
+    central, connects again and proves who it is), without a prompt, and every
+    notification arrives once, in order."""
     name = phone.flavour.name
     before = len(lane.of(name, LinkDown))
-    start = len(lane.of(name, m.Notification))
     sent: list[str] = []
+    start = len(lane.of(name, m.Notification))
 
     async def publish() -> None:
         for i in range(20):
             if i == 5:
-                await phone.app.send_object(90 + i, bytes(range(256)) * 48, "image/jpeg")
-            note = m.Notification(f"drop{i}", "Chat", m.Category.MESSAGE, f"d{i}", 0, sender="Bo")
+                data = bytes(range(256)) * (object_size // 256)
+                await phone.app.send_object(90 + i, data, "image/jpeg")
+            note = m.Notification(
+                f"{prefix}{i}", "Chat", m.Category.MESSAGE, f"{prefix[0]}{i}", 0, sender="Bo"
+            )
             await phone.app.notify(note)
             sent.append(note.id)
             await trio.sleep(0.3)
@@ -508,10 +489,10 @@ async def _central_link_loss(lane: Lane, phone: EmulatedPhone) -> None:
     async with trio.open_nursery() as play:
         play.start_soon(publish)
         await lane.until("5 notifications", lambda: len(lane.of(name, m.Notification)) >= start + 5)
-        await phone.drop_link()  # the phone ends the connection mid-transfer
+        await phone.drop_link()  # the phone's side ends the connection, mid-transfer
     await lane.until("the link to go down", lambda: len(lane.of(name, LinkDown)) > before)
     await lane.until(
-        "every notification after it connected again",
+        "every notification after reconnecting",
         lambda: len(lane.of(name, m.Notification)) >= start + len(sent),
         120,
     )
