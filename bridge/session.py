@@ -87,6 +87,12 @@ class PeerSession:
     def connected(self) -> bool:
         return self._connection is not None and self._connection.open
 
+    @property
+    def connection(self) -> Connection | None:
+        """The link's connection that serves the peer now (authenticated), if any: for
+        tools that look below the session (its records, its segmenter)."""
+        return self._connection
+
     # -- application API --------------------------------------------------------------
 
     def send_nowait(self, channel: Channel, type: int, body: Body) -> int | None:

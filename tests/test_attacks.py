@@ -17,7 +17,7 @@ import pytest
 from bridge.connection import Connection, ConnectionClosed
 from bridge.wire import frame as frames
 from bridge.wire.channels import Channel, ControlType
-from bridge.wire.errors import ErrorCode, ProtocolError
+from bridge.wire.errors import ErrorCode, LocalProtocolError, ProtocolError
 from bridge.wire.frame import Body
 from bridge.wire.mux import ChannelMux, MessageReceived
 from bridge.wire.segment import Segmenter
@@ -280,6 +280,20 @@ def test_record_replay_window_and_rekey() -> None:
     assert [b.open(r) for r in sealed[303:]] == [f"r{i}".encode() for i in range(303, 700)]
     assert b.rejected == 3
     assert b.open(sealed[0][:5]) is None  # truncated
+
+
+def test_a_sender_may_skip_forward_127_but_never_back() -> None:
+    a = EncryptedRecords(b"\x01" * 32, b"\x02" * 32)
+    b = EncryptedRecords(b"\x02" * 32, b"\x01" * 32, max_failures=1000)
+    opened = []
+    while a.next_counter < 65536 + 10:  # into the second key, 127 at a time
+        a.skip_to(a.next_counter + 126)  # 127 ahead of the next b expects
+        opened.append(b.open(a.seal(b"x")))
+    assert set(opened) == {b"x"} and b.rejected == 0
+    a.skip_to(a.next_counter + 128)  # 129 ahead: taken for an old counter
+    assert b.open(a.seal(b"y")) is None and b.rejected == 1
+    with pytest.raises(LocalProtocolError):
+        a.skip_to(a.next_counter - 1)  # a nonce used twice
 
 
 def test_repeated_failures_close(stores: tuple[TrustStore, TrustStore]) -> None:

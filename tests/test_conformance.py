@@ -40,6 +40,10 @@ FAULT_CASES = {
     "ignores-busy-lane": "13",
     "ignores-idle-lane": "14",
     "ignores-huge-record": "15",
+    "ignores-credits": "18",
+    "accepts-replay": "19",
+    "no-rekey": "20",
+    "no-navigation-result": "21",
 }
 
 

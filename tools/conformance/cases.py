@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -24,11 +24,12 @@ from bridge.connection import ConnectionClosed, ConnectionConfig, HelloReceived
 from bridge.session import LinkDown, PeerSession, SessionEvent
 from bridge.wire import messages as m
 from bridge.wire.channels import Channel, ControlType
-from bridge.wire.codec import encode
+from bridge.wire.codec import Message, encode
 from bridge.wire.errors import ErrorCode, ProtocolError
 from bridge.wire.frame import Frame, decode_frame
 from bridge.wire.mux import Acknowledged, MessageReceived
-from bridge.wire.segment import Kind, Segmenter, header_byte
+from bridge.wire.segment import INITIAL_CREDITS, MAX_CREDITS, Kind, Segmenter, header_byte
+from pairing.encrypted_records import EncryptedRecords
 from pairing.handshake import Authenticated, CodeToConfirm, Handshake, Role
 from pairing.trust import TrustStore
 from transports.link import Link, LinkClosed, segment_size_for
@@ -46,6 +47,9 @@ class Target(Protocol):
     @property
     def description(self) -> str: ...
     async def connect(self, att_mtu: int | None = None) -> Link: ...
+    async def stimulate(self) -> None:
+        """Have the phone publish a route, a track and a notification (a real phone's
+        user is asked to)."""
 
 
 @dataclass
@@ -90,15 +94,7 @@ class Session:
         config: ConnectionConfig | None = None,
     ) -> None:  # fmt: skip
         self.link = link
-        self.received = 0  # packets from the phone
-        original = link.receive
-
-        async def counted() -> bytes:
-            packet = await original()
-            self.received += 1
-            return packet
-
-        link.receive = counted  # type: ignore[method-assign]
+        self.wire = Wire(link)
         self.events: list[SessionEvent] = []
         hello = m.Hello([0], "head-unit", "Conformance")
         self.session = PeerSession("phone", hello=hello, config=config)
@@ -108,6 +104,11 @@ class Session:
             random=os.urandom,
         )  # fmt: skip
         self.down: LinkDown | None = None
+
+    @property
+    def received(self) -> int:
+        """Packets from the phone so far."""
+        return self.wire.received
 
     async def run(self, nursery: trio.Nursery) -> None:
         async def drive() -> None:
@@ -145,6 +146,31 @@ class Session:
         if not closed.by_peer or closed.code != code:
             raise CaseFailed(f"{what}: {closed.describe()}, not the phone's code {int(code)}")
 
+    async def send(self, message: Message) -> tuple[Channel, int]:
+        """Send a sequenced message; its channel and frame seq."""
+        seq = await self.session.send(message.channel, message.type, encode(message))
+        assert seq is not None
+        return message.channel, seq
+
+    def results(self, commands: Collection[tuple[Channel, int]]) -> dict[tuple[Channel, int], Any]:
+        """The phone's results that answer these (channel, seq) commands: the first for each."""
+        out: dict[tuple[Channel, int], Any] = {}
+        for e in self.events:
+            if isinstance(e, MessageReceived) and e.type == _RESULT_TYPES.get(e.channel):
+                key = (e.channel, e.body.get(0))
+                if key in commands and key not in out:
+                    out[key] = _decoded(e)  # type: ignore[index]
+        return out
+
+    def published(self) -> list[Message]:
+        """What the phone sent on channels 1 to 4 other than results, decoded strictly;
+        CaseFailed on the first that is not a valid message."""
+        return [
+            _decoded(e) for e in self.events
+            if isinstance(e, MessageReceived) and e.channel is not Channel.CONTROL
+            and e.type != _RESULT_TYPES.get(e.channel)
+        ]  # fmt: skip
+
     def of(self, cls: type) -> list[object]:
         return [e for e in self.events if isinstance(e, cls)]
 
@@ -154,6 +180,23 @@ class Session:
                 await trio.sleep(0.01)
             return
         raise CaseFailed(f"{what} within {limit:g} s: it did not")
+
+
+_RESULT_TYPES = {
+    Channel.NAVIGATION: m.NavigationResult.type,
+    Channel.AUDIO: m.MediaCommandResult.type,
+    Channel.MESSAGING: m.MessagingResult.type,
+}
+
+
+def _decoded(event: MessageReceived) -> Message:
+    try:
+        return m.decode_message(event.channel, event.type, event.body)
+    except ProtocolError as e:
+        raise CaseFailed(
+            f"its {event.channel.name.lower()} message type {event.type} (seq {event.seq}) "
+            f"is not valid: {e}"
+        ) from None
 
 
 @asynccontextmanager
@@ -181,6 +224,76 @@ async def reconnected(
         finally:
             await _hang_up(s.link)
             nursery.cancel_scope.cancel()
+
+
+class Wire:
+    """The head unit's segments on one link, watched and, when a case asks, changed:
+    credit grants withheld, a record sent again. Our segments are renumbered on the way
+    out, so the phone always sees the next ``seq``; the phone's data segments are counted
+    against the credits it was given (section 3), whatever the case does."""
+
+    def __init__(self, link: Link) -> None:
+        self._send, self._receive = link.send, link.receive
+        link.send = self.send  # type: ignore[method-assign]
+        link.receive = self.receive  # type: ignore[method-assign]
+        self._lock = trio.Lock()  # one packet at a time, in seq order
+        self.seq = 0
+        self.received = 0  # packets from the phone
+        self.given = INITIAL_CREDITS  # credits the phone was given, in all
+        self.spent = 0  # data segments (FIRST, CONT) the phone sent
+        self.overdrawn: str | None = None  # the first data segment beyond its credits
+        self.withhold = False  # keep our grants from the phone
+        self.withheld = 0
+        self.whole: bytes | None = None  # our last record sent in one segment (no grant)
+
+    async def send(self, packet: bytes) -> None:
+        kind = packet[0] >> 6
+        if kind == Kind.CREDIT:
+            if self.withhold:
+                self.withheld += packet[1]
+                return
+            self.given += packet[1]
+        elif kind == Kind.FIRST and packet[2] & 0x80:
+            if self.withhold:  # the same record, its grant taken out
+                self.withheld += packet[3]
+                packet = packet[:2] + bytes((packet[2] & 0x7F,)) + packet[4:]
+            else:
+                self.given += packet[3]
+        if kind == Kind.FIRST:
+            grant = 1 if packet[2] & 0x80 else 0
+            data = packet[3 + grant :]
+            if len(data) == packet[1] | (packet[2] & 0x7F) << 8:
+                self.whole = packet[:2] + bytes((packet[2] & 0x7F,)) + data
+        await self.resend(packet)
+
+    async def resend(self, packet: bytes) -> None:
+        """Send ``packet`` (a segment) as our next one, whatever it was before."""
+        async with self._lock:
+            seq, self.seq = self.seq, (self.seq + 1) % 16
+            await self._send(bytes((packet[0] & 0xF0 | seq,)) + packet[1:])
+
+    async def receive(self) -> bytes:
+        packet = await self._receive()
+        self.received += 1
+        if packet and packet[0] >> 6 in (Kind.FIRST, Kind.CONT):
+            self.spent += 1
+            if self.spent > self.given and self.overdrawn is None:
+                self.overdrawn = (
+                    f"its data segment {self.spent} came when it had been given "
+                    f"{self.given} credits in all"
+                )
+        return packet
+
+    async def release(self) -> None:
+        """Give the phone what was withheld, and stop withholding."""
+        self.withhold = False
+        while self.withheld:
+            grant = min(self.withheld, MAX_CREDITS - (self.given - self.spent))
+            if grant <= 0:
+                return
+            self.withheld -= grant
+            self.given += grant
+            await self.resend(bytes((header_byte(Kind.CREDIT, 0, 0), grant)))
 
 
 def _tamper(link: Link, after: int) -> None:
@@ -480,3 +593,132 @@ async def _command_at(ctx: Context, att_mtu: int) -> None:
         if s.link.payload_size != wanted:
             raise CaseSkipped(f"this link's payload is {s.link.payload_size}, not {wanted}")
         await s.command(m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, 40))
+
+
+@case("18", "3", "the phone sends no data segment beyond its credits, and resumes when granted")
+async def _credits(ctx: Context) -> None:
+    # At ATT MTU 517 the window is 34 credits (section 3) and a media result one
+    # segment: sixty results need more than the phone holds, and we grant none until it
+    # has stopped.
+    async with reconnected(ctx, att_mtu=517) as s:
+        await trio.sleep(1)  # what the HELLOs set off is over
+        s.wire.withhold = True
+        volumes = range(60)
+        seqs = [await s.send(m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, v)) for v in volumes]
+        spent = -1
+        while s.wire.spent != spent:  # until the phone has been silent for 2 s
+            spent = s.wire.spent
+            await trio.sleep(2)
+        if s.wire.overdrawn:
+            raise CaseFailed(f"with our grants withheld, {s.wire.overdrawn}")
+        answered = len(s.results(seqs))
+        if answered == len(seqs):
+            raise CaseSkipped(f"it answered all {len(seqs)} commands within its credits")
+        await s.wire.release()
+        await s.until("every result once it was granted credits",
+                      lambda: len(s.results(seqs)) == len(seqs), 10)  # fmt: skip
+        if s.wire.overdrawn:
+            raise CaseFailed(s.wire.overdrawn)
+
+
+@case("19", "8.4", "a record sent again is rejected: three replays close the link with code 9")
+async def _replayed(ctx: Context) -> None:
+    async with reconnected(ctx) as s:
+        await s.command(m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, 20))
+        record = s.wire.whole
+        if record is None:
+            raise CaseSkipped("we sent no record in one segment to replay")
+        for _ in range(3):
+            await s.wire.resend(record)
+            await trio.sleep(0.2)
+        await s.phone_closes(ErrorCode.AUTHENTICATION, "after the same record three times", 10)
+
+
+#: Records per key (PROTOCOL.md 8.4), and how far ahead of the next expected counter a
+#: record may be.
+_REKEY, _AHEAD = 1 << 16, 127
+
+
+@case("20", "8.4", "records from counter 65536 on use the next key (Rekey) and are accepted")
+async def _rekey(ctx: Context) -> None:
+    # Sending 65536 records takes long on a real radio; the counter may move up to 127
+    # ahead of the next one the phone expects, so ours skips forward, 127 at a time.
+    async with reconnected(ctx) as s:
+        connection = s.session.connection
+        records = connection.records if connection is not None else None
+        if not isinstance(records, EncryptedRecords):
+            raise CaseSkipped("the link's records are not encrypted")
+        seal = records.seal
+        target = _REKEY + 64
+
+        def skipping(plaintext: bytes) -> bytes:
+            counter = records.next_counter
+            records.skip_to(max(counter, min(target, counter + _AHEAD)))
+            return seal(plaintext)
+
+        records.seal = skipping  # type: ignore[method-assign]
+        volume = 0
+        try:
+            while records.next_counter < target:
+                volume = (volume + 1) % 101
+                await s.command(m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, volume))
+            records.seal = seal  # type: ignore[method-assign]
+            await s.command(m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, 50))
+        except CaseFailed as e:
+            if records.next_counter <= _REKEY:
+                raise
+            raise CaseFailed(f"once our records used the second key (counter "
+                             f"{records.next_counter}): {e}") from None  # fmt: skip
+
+
+def _commands(notification: m.Notification | None) -> list[Message]:
+    """One of every command a head unit sends, on the phone's notification if it posted
+    one (else on an id it never posted: each still needs its result)."""
+    note = notification.id if notification is not None else "conformance-unknown"
+    uid = f"cf-{os.urandom(4).hex()}-"
+    action = "conformance-unknown"
+    canned = None
+    if notification is not None:
+        if notification.actions:
+            action = notification.actions[0].id
+        if notification.canned_replies:
+            canned = 0
+    values = {m.MediaCommand.SEEK: 1000, m.MediaCommand.VOLUME_SET: 30,
+              m.MediaCommand.SHUFFLE: 1, m.MediaCommand.REPEAT: 2}  # fmt: skip
+    out: list[Message] = [
+        m.GuidanceRequest(m.GuidanceAction.START, "Conformance Street 1"),
+        m.GuidanceRequest(m.GuidanceAction.STOP),
+    ]
+    out += [m.MediaCommandRequest(c, values.get(c)) for c in m.MediaCommand]
+    out += [
+        m.MarkRead(note, uid=uid + "1"),
+        m.PerformAction(note, action, uid=uid + "2"),
+        m.Reply(note, text="On my way", uid=uid + "3"),
+        m.Reply(note, canned=canned if canned is not None else 0, uid=uid + "4"),
+        m.Dismiss(note, uid=uid + "5"),
+    ]
+    return out
+
+
+@case("21", "6.2-6.5", "every command of every channel gets its result; all it sends decodes")
+async def _every_message(ctx: Context) -> None:
+    async with reconnected(ctx) as s:
+        await ctx.target.stimulate()
+        wanted = {m.RouteStatus, m.NowPlaying, m.Notification}  # as far as it offers them
+        with trio.move_on_after(10):
+            while not wanted <= {type(x) for x in s.published()}:
+                await trio.sleep(0.05)
+        notes = [x for x in s.published() if isinstance(x, m.Notification)]
+        commands = _commands(notes[0] if notes else None)
+        sent = {await s.send(command): command for command in commands}
+        with trio.move_on_after(20):
+            while len(s.results(sent)) < len(sent):
+                await trio.sleep(0.05)
+        results = s.results(sent)
+        missing = [f"{type(c).__name__} (seq {k[1]})" for k, c in sent.items() if k not in results]
+        if missing:
+            raise CaseFailed(f"no result within 20 s for {', '.join(missing)}")
+        for key, result in results.items():
+            if not result.ok and not result.error:
+                raise CaseFailed(f"{type(sent[key]).__name__} (seq {key[1]}) failed without a text")
+        s.published()  # every message it sent decodes (CaseFailed otherwise)

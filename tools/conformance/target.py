@@ -8,15 +8,18 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import trio
 
-from bridge.connection import ConnectionConfig
+from bridge.connection import Connection, ConnectionConfig
 from bridge.emulation.emulator import PairingPhoneApp
 from bridge.endpoint import clock_ms_from_trio
 from bridge.session import PeerSession
 from bridge.wire import messages as m
+from bridge.wire.codec import Message
 from bridge.wire.mux import ChannelMux
+from pairing.encrypted_records import EncryptedRecords
 from pairing.handshake import Handshake, Role
 from pairing.trust import TrustStore
 from transports.link import Link
@@ -31,7 +34,14 @@ FAULTS = {
     "ignores-busy-lane": "drops a new record on a lane still busy instead of closing (3)",
     "ignores-idle-lane": "drops a continuation on an idle lane instead of closing (3)",
     "ignores-huge-record": "drops a record announced over 16384 bytes instead of closing (3)",
+    "ignores-credits": "goes on sending data segments when its credits are spent (3)",
+    "accepts-replay": "accepts a record whose counter it has already seen (8.4)",
+    "no-rekey": "keeps the first key past record 65535 (8.4)",
+    "no-navigation-result": "never answers a guidance request (6.2)",
 }
+
+#: Faults of the phone's connection, put in once the link has one (see _spoil).
+_CONNECTION_FAULTS = {"ignores-credits", "accepts-replay", "no-rekey"}
 
 
 class _Lenient:
@@ -91,8 +101,18 @@ class EmulatorUnderTest:
                         clock_ms=clock())  # fmt: skip
         self.session = PeerSession("phone", mux=mux, config=config, hello=hello)
         self.app = PairingPhoneApp(self.session, clock_ms=clock, trust=self.trust)
+        if fault == "no-navigation-result":
+            apply = self.app.apply
+
+            async def unanswered(message: Message, seq: int | None) -> None:
+                if not isinstance(message, m.GuidanceRequest):
+                    await apply(message, seq)
+
+            self.app.apply = unanswered  # type: ignore[method-assign]
         self._nursery: trio.Nursery | None = None
+        self._spoiled: list[Connection] = []
         self.links = 0
+        self.stimulated = 0
 
     @property
     def description(self) -> str:
@@ -124,7 +144,62 @@ class EmulatorUnderTest:
         self._nursery.start_soon(self._serve, pair.peripheral)
         return pair.central
 
+    async def stimulate(self) -> None:
+        """The phone navigates, plays a track and posts a message (with an action and
+        canned replies), as its user would."""
+        await self.app.set_route(m.RouteStatus(m.RouteState.ACTIVE, "Conformance Street 1",
+                                               remaining_m=1200, remaining_s=180))  # fmt: skip
+        await self.app.play([m.NowPlaying("Conformance", "The Emulator", duration_ms=60_000)])
+        self.stimulated += 1
+        await self.app.notify(m.Notification(
+            f"cf-{self.stimulated}", "Messages", m.Category.MESSAGE, "Running late?", 0,
+            sender="Conformance", actions=[m.Action("read", "Mark as read",
+                                                    m.ActionKind.MARK_READ)],
+            canned_replies=["On my way"],
+        ))  # fmt: skip
+
     async def _serve(self, link: Link) -> None:
-        if self.fault is not None and self.fault.startswith("ignores-"):
+        if self.fault in _LANE_FAULTS:
             _Lenient(self.fault).wrap(link)
-        await self.session.run_link(link, handshake=self._handshake())
+        async with trio.open_nursery() as nursery:
+            if self.fault in _CONNECTION_FAULTS:
+                nursery.start_soon(self._spoil)
+            await self.session.run_link(link, handshake=self._handshake())
+            nursery.cancel_scope.cancel()
+
+    async def _spoil(self) -> None:
+        """Put the fault into each connection that serves the phone, once its records are
+        encrypted (the handshake is over)."""
+        while True:
+            conn = self.session.connection
+            if conn is not None and conn not in self._spoiled:
+                records = conn.records
+                if isinstance(records, EncryptedRecords):
+                    self._spoiled.append(conn)
+                    _spoil(self.fault, conn, records)
+            await trio.sleep(0.01)
+
+
+_LANE_FAULTS = {"ignores-busy-lane", "ignores-idle-lane", "ignores-huge-record"}
+
+
+def _spoil(fault: str | None, conn: Connection, records: EncryptedRecords) -> None:
+    if fault == "ignores-credits":  # a spent credit is never missed
+        segmenter, emit = conn.segmenter, conn.segmenter._emit
+
+        def emit_anyway(*args: Any) -> bytes:
+            packet = emit(*args)
+            segmenter._credits = max(segmenter._credits, 1)
+            return packet
+
+        segmenter._emit = emit_anyway  # type: ignore[method-assign, assignment]
+    elif fault == "accepts-replay":  # forgets which counters it has seen
+        open_record = records.open
+
+        def open_again(record: bytes) -> bytes | None:
+            records._seen = 0
+            return open_record(record)
+
+        records.open = open_again  # type: ignore[method-assign]
+    elif fault == "no-rekey":
+        records._rekey_interval = 1 << 62
