@@ -42,6 +42,9 @@ from transports.link import Link, LinkClosed, Wakeup, segment_size_for
 
 log = logging.getLogger(__name__)
 
+#: How long a link we close may take to send what its stack still holds (our CLOSE).
+DRAIN_LIMIT = 1.0
+
 
 @dataclass(frozen=True)
 class LinkUp:
@@ -218,6 +221,11 @@ class PeerSession:
             if self._confirming is conn:
                 self._confirming = None
             with trio.CancelScope(shield=True):
+                if conn.closed is not None and not conn.closed.by_peer:
+                    # our CLOSE may still be in the stack's queue: a disconnection now
+                    # would drop it, and the peer would never learn why
+                    with trio.move_on_after(DRAIN_LIMIT):
+                        await link.drain()
                 await link.aclose()
         reason = ended[0] if ended else "cancelled"
         if conn.closed is not None:

@@ -135,6 +135,15 @@ class BleakLink(CallbackLink):
             except BleakError as e:
                 raise self.end(LinkClosed(CloseReason.LINK_LOSS, f"write failed: {e}")) from e
 
+    async def drain(self) -> None:
+        # the Bumble backend can say when its controller has sent everything; BlueZ's
+        # D-Bus API cannot (its writes are queued in the kernel)
+        sent = getattr(self.client._backend, "wait_sent", None)
+        if sent is not None and self._closed is None:
+            await trio_asyncio.aio_as_trio(sent)()
+        else:
+            await trio.lowlevel.checkpoint()
+
     async def wait_send_ready(self) -> None:
         if self._closed is not None:
             raise self._closed

@@ -36,6 +36,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakError, BleakGATTProtocolError
+from bleak.uuids import normalize_uuid_str
 from bumble import gatt_client, hci
 from bumble.att import ATT_Error
 from bumble.core import AdvertisingData, BaseBumbleError
@@ -243,7 +244,7 @@ class BumbleClient(BaseBleakClient):
                 bchar = BleakGATTCharacteristic(
                     char,
                     char.handle,
-                    char.uuid.to_hex_str("-").lower(),
+                    normalize_uuid_str(char.uuid.to_hex_str("-")),
                     props,  # type: ignore[arg-type]
                     self._max_write_size,
                     bservice,
@@ -252,7 +253,10 @@ class BumbleClient(BaseBleakClient):
                 for desc in await peer.discover_descriptors(char):
                     collection.add_descriptor(
                         BleakGATTDescriptor(
-                            desc, desc.handle, desc.type.to_hex_str("-").lower(), bchar
+                            desc,
+                            desc.handle,
+                            normalize_uuid_str(desc.type.to_hex_str("-")),
+                            bchar,
                         )
                     )
         self.services = collection
@@ -311,6 +315,12 @@ class BumbleClient(BaseBleakClient):
         not part of bleak's API, the bleak transport uses it when a backend has it)."""
         connection, _ = self._require()
         await acl_room(self._device.host, connection.handle)
+
+    async def wait_sent(self) -> None:
+        """Wait until the controller has sent every ACL packet of this connection (not
+        part of bleak's API: the bleak transport drains with it before disconnecting)."""
+        connection, _ = self._require()
+        await acl_room(self._device.host, connection.handle, 1)
 
     async def write_gatt_char(
         self, characteristic: BleakGATTCharacteristic, data: Any, response: bool

@@ -94,6 +94,12 @@ class PeripheralLink(CallbackLink):
         if self._closed is not None:
             raise self._closed
 
+    async def drain(self) -> None:
+        if self._closed is None:  # the controller has reported every packet sent
+            await trio_asyncio.aio_as_trio(acl_room)(
+                self._peripheral.device.host, self._connection.handle, 1
+            )
+
     async def send(self, packet: bytes) -> None:
         if not packet or len(packet) > self.payload_size:
             raise ValueError(f"packet of {len(packet)} bytes, limit {self.payload_size}")

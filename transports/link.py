@@ -118,6 +118,13 @@ class Link(abc.ABC):
             raise self.closed
         await trio.lowlevel.checkpoint()
 
+    async def drain(self) -> None:
+        """Wait until every packet :meth:`send` took has left this side's stack (before a
+        close, so that the last packet, the CLOSE saying why, is not dropped with the
+        connection); callers bound the wait. The default suits transports that deliver
+        what they took even when closed right after (the simulated link)."""
+        await trio.lowlevel.checkpoint()
+
     @abc.abstractmethod
     async def receive(self) -> bytes:
         """The next packet from the peer; raises :class:`LinkClosed` once the link ends
