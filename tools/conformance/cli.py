@@ -2,10 +2,12 @@
 
 Each case names the section it checks and ends ``PASS``, ``FAIL`` (with the evidence)
 or ``SKIP`` (with why); then a summary line ``N passed, N failed, N skipped``. Exit
-codes: 0 no case failed, 1 a case failed, 2 usage. This version runs against this
-project's emulated phone on a simulated link, in virtual time (``--fault`` gives it one
-deliberate fault, to see a case catch it); driving a phone app over a real radio is the
-next step (docs/IMPLEMENTING.md).
+codes: 0 no case failed, 1 a case failed, 2 usage, 3 the radio cannot be used. It runs
+against this project's emulated phone, in virtual time, on a simulated link or
+(``--radio bumble``) on the Bumble virtual radio through the bleak transport that
+drives BlueZ on a Pi (``--fault`` gives it one deliberate fault, to see a case catch
+it); or, with ``--radio bluez``, in real time against a phone app in range of this
+machine's BlueZ adapter (docs/IMPLEMENTING.md).
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -23,10 +28,22 @@ import trio
 from bridge.emulation.clock import virtual_clock
 from bridge.wire.errors import first_error
 from pairing.trust import TrustStore
-from tools.conformance.cases import CASES, CaseFailed, CaseSkipped, Context
-from tools.conformance.target import FAULTS, EmulatorUnderTest
+from tools.conformance.cases import CASES, CaseFailed, CaseSkipped, Context, Target
+from tools.conformance.target import (
+    FAULTS,
+    EmulatorUnderTest,
+    PhoneUnderTest,
+    RadioEmulatorUnderTest,
+)
+from transports.aio import asyncio_loop
+from transports.ble import BleakCentral
+from transports.link import ConnectFailed
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RADIO = 0, 1, 2, 3
+
+
+class RadioUnavailable(Exception):
+    """The radio cannot be used at all (no BlueZ, no adapter): one sentence."""
 
 
 @dataclass(frozen=True)
@@ -46,12 +63,25 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridge-conformance",
         description="Check a phone against the bridge protocol (docs/PROTOCOL.md), case "
-        "by case. This version checks this project's emulated phone.",
-        epilog="exit codes: 0 no case failed, 1 a case failed, 2 usage",
+        "by case: this project's emulated phone (default), or a phone app over BlueZ.",
+        epilog="exit codes: 0 no case failed, 1 a case failed, 2 usage, 3 radio unavailable",
     )
     parser.add_argument(
         "--fault", choices=sorted(FAULTS), help="give the emulated phone one deliberate fault"
     )
+    parser.add_argument(
+        "--radio", choices=("simulated", "bumble", "bluez"), default="simulated",
+        help="the emulated phone on a simulated link (default) or on the Bumble virtual "
+        "radio (its GATT server and advertising; the tool connects with bleak); bluez: "
+        "a real phone, through this machine's BlueZ adapter",
+    )  # fmt: skip
+    parser.add_argument("--address", help="with --radio bluez: the phone's address (else "
+                        "the first that advertises the bridge's service)")  # fmt: skip
+    parser.add_argument(
+        "--data", type=Path, metavar="DIR",
+        help="keep the tool's head-unit identity here between runs (a real phone then "
+        "stays paired with it; else each run pairs anew, in case 3)",
+    )  # fmt: skip
     parser.add_argument("--case", action="append", metavar="N", help="only this case (repeat)")
     parser.add_argument("--json", action="store_true", help="one JSON object per case")
     parser.add_argument("--report", type=Path, metavar="FILE", help="also write a Markdown report")
@@ -59,14 +89,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def run_cases(fault: str | None, folder: Path, only: set[str]) -> tuple[str, list[Result]]:
-    """Run the cases (``only``: these numbers) against the emulated phone; what the phone
-    was, and the results."""
-    target = EmulatorUnderTest(folder / "phone", fault=fault)
+async def run_cases(
+    fault: str | None,
+    folder: Path,
+    only: set[str],
+    radio: str = "simulated",
+    *,
+    address: str | None = None,
+    head_unit: Path | None = None,
+    say: Callable[[str], None] | None = None,
+) -> tuple[str, list[Result]]:
+    """Run the cases (``only``: these numbers) against the phone; what the phone was,
+    and the results. ``head_unit``: where the tool keeps its identity (else in
+    ``folder``)."""
+    target: Target
+    if radio == "bluez":
+        target = PhoneUnderTest(lambda _mtu: BleakCentral(), address=address, out=sys.stderr)
+    elif radio == "bumble":
+        target = RadioEmulatorUnderTest(folder / "phone", fault=fault)
+    else:
+        target = EmulatorUnderTest(folder / "phone", fault=fault)
     results: list[Result] = []
-    ctx = Context(target, TrustStore(folder / "head-unit"))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(target.run)
+    ctx = Context(target, TrustStore(head_unit or folder / "head-unit"), say=say)
+    if head_unit is not None and ctx.trust.devices():  # a phone paired in an earlier run
+        device = ctx.trust.devices()[-1]
+        ctx.phone_key = device.key_bytes
+        ctx.phone_irk = bytes.fromhex(device.irk) if device.irk else None
+    loop = asyncio_loop() if radio != "simulated" else nullcontext()
+    async with loop, trio.open_nursery() as nursery:
+        if not isinstance(target, PhoneUnderTest):
+            await nursery.start(target.run)
         for case in CASES:
             if only and case.number not in only:
                 continue
@@ -74,7 +126,8 @@ async def run_cases(fault: str | None, folder: Path, only: set[str]) -> tuple[st
             try:
                 with trio.fail_after(120):
                     await case.run(ctx)
-            except (CaseFailed, CaseSkipped, trio.TooSlowError, BaseExceptionGroup) as e:
+            except (CaseFailed, CaseSkipped, trio.TooSlowError, ConnectFailed, OSError,
+                    BaseExceptionGroup) as e:  # fmt: skip
                 error = first_error(e)  # a case's own nursery wraps what it raised
                 if isinstance(error, CaseSkipped):
                     outcome, detail = "skip", str(error)
@@ -82,6 +135,10 @@ async def run_cases(fault: str | None, folder: Path, only: set[str]) -> tuple[st
                     outcome, detail = "fail", str(error)
                 elif isinstance(error, trio.TooSlowError):
                     outcome, detail = "fail", "did not finish within 120 s"
+                elif isinstance(error, ConnectFailed):
+                    outcome, detail = "fail", f"could not connect: {error}"
+                elif isinstance(error, OSError):  # the radio itself: no case can run
+                    raise RadioUnavailable(str(error)) from None
                 else:
                     raise
             results.append(Result(case.number, case.section, case.title, outcome, detail))
@@ -117,8 +174,30 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     if unknown:
         print(f"bridge-conformance: no case {', '.join(sorted(unknown))} (--list)", file=sys.stderr)
         return EXIT_USAGE
-    with tempfile.TemporaryDirectory(prefix="bridge-conformance-") as tmp:
-        described, results = trio.run(run_cases, args.fault, Path(tmp), only, clock=virtual_clock())
+    if args.radio == "bluez" and args.fault:
+        print("bridge-conformance: --fault is for the emulated phone, not --radio bluez",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if args.address and args.radio != "bluez":
+        print("bridge-conformance: --address needs --radio bluez", file=sys.stderr)
+        return EXIT_USAGE
+    # the emulated phone runs in virtual time; a real phone in real time
+    clock = virtual_clock() if args.radio != "bluez" else None
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr)
+
+    run = partial(run_cases, args.fault, only=only, radio=args.radio, address=args.address,
+                  head_unit=args.data, say=say if args.radio == "bluez" else None)  # fmt: skip
+    try:
+        with tempfile.TemporaryDirectory(prefix="bridge-conformance-") as tmp:
+            described, results = trio.run(run, Path(tmp), clock=clock)
+    except (RadioUnavailable, BaseExceptionGroup) as e:
+        error = first_error(e)  # out of the nurseries it crossed
+        if not isinstance(error, RadioUnavailable):
+            raise
+        print(f"bridge-conformance: {error}", file=sys.stderr)
+        return EXIT_RADIO
     for result in results:
         if args.json:
             print(json.dumps({"case": result.number, "section": result.section,

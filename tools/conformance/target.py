@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import trio
 
 from bridge.connection import Connection, ConnectionConfig
 from bridge.emulation.emulator import PairingPhoneApp
+from bridge.emulation.world import RadioWorld, bleak_on, pacing_for
 from bridge.endpoint import clock_ms_from_trio
 from bridge.session import PeerSession
 from bridge.wire import messages as m
@@ -21,7 +23,10 @@ from bridge.wire.codec import Message
 from bridge.wire.mux import ChannelMux
 from pairing.encrypted_records import EncryptedRecords
 from pairing.handshake import Handshake, Role
+from pairing.privacy import make_token
 from pairing.trust import TrustStore
+from transports.ble import BleakCentral, Sighting
+from transports.bumble_phone import BumblePeripheral
 from transports.link import Link
 from transports.simulated import PROFILES, SimulatedLinkPair
 
@@ -203,3 +208,109 @@ def _spoil(fault: str | None, conn: Connection, records: EncryptedRecords) -> No
         records.open = open_again  # type: ignore[method-assign]
     elif fault == "no-rekey":
         records._rekey_interval = 1 << 62
+
+
+class RadioEmulatorUnderTest(EmulatorUnderTest):
+    """The same emulated phone on the Bumble virtual radio: its GATT server and
+    advertising (``transports/bumble_phone.py``, paced like the profile, MTUs up to 517),
+    and the tool's head unit the bleak transport over a Bumble controller, the code that
+    drives BlueZ on a Pi. Like a phone's app it serves one head unit at a time and starts
+    advertising again, with a fresh token, when a link ends."""
+
+    def __init__(self, data_dir: Path, *, fault: str | None = None, profile: str = "ios") -> None:
+        super().__init__(data_dir, fault=fault, profile=profile)
+        self.data_dir = data_dir
+        self._device: Any = None  # the tool's controller
+        self._phone: BumblePeripheral | None = None
+        self.sighting: Sighting | None = None  # what the tool connected to, last
+        self.tokens: list[str] = []
+
+    @property
+    def description(self) -> str:
+        fault = f", with the fault '{self.fault}': {FAULTS[self.fault]}" if self.fault else ""
+        return (
+            f"this project's emulated phone on the Bumble virtual radio ({self.profile.name} "
+            f"pacing; the tool connects with bleak over Bumble){fault}"
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run inside ``transports.aio.asyncio_loop()`` (bleak and Bumble run in it), opened
+        around the cases too."""
+        world = RadioWorld(self.data_dir / "radio", clock_ms=clock_ms_from_trio())
+        try:
+            self._device = await world.radio.powered("head-unit")
+            device = await world.radio.powered("phone", pacing_for(self.profile))
+            self._phone = BumblePeripheral(device, apple=self.profile.name == "ios")
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self.app.run)
+                await self._advertise()
+                nursery.start_soon(self._serve_each)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            world.close()
+
+    async def _advertise(self) -> None:
+        assert self._phone is not None
+        token = make_token(self.trust.irk, os.urandom)
+        self.tokens.append(token)
+        await self._phone.advertise(token)
+
+    async def _serve_each(self) -> None:
+        assert self._phone is not None
+        while True:
+            link = await self._phone.accept()
+            await self._phone.stop_advertising()
+            await self._serve(link)
+            await self._advertise()
+
+    async def connect(self, att_mtu: int | None = None) -> Link:
+        """Scan for the phone and connect as a head unit does, asking for ``att_mtu``
+        (else 517)."""
+        self.links += 1
+        phone = PhoneUnderTest(lambda mtu: bleak_on(self._device, mtu=mtu or 517))
+        link = await phone.connect(att_mtu)
+        self.sighting = phone.sighting
+        return link
+
+
+class PhoneUnderTest:
+    """A phone (an app under development) reached with the head unit's bleak transport:
+    on a Pi, BlueZ. The first advertiser of the bridge's service is the phone, or the one
+    at ``address``. ``central_for(att_mtu)`` makes the transport for one connection (on
+    BlueZ the stack picks the MTU itself: cases that need another one are skipped)."""
+
+    def __init__(
+        self,
+        central_for: Callable[[int | None], BleakCentral],
+        *,
+        address: str | None = None,
+        out: TextIO | None = None,
+    ) -> None:
+        self.central_for = central_for
+        self.address = address
+        self.out = out
+        self.sighting: Sighting | None = None
+        self.links = 0
+
+    @property
+    def description(self) -> str:
+        where = self.address or "the first phone advertising the bridge's service"
+        return f"{where}, through the head unit's bleak transport"
+
+    async def stimulate(self) -> None:
+        if self.out is not None:
+            print("  on the phone now: start a route, play music and post a message", file=self.out)
+
+    async def connect(self, att_mtu: int | None = None) -> Link:
+        central = self.central_for(att_mtu)
+        self.links += 1
+        with trio.fail_after(30):
+            async with central.scan() as sightings:
+                async for sighting in sightings:
+                    if self.address is None or sighting.address.upper() == self.address.upper():
+                        self.sighting = sighting
+                        break
+            assert self.sighting is not None
+            return await central.connect(self.sighting)
