@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from tools.conformance import cli
-from tools.conformance.cases import CASES
-from tools.conformance.target import FAULTS
+from tools.conformance.cases import HEAD_UNIT, PHONE, cases_for
+from tools.conformance.target import FAULTS, HEAD_UNIT_FAULTS
+
+PHONE_CASES = cases_for(PHONE)
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -27,8 +29,8 @@ def test_the_emulated_phone_passes_every_case(tmp_path: Path) -> None:
     assert code == cli.EXIT_OK, out
     radio_only = {"22", "23"}  # GATT and advertising: skipped on a simulated link
     passed = [line for line in lines[:-1] if line.startswith("PASS")]
-    assert len(lines) == len(CASES) + 1 and len(passed) == len(CASES) - len(radio_only)
-    assert lines[-1] == f"{len(CASES) - 2} passed, 0 failed, 2 skipped"
+    assert len(lines) == len(PHONE_CASES) + 1 and len(passed) == len(PHONE_CASES) - len(radio_only)
+    assert lines[-1] == f"{len(PHONE_CASES) - 2} passed, 0 failed, 2 skipped"
     text = report.read_text()
     assert "| case | PROTOCOL.md |" in text and "this project's emulated phone" in text
 
@@ -39,7 +41,7 @@ def test_on_the_bumble_radio_too_and_its_gatt_and_advertising_cases_run() -> Non
     # (cases 1, 2, 4, 10, 13-15, 19 failed before links drained before closing)
     code, out = run("--radio", "bumble", "--json")
     rows = {r["case"]: r for r in map(json.loads, out.splitlines())}
-    assert code == cli.EXIT_OK and set(rows) == {c.number for c in CASES}
+    assert code == cli.EXIT_OK and set(rows) == {c.number for c in PHONE_CASES}
     assert all(r["result"] == "pass" for r in rows.values()), rows
 
 
@@ -88,7 +90,7 @@ def test_cases_can_be_chosen_listed_and_bad_names_are_usage_errors(
     code, out = run("--case", "9")  # needs a pairing first: skipped, and says why
     assert code == 0 and out.startswith("SKIP") and "needs the phone paired" in out
     code, out = run("--list")
-    assert code == 0 and len(out.splitlines()) == len(CASES)
+    assert code == 0 and len(out.splitlines()) == len(PHONE_CASES)
     assert run("--case", "99")[0] == cli.EXIT_USAGE
     assert "no case 99" in capsys.readouterr().err
 
@@ -103,3 +105,38 @@ def test_a_real_phone_over_bluez_without_bluez_is_one_sentence_and_exit_3(
     assert run("--radio", "bluez", "--fault", "no-ack")[0] == cli.EXIT_USAGE
     assert run("--address", "11:22:33:44:55:66")[0] == cli.EXIT_USAGE
     assert "needs --radio bluez" in capsys.readouterr().err
+
+
+def test_against_a_head_unit_the_tool_is_a_phone_and_the_head_unit_passes() -> None:
+    code, out = run("--peer", "head-unit", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == cli.EXIT_OK
+    assert [r["case"] for r in rows] == [c.number for c in cases_for(HEAD_UNIT)]
+    assert rows[2]["case"] == "24"  # the pairing comes before what needs it
+    assert all(r["result"] == "pass" for r in rows), rows
+    assert "the head unit closes a link" in rows[[r["case"] for r in rows].index("7")]["title"]
+
+
+#: A faulty head unit fails exactly the case named.
+HEAD_UNIT_FAULT_CASES = {
+    "no-keepalive": "6",
+    "no-idle-timeout": "7",
+    "accepts-replay": "19",
+    "no-rekey": "20",
+}
+
+
+@pytest.mark.parametrize("fault", HEAD_UNIT_FAULTS)
+def test_each_head_unit_fault_fails_exactly_its_case(fault: str) -> None:
+    code, out = run("--peer", "head-unit", "--fault", fault, "--json")
+    failed = [r["case"] for r in map(json.loads, out.splitlines()) if r["result"] == "fail"]
+    assert code == cli.EXIT_FAILED and failed == [HEAD_UNIT_FAULT_CASES[fault]]
+
+
+def test_head_unit_peer_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert set(HEAD_UNIT_FAULT_CASES) == set(HEAD_UNIT_FAULTS)
+    assert run("--peer", "head-unit", "--radio", "bluez")[0] == cli.EXIT_USAGE
+    assert run("--peer", "head-unit", "--fault", "no-ack")[0] == cli.EXIT_USAGE
+    assert "a head unit's faults" in capsys.readouterr().err
+    assert run("--peer", "head-unit", "--case", "3")[0] == cli.EXIT_USAGE  # a phone's case
+    assert "against a head-unit" in capsys.readouterr().err

@@ -1,10 +1,12 @@
-"""The conformance cases: each checks one rule of docs/PROTOCOL.md against a phone, as a
-head unit would see it, and names the section. A case passes, fails with the evidence,
-or is skipped with why; cases run in their order on one phone, whose state (paired or
-not) they share (case 3 pairs it; later cases reconnect as that head unit).
+"""The conformance cases: each checks one rule of docs/PROTOCOL.md against a peer and
+names the section. A case passes, fails with the evidence, or is skipped with why; cases
+run in their order on one peer, whose state (paired or not) they share.
 
-The head unit's side is this project's own (a :class:`~bridge.session.PeerSession` with
-the real handshake), or raw segments where a case sends what no correct head unit would.
+Against a phone the tool is a head unit (case 3 pairs them; later cases reconnect as
+that head unit); against a head unit the tool is a phone (case 24 pairs them). The
+tool's side is this project's own (a :class:`~bridge.session.PeerSession` with the real
+handshake), or raw segments where a case sends what no correct peer would. Each case
+says which peers it checks (``peers``).
 """
 
 from __future__ import annotations
@@ -57,42 +59,63 @@ class Target(Protocol):
 
 @dataclass
 class Context:
-    """What the cases share: the phone, the head unit's identity, what they learned."""
+    """What the cases share: the peer under test (a phone, or with ``role`` PHONE a head
+    unit), the tool's identity in its role, what they learned."""
 
     target: Target
-    trust: TrustStore  # the head unit's
-    phone_key: bytes | None = None  # once a case paired with the phone
-    phone_irk: bytes | None = None  # the IRK its CONFIRM gave
+    trust: TrustStore  # the tool's: a head unit's, or with role PHONE a phone's
+    peer_key: bytes | None = None  # once a case paired with the peer: its static key
+    peer_irk: bytes | None = None  # the phone's IRK from its CONFIRM
     notes: list[str] = field(default_factory=list)
     say: Callable[[str], None] | None = None  # tells the person at a real phone what to do
+    role: Role = Role.HEAD_UNIT  # the tool's
+
+    @property
+    def peer(self) -> str:
+        return "phone" if self.role is Role.HEAD_UNIT else "head unit"
+
+
+#: Which peers a case checks: a phone (the tool is a head unit), a head unit (the tool is
+#: a phone), or both.
+PHONE, HEAD_UNIT = "phone", "head-unit"
+BOTH = frozenset({PHONE, HEAD_UNIT})
 
 
 @dataclass(frozen=True)
 class Case:
     number: str
     section: str
-    title: str
+    title: str  # "{peer}": the phone, or the head unit
     run: Callable[[Context], Awaitable[None]]
+    peers: frozenset[str]
+
+    def title_for(self, peer: str) -> str:
+        return self.title.format(peer="head unit" if peer == HEAD_UNIT else "phone")
 
 
 CASES: list[Case] = []
 
 
 def case(
-    number: str, section: str, title: str
+    number: str, section: str, title: str, peers: frozenset[str] = frozenset({PHONE})
 ) -> Callable[[Callable[[Context], Awaitable[None]]], Callable[[Context], Awaitable[None]]]:
     def register(run: Callable[[Context], Awaitable[None]]) -> Callable[[Context], Awaitable[None]]:
-        CASES.append(Case(number, section, title, run))
+        CASES.append(Case(number, section, title, run, peers))
         return run
 
     return register
+
+
+def cases_for(peer: str) -> list[Case]:
+    return [c for c in CASES if peer in c.peers]
 
 
 # -- the head unit's side ----------------------------------------------------------------
 
 
 class Session:
-    """A head-unit session on one link to the phone, its events collected."""
+    """The tool's session on one link to the peer, its events collected: a head unit's,
+    or (``ctx.role`` PHONE) a phone's."""
 
     def __init__(
         self, ctx: Context, link: Link, *, allow_pairing: bool, peer: bytes | None,
@@ -101,13 +124,22 @@ class Session:
         self.link = link
         self.wire = Wire(link)
         self.events: list[SessionEvent] = []
-        hello = m.Hello([0], "head-unit", "Conformance")
-        self.session = PeerSession("phone", hello=hello, config=config)
-        self.handshake = Handshake(
-            Role.HEAD_UNIT, ctx.trust.identity, name="Conformance", platform="head-unit",
-            trusted=ctx.trust.trusted_keys(), peer_key=peer, allow_pairing=allow_pairing,
-            random=os.urandom,
-        )  # fmt: skip
+        self.role = ctx.role
+        if ctx.role is Role.HEAD_UNIT:
+            hello = m.Hello([0], "head-unit", "Conformance")
+            self.handshake = Handshake(
+                Role.HEAD_UNIT, ctx.trust.identity, name="Conformance", platform="head-unit",
+                trusted=ctx.trust.trusted_keys(), peer_key=peer, allow_pairing=allow_pairing,
+                random=os.urandom,
+            )  # fmt: skip
+        else:
+            hello = m.Hello([0], "android", "Conformance phone")
+            self.handshake = Handshake(
+                Role.PHONE, ctx.trust.identity, name="Conformance phone", platform="android",
+                trusted=ctx.trust.trusted_keys(), allow_pairing=allow_pairing,
+                random=os.urandom, irk=ctx.trust.irk,
+            )  # fmt: skip
+        self.session = PeerSession(ctx.peer, hello=hello, config=config)
         self.down: LinkDown | None = None
         self.say = ctx.say
 
@@ -145,14 +177,32 @@ class Session:
 
         await self.until(f"a media result for frame {seq}", answered, limit)
 
-    async def phone_closes(self, code: ErrorCode, what: str, limit: float) -> None:
-        """Wait for the phone's CLOSE; CaseFailed unless it came from the phone with
+    async def round_trip(self, n: int = 0) -> None:
+        """Something the peer must answer, and its answer: as a head unit a media command
+        and its result; as a phone a route status and its acknowledgement."""
+        if self.role is Role.HEAD_UNIT:
+            await self.command(m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, n % 101))
+            return
+        route = m.RouteStatus(m.RouteState.ACTIVE, "Conformance Street", remaining_m=n)
+        channel, seq = await self.send(route)
+        await self.until(f"an acknowledgement of route status frame {seq}",
+                         lambda: self.acknowledged(channel, seq), 10)  # fmt: skip
+
+    def acknowledged(self, channel: Channel, seq: int) -> bool:
+        return any(
+            isinstance(e, Acknowledged) and e.channel is channel and e.seq == seq
+            for e in self.events
+        )
+
+    async def peer_closes(self, code: ErrorCode, what: str, limit: float) -> None:
+        """Wait for the peer's CLOSE; CaseFailed unless it came from the peer with
         ``code``."""
-        await self.until("the phone's CLOSE", lambda: bool(self.of(ConnectionClosed)), limit)
+        peer = self.session.name
+        await self.until(f"the {peer}'s CLOSE", lambda: bool(self.of(ConnectionClosed)), limit)
         closed = self.of(ConnectionClosed)[0]
         assert isinstance(closed, ConnectionClosed)
         if not closed.by_peer or closed.code != code:
-            raise CaseFailed(f"{what}: {closed.describe()}, not the phone's code {int(code)}")
+            raise CaseFailed(f"{what}: {closed.describe()}, not the {peer}'s code {int(code)}")
 
     async def send(self, message: Message) -> tuple[Channel, int]:
         """Send a sequenced message; its channel and frame seq."""
@@ -218,16 +268,17 @@ async def reconnected(
     """A session authenticated (KK) as the head unit that paired in case 3, hung up when
     the case is done. Its tasks run in a nursery of their own: what a case raises inside
     comes out in an exception group (the runner takes the first error out)."""
-    if ctx.phone_key is None:
-        raise CaseSkipped("needs the phone paired (case 3)")
+    if ctx.peer_key is None:
+        first = "3" if ctx.role is Role.HEAD_UNIT else "24"
+        raise CaseSkipped(f"needs the {ctx.peer} paired (case {first})")
     async with trio.open_nursery() as nursery:
         link = await ctx.target.connect(att_mtu)
         if tamper_after is not None:
             _tamper(link, tamper_after)
-        s = Session(ctx, link, allow_pairing=False, peer=ctx.phone_key, config=config)
+        s = Session(ctx, link, allow_pairing=False, peer=ctx.peer_key, config=config)
         await s.run(nursery)
         try:
-            await s.until("the phone authenticated", lambda: bool(s.of(HelloReceived)), 70)
+            await s.until(f"the {ctx.peer} authenticated", lambda: bool(s.of(HelloReceived)), 70)
             yield s
         finally:
             await _hang_up(s.link)
@@ -371,7 +422,7 @@ def _close_code(frames: list[Frame]) -> int | None:
 # -- the cases ----------------------------------------------------------------------------
 
 
-@case("1", "3", "a segment with the wrong seq closes the link with code 2 (sequence)")
+@case("1", "3", "a segment with the wrong seq closes the link with code 2 (sequence)", BOTH)
 async def _wrong_seq(ctx: Context) -> None:
     raw = RawLink(await ctx.target.connect())
     keepalive = bytes.fromhex("840002f6a0")  # [0, 2, null, {}]
@@ -382,7 +433,7 @@ async def _wrong_seq(ctx: Context) -> None:
         raise CaseFailed(f"sent a FIRST with seq 5 as the first segment: got {frames}, {how}")
 
 
-@case("2", "5", "a frame that is not canonical CBOR closes the link with code 1 (malformed)")
+@case("2", "5", "a frame that is not canonical CBOR closes the link with code 1 (malformed)", BOTH)
 async def _non_canonical(ctx: Context) -> None:
     raw = RawLink(await ctx.target.connect())
     record = bytes.fromhex("840002f6b90000")  # the body {} with a 2-byte length
@@ -409,8 +460,8 @@ async def _first_pairing(ctx: Context) -> None:
         if auth.peer_irk is None or len(auth.peer_irk) != 16 or not auth.peer.name:
             raise CaseFailed("the phone's CONFIRM lacked its 16-byte IRK or its name")
         ctx.trust.record(auth)
-        ctx.phone_key = auth.peer.static_key
-        ctx.phone_irk = auth.peer_irk
+        ctx.peer_key = auth.peer.static_key
+        ctx.peer_irk = auth.peer_irk
         await s.until("its HELLO after authentication", lambda: bool(s.of(HelloReceived)), 5)
         await _hang_up(link)
         nursery.cancel_scope.cancel()
@@ -418,7 +469,7 @@ async def _first_pairing(ctx: Context) -> None:
 
 @case("4", "8.1", "outside its pairing mode the phone answers XX 1 with CLOSE, never XX 2")
 async def _xx_refused(ctx: Context) -> None:
-    if ctx.phone_key is None:
+    if ctx.peer_key is None:
         raise CaseSkipped("needs the phone paired (case 3) and so out of its pairing mode")
     stranger = TrustStore(Path(ctx.trust.directory) / "stranger")
     async with trio.open_nursery() as nursery:
@@ -438,19 +489,40 @@ async def _xx_refused(ctx: Context) -> None:
         raise CaseFailed(f"expected the phone's CLOSE code 0, got {s.events}")
 
 
-@case("5", "8.1", "a paired head unit reconnects with KK and both say HELLO")
+@case("24", "8.1, 8.2", "a first pairing in the head unit's pairing mode: XX, the code, CONFIRM",
+      frozenset({HEAD_UNIT}))  # fmt: skip
+async def _first_pairing_as_phone(ctx: Context) -> None:
+    async with trio.open_nursery() as nursery:
+        link = await ctx.target.connect()
+        s = Session(ctx, link, allow_pairing=True, peer=None)
+        await s.run(nursery)
+        await s.until("a code, then authentication", lambda: bool(s.of(Authenticated)), 70)
+        (auth,) = s.of(Authenticated)
+        assert isinstance(auth, Authenticated)
+        if not s.of(CodeToConfirm):
+            raise CaseFailed("a stranger was paired without a code to compare (8.2)")
+        if not auth.peer.name:
+            raise CaseFailed("the head unit's XX 2 did not carry its name (8.2)")
+        ctx.trust.record(auth)
+        ctx.peer_key = auth.peer.static_key
+        await s.until("its HELLO after authentication", lambda: bool(s.of(HelloReceived)), 5)
+        await _hang_up(link)
+        nursery.cancel_scope.cancel()
+
+
+@case("5", "8.1", "paired, the two reconnect with KK (no code) and both say HELLO", BOTH)
 async def _kk(ctx: Context) -> None:
     async with reconnected(ctx) as s:
         (auth,) = s.of(Authenticated)
         if not isinstance(auth, Authenticated) or auth.paired_now or s.of(CodeToConfirm):
-            raise CaseFailed("a known phone was asked to compare codes again")
+            raise CaseFailed("paired, the two were asked to compare codes again")
         hello = s.of(HelloReceived)[0]
         assert isinstance(hello, HelloReceived)
         if 0 not in hello.hello.versions:
             raise CaseFailed(f"its HELLO offers versions {hello.hello.versions}, not 0")
 
 
-@case("6", "6.1 (timers)", "the phone sends KEEPALIVE after 5 s in which it sent nothing")
+@case("6", "6.1 (timers)", "the {peer} sends KEEPALIVE after 5 s in which it sent nothing", BOTH)
 async def _keepalive(ctx: Context) -> None:
     async with reconnected(ctx) as s:
         await trio.sleep(1)  # what the HELLOs set off is over
@@ -458,20 +530,20 @@ async def _keepalive(ctx: Context) -> None:
         await trio.sleep(6.5)
         after = s.received
     if after == before:
-        raise CaseFailed("the phone sent nothing in the 6.5 s after the last exchange")
+        raise CaseFailed(f"the {ctx.peer} sent nothing in the 6.5 s after the last exchange")
 
 
-@case("7", "6.1 (timers)", "the phone closes a link that stays silent 15 s, with code 7")
+@case("7", "6.1 (timers)", "the {peer} closes a link that stays silent 15 s, with code 7", BOTH)
 async def _idle(ctx: Context) -> None:
     silent = ConnectionConfig(keepalive=math.inf, idle_timeout=math.inf)  # we say nothing
     async with reconnected(ctx, silent) as s:
-        await s.phone_closes(ErrorCode.TIMEOUT, "after 15 s of our silence", 20)
+        await s.peer_closes(ErrorCode.TIMEOUT, "after 15 s of our silence", 20)
 
 
-@case("8", "5", "a sequenced frame that needs no answer is acknowledged within 1 s")
+@case("8", "5", "a sequenced frame that needs no answer is acknowledged within 1 s", BOTH)
 async def _ack(ctx: Context) -> None:
     async with reconnected(ctx) as s:
-        text = "conformance: an ERROR the phone only has to acknowledge"
+        text = f"conformance: an ERROR the {ctx.peer} only has to acknowledge"
         report = m.ErrorReport(int(Channel.NAVIGATION), None, int(ErrorCode.UNSUPPORTED), text)
         await s.session.send(report.channel, report.type, encode(report))
         await s.until("an acknowledgement of an ERROR frame",
@@ -484,26 +556,25 @@ async def _media(ctx: Context) -> None:
         await s.command(m.MediaCommandRequest(m.MediaCommand.PAUSE))
 
 
-@case("10", "8.4", "records that fail authentication are dropped; the third closes with code 9")
+@case("10", "8.4", "records that fail authentication are dropped; the third closes with code 9",
+      BOTH)  # fmt: skip
 async def _tampered(ctx: Context) -> None:
     # after the handshake (KK 1) and our HELLO, every record we send has a flipped bit:
     # with nothing else to say, those are KEEPALIVEs, one a second
     quiet = ConnectionConfig(keepalive=1.0, idle_timeout=math.inf)
     async with reconnected(ctx, quiet, tamper_after=2) as s:
-        await s.phone_closes(ErrorCode.AUTHENTICATION, "after three forged records", 10)
+        await s.peer_closes(ErrorCode.AUTHENTICATION, "after three forged records", 10)
 
 
-@case("11", "3, 6.3", "at ATT MTU 23 (20-byte segments) a reconnection and a command work")
+@case("11", "3, 6.3", "at ATT MTU 23 (20-byte segments) a reconnection and a round trip work",
+      BOTH)  # fmt: skip
 async def _mtu_23(ctx: Context) -> None:
-    async with reconnected(ctx, att_mtu=23) as s:
-        if s.link.payload_size != 20:
-            raise CaseSkipped(f"this link's payload is {s.link.payload_size} bytes, not 20")
-        await s.command(m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, 30))
+    await _command_at(ctx, 23)
 
 
 @case("12", "5", "across a dropped link every command is answered exactly once, in order")
 async def _exactly_once(ctx: Context) -> None:
-    if ctx.phone_key is None:
+    if ctx.peer_key is None:
         raise CaseSkipped("needs the phone paired (case 3)")
     hello = m.Hello([0], "head-unit", "Conformance")
     session = PeerSession("phone", hello=hello)  # outlives the link, as a head unit's does
@@ -518,7 +589,7 @@ async def _exactly_once(ctx: Context) -> None:
     def kk() -> Handshake:
         return Handshake(
             Role.HEAD_UNIT, ctx.trust.identity, name="Conformance", platform="head-unit",
-            trusted=ctx.trust.trusted_keys(), peer_key=ctx.phone_key, allow_pairing=False,
+            trusted=ctx.trust.trusted_keys(), peer_key=ctx.peer_key, allow_pairing=False,
             random=os.urandom,
         )  # fmt: skip
 
@@ -574,7 +645,7 @@ async def _raw_close(ctx: Context, segments: list[bytes]) -> tuple[int | None, s
     return _close_code(frames), how, frames
 
 
-@case("13", "3", "a new record on a lane whose record is unfinished closes with code 5")
+@case("13", "3", "a new record on a lane whose record is unfinished closes with code 5", BOTH)
 async def _busy_lane(ctx: Context) -> None:
     keepalive = bytes.fromhex("840002f6a0")
     head = bytes((header_byte(Kind.FIRST, 1, 0), 40, 0)) + keepalive  # 5 of 40 bytes
@@ -584,14 +655,15 @@ async def _busy_lane(ctx: Context) -> None:
         raise CaseFailed(f"a second FIRST on lane 1 before the first record ended: {frames}, {how}")
 
 
-@case("14", "3", "a continuation on a lane with no record started closes with code 5")
+@case("14", "3", "a continuation on a lane with no record started closes with code 5", BOTH)
 async def _idle_lane(ctx: Context) -> None:
     code, how, frames = await _raw_close(ctx, [bytes((header_byte(Kind.CONT, 2, 0),)) + b"ab"])
     if code != ErrorCode.INTERLEAVE:
         raise CaseFailed(f"a CONT on lane 2 as the first segment: {frames}, {how}")
 
 
-@case("15", "3, 4", "a record announced longer than 16384 bytes closes with code 4 (too large)")
+@case("15", "3, 4", "a record announced longer than 16384 bytes closes with code 4 (too large)",
+      BOTH)  # fmt: skip
 async def _huge_record(ctx: Context) -> None:
     total = 16385
     segment = bytes((header_byte(Kind.FIRST, 0, 0), total & 0xFF, total >> 8)) + bytes(10)
@@ -600,12 +672,14 @@ async def _huge_record(ctx: Context) -> None:
         raise CaseFailed(f"a FIRST announcing {total} bytes: {frames}, {how}")
 
 
-@case("16", "1, 3, 6.3", "at ATT MTU 185 (182-byte segments) a reconnection and a command work")
+@case("16", "1, 3, 6.3", "at ATT MTU 185 (182-byte segments) a reconnection and a round trip",
+      BOTH)  # fmt: skip
 async def _mtu_185(ctx: Context) -> None:
     await _command_at(ctx, 185)
 
 
-@case("17", "1, 3, 6.3", "at ATT MTU 517 (512-byte segments) a reconnection and a command work")
+@case("17", "1, 3, 6.3", "at ATT MTU 517 (512-byte segments) a reconnection and a round trip",
+      BOTH)  # fmt: skip
 async def _mtu_517(ctx: Context) -> None:
     await _command_at(ctx, 517)
 
@@ -615,7 +689,7 @@ async def _command_at(ctx: Context, att_mtu: int) -> None:
     async with reconnected(ctx, att_mtu=att_mtu) as s:
         if s.link.payload_size != wanted:
             raise CaseSkipped(f"this link's payload is {s.link.payload_size}, not {wanted}")
-        await s.command(m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, 40))
+        await s.round_trip(40)
 
 
 @case("18", "3", "the phone sends no data segment beyond its credits, and resumes when granted")
@@ -644,17 +718,18 @@ async def _credits(ctx: Context) -> None:
             raise CaseFailed(s.wire.overdrawn)
 
 
-@case("19", "8.4", "a record sent again is rejected: three replays close the link with code 9")
+@case("19", "8.4", "a record sent again is rejected: three replays close the link with code 9",
+      BOTH)  # fmt: skip
 async def _replayed(ctx: Context) -> None:
     async with reconnected(ctx) as s:
-        await s.command(m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, 20))
+        await s.round_trip(20)
         record = s.wire.whole
         if record is None:
             raise CaseSkipped("we sent no record in one segment to replay")
         for _ in range(3):
             await s.wire.resend(record)
             await trio.sleep(0.2)
-        await s.phone_closes(ErrorCode.AUTHENTICATION, "after the same record three times", 10)
+        await s.peer_closes(ErrorCode.AUTHENTICATION, "after the same record three times", 10)
 
 
 #: Records per key (PROTOCOL.md 8.4), and how far ahead of the next expected counter a
@@ -662,7 +737,8 @@ async def _replayed(ctx: Context) -> None:
 _REKEY, _AHEAD = 1 << 16, 127
 
 
-@case("20", "8.4", "records from counter 65536 on use the next key (Rekey) and are accepted")
+@case("20", "8.4", "records from counter 65536 on use the next key (Rekey) and are accepted",
+      BOTH)  # fmt: skip
 async def _rekey(ctx: Context) -> None:
     # Sending 65536 records takes long on a real radio; the counter may move up to 127
     # ahead of the next one the phone expects, so ours skips forward, 127 at a time.
@@ -683,10 +759,10 @@ async def _rekey(ctx: Context) -> None:
         volume = 0
         try:
             while records.next_counter < target:
-                volume = (volume + 1) % 101
-                await s.command(m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, volume))
+                volume += 1
+                await s.round_trip(volume)
             records.seal = seal  # type: ignore[method-assign]
-            await s.command(m.MediaCommandRequest(m.MediaCommand.VOLUME_SET, 50))
+            await s.round_trip(50)
         except CaseFailed as e:
             if records.next_counter <= _REKEY:
                 raise
@@ -793,7 +869,39 @@ async def _advertising(ctx: Context) -> None:
     first, second = names
     if first is None or parse_token(first) is None:
         raise CaseFailed(f"its local name {first!r} is not an 8-character token (2.1)")
-    if ctx.phone_irk is not None and resolve(first, [(0, ctx.phone_irk)]) is None:
+    if ctx.peer_irk is not None and resolve(first, [(0, ctx.peer_irk)]) is None:
         raise CaseFailed(f"its token {first!r} does not resolve with the IRK it gave at pairing")
     if second == first:
         raise CaseFailed(f"it advertised the token {first!r} twice: a stranger can follow it")
+
+
+def _publications(transfer: int) -> list[Message]:
+    """One of every message a phone sends, the album art as bulk chunks."""
+    art = bytes(range(256)) * 20  # 5120 bytes: two chunks
+    uid = f"cf-{os.urandom(4).hex()}-"
+    return [
+        m.RouteStatus(m.RouteState.ACTIVE, "Conformance Street 1", remaining_m=900),
+        m.Maneuver(m.ManeuverType.TURN_RIGHT, 300, "300", m.DistanceUnit.METERS, "Elm Rd"),
+        m.NowPlaying("Conformance", "The Tool", state=m.PlaybackState.PLAYING, art=transfer),
+        *m.chunk_object(transfer, art, mime="image/png"),
+        m.Notification("cf-1", "Messages", m.Category.MESSAGE, "Running late?", 0,
+                       sender="Conformance", canned_replies=["On my way"], uid=uid + "1"),
+        m.NotificationRemoved("cf-1", uid=uid + "2"),
+    ]  # fmt: skip
+
+
+@case("25", "5, 6.2-6.5", "every message a phone sends is acknowledged and the link stays open",
+      frozenset({HEAD_UNIT}))  # fmt: skip
+async def _every_publication(ctx: Context) -> None:
+    async with reconnected(ctx) as s:
+        sent = {await s.send(message): message for message in _publications(7)}
+        with trio.move_on_after(5):
+            while not all(s.acknowledged(*key) for key in sent):
+                await trio.sleep(0.05)
+        missing = [f"{type(x).__name__} (seq {k[1]})" for k, x in sent.items()
+                   if not s.acknowledged(*k)]  # fmt: skip
+        closed = s.of(ConnectionClosed)
+        if closed:
+            raise CaseFailed(f"the head unit closed the link: {closed[0]}")
+        if missing:
+            raise CaseFailed(f"not acknowledged within 5 s: {', '.join(missing)}")

@@ -7,7 +7,8 @@ against this project's emulated phone, in virtual time, on a simulated link or
 (``--radio bumble``) on the Bumble virtual radio through the bleak transport that
 drives BlueZ on a Pi (``--fault`` gives it one deliberate fault, to see a case catch
 it); or, with ``--radio bluez``, in real time against a phone app in range of this
-machine's BlueZ adapter (docs/IMPLEMENTING.md).
+machine's BlueZ adapter (docs/IMPLEMENTING.md). With ``--peer head-unit`` the tool is a
+phone and checks a head unit: this project's, on the Bumble radio.
 """
 
 from __future__ import annotations
@@ -27,11 +28,22 @@ import trio
 
 from bridge.emulation.clock import virtual_clock
 from bridge.wire.errors import first_error
+from pairing.handshake import Role
 from pairing.trust import TrustStore
-from tools.conformance.cases import CASES, CaseFailed, CaseSkipped, Context, Target
+from tools.conformance.cases import (
+    HEAD_UNIT,
+    PHONE,
+    CaseFailed,
+    CaseSkipped,
+    Context,
+    Target,
+    cases_for,
+)
 from tools.conformance.target import (
     FAULTS,
+    HEAD_UNIT_FAULTS,
     EmulatorUnderTest,
+    HeadUnitUnderTest,
     PhoneUnderTest,
     RadioEmulatorUnderTest,
 )
@@ -75,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
         "radio (its GATT server and advertising; the tool connects with bleak); bluez: "
         "a real phone, through this machine's BlueZ adapter",
     )  # fmt: skip
+    parser.add_argument(
+        "--peer", choices=(PHONE, HEAD_UNIT), default=PHONE,
+        help="what is checked: a phone (the tool is a head unit; default) or a head unit "
+        "(the tool is a phone; this project's head unit on the Bumble radio)",
+    )  # fmt: skip
     parser.add_argument("--address", help="with --radio bluez: the phone's address (else "
                         "the first that advertises the bridge's service)")  # fmt: skip
     parser.add_argument(
@@ -98,28 +115,36 @@ async def run_cases(
     address: str | None = None,
     head_unit: Path | None = None,
     say: Callable[[str], None] | None = None,
+    peer: str = PHONE,
 ) -> tuple[str, list[Result]]:
     """Run the cases (``only``: these numbers) against the phone; what the phone was,
     and the results. ``head_unit``: where the tool keeps its identity (else in
     ``folder``)."""
     target: Target
-    if radio == "bluez":
+    role = Role.HEAD_UNIT
+    if peer == HEAD_UNIT:
+        role = Role.PHONE
+        tool = TrustStore(head_unit or folder / "tool-phone", role="phone")
+        target = HeadUnitUnderTest(folder / "head-unit-under-test", tool, fault=fault)
+    elif radio == "bluez":
         target = PhoneUnderTest(lambda _mtu: BleakCentral(), address=address, out=sys.stderr)
     elif radio == "bumble":
         target = RadioEmulatorUnderTest(folder / "phone", fault=fault)
     else:
         target = EmulatorUnderTest(folder / "phone", fault=fault)
     results: list[Result] = []
-    ctx = Context(target, TrustStore(head_unit or folder / "head-unit"), say=say)
-    if head_unit is not None and ctx.trust.devices():  # a phone paired in an earlier run
+    if role is Role.HEAD_UNIT:
+        tool = TrustStore(head_unit or folder / "head-unit")
+    ctx = Context(target, tool, say=say, role=role)
+    if head_unit is not None and ctx.trust.devices():  # a peer paired in an earlier run
         device = ctx.trust.devices()[-1]
-        ctx.phone_key = device.key_bytes
-        ctx.phone_irk = bytes.fromhex(device.irk) if device.irk else None
-    loop = asyncio_loop() if radio != "simulated" else nullcontext()
+        ctx.peer_key = device.key_bytes
+        ctx.peer_irk = bytes.fromhex(device.irk) if device.irk else None
+    loop = asyncio_loop() if radio != "simulated" or peer == HEAD_UNIT else nullcontext()
     async with loop, trio.open_nursery() as nursery:
         if not isinstance(target, PhoneUnderTest):
             await nursery.start(target.run)
-        for case in CASES:
+        for case in cases_for(peer):
             if only and case.number not in only:
                 continue
             outcome, detail = "pass", ""
@@ -141,7 +166,7 @@ async def run_cases(
                     raise RadioUnavailable(str(error)) from None
                 else:
                     raise
-            results.append(Result(case.number, case.section, case.title, outcome, detail))
+            results.append(Result(case.number, case.section, case.title_for(peer), outcome, detail))
         nursery.cancel_scope.cancel()
     return target.description, results
 
@@ -151,7 +176,7 @@ def _report(results: list[Result], target: str) -> str:
         f"| {r.number} | {r.section} | {r.title} | {r.outcome} | {r.detail} |" for r in results
     )
     return (
-        f"# Conformance report\n\nPhone: {target}\n\n"
+        f"# Conformance report\n\nUnder test: {target}\n\n"
         "| case | PROTOCOL.md | checks | result | evidence |\n|---|---|---|---|---|\n"
         f"{rows}\n\n{_summary(results)}\n"
     )
@@ -165,14 +190,25 @@ def _summary(results: list[Result]) -> str:
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     args = _parser().parse_args(argv)
+    cases = cases_for(args.peer)
     if args.list:
-        for case in CASES:
-            print(f"{case.number:>2}  [{case.section}] {case.title}", file=out)
+        for case in cases:
+            print(f"{case.number:>2}  [{case.section}] {case.title_for(args.peer)}", file=out)
         return EXIT_OK
     only = set(args.case or [])
-    unknown = only - {c.number for c in CASES}
+    unknown = only - {c.number for c in cases}
     if unknown:
-        print(f"bridge-conformance: no case {', '.join(sorted(unknown))} (--list)", file=sys.stderr)
+        print(f"bridge-conformance: no case {', '.join(sorted(unknown))} against a "
+              f"{args.peer} (--list)", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if args.peer == HEAD_UNIT and (args.radio == "bluez" or args.address):
+        print("bridge-conformance: against a head unit the tool runs this project's head "
+              "unit on the Bumble radio, without --radio bluez or --address",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if args.peer == HEAD_UNIT and args.fault and args.fault not in HEAD_UNIT_FAULTS:
+        print(f"bridge-conformance: a head unit's faults: {', '.join(HEAD_UNIT_FAULTS)}",
+              file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     if args.radio == "bluez" and args.fault:
         print("bridge-conformance: --fault is for the emulated phone, not --radio bluez",
@@ -188,7 +224,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         print(text, file=sys.stderr)
 
     run = partial(run_cases, args.fault, only=only, radio=args.radio, address=args.address,
-                  head_unit=args.data, say=say if args.radio == "bluez" else None)  # fmt: skip
+                  head_unit=args.data, say=say if args.radio == "bluez" else None,
+                  peer=args.peer)  # fmt: skip
     try:
         with tempfile.TemporaryDirectory(prefix="bridge-conformance-") as tmp:
             described, results = trio.run(run, Path(tmp), clock=clock)

@@ -5,6 +5,7 @@ tests can show each case checks what it names."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
@@ -44,6 +45,10 @@ FAULTS = {
     "no-rekey": "keeps the first key past record 65535 (8.4)",
     "no-navigation-result": "never answers a guidance request (6.2)",
 }
+
+#: The faults a head unit under test can be given (a subset of the phone's; without
+#: acknowledgements every round trip of a phone fails, not one case).
+HEAD_UNIT_FAULTS = ("no-keepalive", "no-idle-timeout", "accepts-replay", "no-rekey")
 
 #: Faults of the phone's connection, put in once the link has one (see _spoil).
 _CONNECTION_FAULTS = {"ignores-credits", "accepts-replay", "no-rekey"}
@@ -314,3 +319,103 @@ class PhoneUnderTest:
                         break
             assert self.sighting is not None
             return await central.connect(self.sighting)
+
+
+async def _confirm_every_code(phone: Any, event: Any) -> bool:
+    return True
+
+
+class HeadUnitUnderTest:
+    """This project's head unit (``bridge.radio_policy.HeadUnit``) on the Bumble virtual
+    radio, scanning through the bleak transport, in pairing mode, its user confirming
+    every code; the tool is a phone (a Bumble GATT server) that advertises its token
+    (``trust``: the tool's, as a phone) and waits for the head unit to connect. Each
+    connection advertises from a fresh address, as Android phones do, so the head unit's
+    backoff for one address does not slow the next case."""
+
+    def __init__(
+        self, data_dir: Path, trust: TrustStore, *, fault: str | None = None,
+        profile: str = "android",
+    ) -> None:  # fmt: skip
+        if fault is not None and fault not in HEAD_UNIT_FAULTS:
+            raise ValueError(
+                f"unknown fault {fault!r}; a head unit's: {', '.join(HEAD_UNIT_FAULTS)}"
+            )
+        self.fault = fault
+        self._spoiled: list[Any] = []
+        self.data_dir = data_dir
+        self.trust = trust
+        self.profile = PROFILES[profile]
+        self._phone: BumblePeripheral | None = None
+        self.head_unit: Any = None
+        self.links = 0
+
+    @property
+    def description(self) -> str:
+        fault = f", with the fault '{self.fault}': {FAULTS[self.fault]}" if self.fault else ""
+        return (
+            "this project's head unit on the Bumble virtual radio (its bleak transport; "
+            f"the tool a phone with {self.profile.name} pacing){fault}"
+        )
+
+    async def stimulate(self) -> None:
+        """Nothing to do: the cases against a head unit publish, they do not ask."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run inside ``transports.aio.asyncio_loop()``."""
+        world = RadioWorld(self.data_dir / "radio", clock_ms=clock_ms_from_trio())
+        try:
+            central = await world.start_central()
+            self.head_unit = world.head_unit(central, pairing_mode=True,
+                                             confirm=_confirm_every_code)  # fmt: skip
+            device = await world.radio.powered("conformance-phone", pacing_for(self.profile))
+            self._phone = BumblePeripheral(device)
+            await self._phone.power_on()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.head_unit.run)
+                nursery.start_soon(self._drain)
+                if self.fault is not None:
+                    nursery.start_soon(self._spoil)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            world.close()
+
+    async def _drain(self) -> None:
+        async for _ in self.head_unit.events:  # nobody shows them: keep it from waiting
+            pass
+
+    async def _spoil(self) -> None:
+        """Put the fault into the head unit's session of each phone, and into each of
+        their connections once its records are encrypted."""
+        while True:
+            phones = list(self.head_unit.phones.values())
+            if self.head_unit.pairing is not None:
+                phones.append(self.head_unit.pairing)
+            for phone in phones:
+                session = phone.session
+                if session not in self._spoiled:
+                    self._spoiled.append(session)
+                    if self.fault == "no-keepalive":
+                        session.config = dataclasses.replace(session.config, keepalive=math.inf)
+                    elif self.fault == "no-idle-timeout":
+                        session.config = dataclasses.replace(session.config, idle_timeout=math.inf)
+                conn = session.connection
+                fresh = conn is not None and conn not in self._spoiled
+                if fresh and isinstance(conn.records, EncryptedRecords):
+                    self._spoiled.append(conn)
+                    _spoil(self.fault, conn, conn.records)
+            await trio.sleep(0.01)
+
+    async def connect(self, att_mtu: int | None = None) -> Link:
+        """Advertise (a fresh token, a fresh address) until the head unit connects;
+        ``att_mtu``: the largest this phone accepts (the head unit asks for 517)."""
+        assert self._phone is not None, "run() first"
+        self.links += 1
+        self._phone.device.gatt_server.max_mtu = att_mtu or 517
+        await self._phone.advertise(make_token(self.trust.irk, os.urandom), fresh_address=True)
+        try:
+            with trio.fail_after(90):
+                return await self._phone.accept()
+        finally:
+            await self._phone.stop_advertising()
