@@ -153,6 +153,40 @@ async def test_a_central_that_never_subscribes_is_dropped(
         assert rig.hu.incoming == 0
 
 
+async def test_a_connections_deadline_is_not_its_reused_handles_next(
+    aio: Any, autojump_clock: Any, tmp_path: Path
+) -> None:
+    # a central connects and leaves at once; the next gets the same connection handle and
+    # subscribes late: the first one's 10 s deadline must not drop it (it did,
+    # found by bridge-conformance --peer head-unit --phone-role central)
+    world = RadioWorld(tmp_path, clock_ms=lambda: 0)
+    try:
+        listener, device = await _listener_and_central(world, "slow")
+        sighting = await _car(bleak_on(device))
+        first = BleakClient(sighting.device, backend=BumbleClient, bumble_device=device)
+        started = trio.current_time()
+        await trio_asyncio.aio_as_trio(first.connect)()
+        handle = first._backend._connection.handle
+        await trio_asyncio.aio_as_trio(first.disconnect)()
+        await trio.sleep(1)
+        gone = trio.Event()
+        second = BleakClient(
+            (await _car(bleak_on(device))).device, lambda _: gone.set(),
+            backend=BumbleClient, bumble_device=device,
+        )  # fmt: skip
+        await trio_asyncio.aio_as_trio(second.connect)()
+        assert second._backend._connection.handle == handle  # the same handle again
+        assert trio.current_time() > started + 1
+        await trio.sleep_until(started + 10.9)  # past the first one's deadline, not its own
+        assert not gone.is_set()
+        await trio_asyncio.aio_as_trio(second.start_notify)(str(FROM_SERVER_UUID), lambda *_: None)
+        accepted = await listener.accept()
+        await trio.sleep(5)  # a link now: no deadline drops it
+        assert not gone.is_set() and accepted.closed is None
+    finally:
+        world.close()
+
+
 async def test_garbage_from_a_central_closes_only_its_link(
     aio: Any, autojump_clock: Any, tmp_path: Path, captures: Path
 ) -> None:

@@ -374,8 +374,16 @@ class BumbleListener:
         connection.on(connection.EVENT_PAIRING_START, pairing_started)
         connection.on(connection.EVENT_PAIRING, pairing_ended)
         connection.on(connection.EVENT_PAIRING_FAILURE, pairing_ended)
+        gone = [False]  # handles are reused: a later connection may have this one's
+
+        def disconnected(*_: Any) -> None:
+            gone[0] = True
+
+        connection.on(connection.EVENT_DISCONNECTION, disconnected)
 
         def check() -> None:
+            if gone[0]:
+                return  # the deadline of a connection that ended, not of its handle's next
             link = self.server._links.get(connection.handle)
             if link is None or link.subscribed or connection.is_encrypted:
                 return  # a link, or a bonded device's encrypted connection (ANCS)
