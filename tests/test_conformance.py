@@ -27,10 +27,15 @@ def test_the_emulated_phone_passes_every_case(tmp_path: Path) -> None:
     code, out = run("--report", str(report))
     lines = out.splitlines()
     assert code == cli.EXIT_OK, out
-    radio_only = {"22", "23"}  # GATT and advertising: skipped on a simulated link
-    passed = [line for line in lines[:-1] if line.startswith("PASS")]
-    assert len(lines) == len(PHONE_CASES) + 1 and len(passed) == len(PHONE_CASES) - len(radio_only)
-    assert lines[-1] == f"{len(PHONE_CASES) - 2} passed, 0 failed, 2 skipped"
+    # GATT and advertising: skipped on a simulated link; identify: a GATT client's
+    skipped = {"22", "23", "26"}
+    outcomes = {line.split()[1]: line.split()[0] for line in lines[:-1]}
+    assert len(outcomes) == len(PHONE_CASES)
+    assert {n for n, o in outcomes.items() if o == "SKIP"} == skipped
+    assert {n for n, o in outcomes.items() if o != "SKIP"} == {
+        n for n, o in outcomes.items() if o == "PASS"
+    }
+    assert lines[-1] == f"{len(PHONE_CASES) - 3} passed, 0 failed, 3 skipped"
     text = report.read_text()
     assert "| case | PROTOCOL.md |" in text and "this project's emulated phone" in text
 
@@ -42,6 +47,7 @@ def test_on_the_bumble_radio_too_and_its_gatt_and_advertising_cases_run() -> Non
     code, out = run("--radio", "bumble", "--json")
     rows = {r["case"]: r for r in map(json.loads, out.splitlines())}
     assert code == cli.EXIT_OK and set(rows) == {c.number for c in PHONE_CASES}
+    assert rows.pop("26")["result"] == "skip"  # the phone is the server: it identifies not
     assert all(r["result"] == "pass" for r in rows.values()), rows
 
 
@@ -66,9 +72,11 @@ FAULT_CASES = {
     "no-rekey": "20",
     "no-navigation-result": "21",
 }
+#: Faults that only a GATT client can have (--phone-role central), tested on their own.
+CENTRAL_FAULTS = {"no-identify"}
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS))
+@pytest.mark.parametrize("fault", sorted(set(FAULTS) - CENTRAL_FAULTS))
 def test_each_fault_fails_exactly_its_case(fault: str) -> None:
     code, out = run("--fault", fault, "--json")
     rows = [json.loads(line) for line in out.splitlines()]
@@ -79,7 +87,7 @@ def test_each_fault_fails_exactly_its_case(fault: str) -> None:
 
 
 def test_every_fault_is_covered() -> None:
-    assert set(FAULT_CASES) == set(FAULTS)
+    assert set(FAULT_CASES) | CENTRAL_FAULTS == set(FAULTS)
 
 
 def test_cases_can_be_chosen_listed_and_bad_names_are_usage_errors(
@@ -140,3 +148,28 @@ def test_head_unit_peer_usage_errors(capsys: pytest.CaptureFixture[str]) -> None
     assert "a head unit's faults" in capsys.readouterr().err
     assert run("--peer", "head-unit", "--case", "3")[0] == cli.EXIT_USAGE  # a phone's case
     assert "against a head-unit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("peer", [PHONE, HEAD_UNIT])
+def test_with_the_phone_as_gatt_client_both_directions_pass(peer: str) -> None:
+    # 1.2: the phone connects to the head unit (an iPhone's app does so in the background)
+    args = ["--phone-role", "central", "--json", "--peer", peer]
+    code, out = run(*args, *(["--radio", "bumble"] if peer == PHONE else []))
+    rows = {r["case"]: r for r in map(json.loads, out.splitlines())}
+    assert code == cli.EXIT_OK
+    skipped = {k for k, r in rows.items() if r["result"] == "skip"}
+    assert skipped == ({"22", "23"} if peer == PHONE else set()), rows  # a server's cases
+    assert all(r["result"] == "pass" for k, r in rows.items() if k not in skipped), rows
+    if peer == PHONE:
+        assert rows["26"]["result"] == "pass"  # its identify tag resolves
+
+
+def test_a_phone_that_does_not_identify_fails_case_26_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out = run("--radio", "bumble", "--phone-role", "central", "--fault", "no-identify",
+                    "--json")  # fmt: skip
+    failed = [r["case"] for r in map(json.loads, out.splitlines()) if r["result"] == "fail"]
+    assert code == cli.EXIT_FAILED and failed == ["26"]
+    assert run("--phone-role", "central")[0] == cli.EXIT_USAGE  # needs the Bumble radio
+    assert "needs --radio bumble" in capsys.readouterr().err

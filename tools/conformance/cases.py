@@ -34,7 +34,7 @@ from bridge.wire.mux import Acknowledged, MessageReceived
 from bridge.wire.segment import INITIAL_CREDITS, MAX_CREDITS, Kind, Segmenter, header_byte
 from pairing.encrypted_records import EncryptedRecords
 from pairing.handshake import Authenticated, CodeToConfirm, Handshake, Role
-from pairing.privacy import parse_token, resolve
+from pairing.privacy import parse_token, resolve, resolve_identify
 from pairing.trust import TrustStore
 from transports.ble import BleakLink, Sighting
 from transports.link import Link, LinkClosed, segment_size_for
@@ -69,6 +69,7 @@ class Context:
     notes: list[str] = field(default_factory=list)
     say: Callable[[str], None] | None = None  # tells the person at a real phone what to do
     role: Role = Role.HEAD_UNIT  # the tool's
+    phone_role: str = "peripheral"  # the phone is the GATT server (1.1), or "central" (1.2)
 
     @property
     def peer(self) -> str:
@@ -130,7 +131,7 @@ class Session:
             self.handshake = Handshake(
                 Role.HEAD_UNIT, ctx.trust.identity, name="Conformance", platform="head-unit",
                 trusted=ctx.trust.trusted_keys(), peer_key=peer, allow_pairing=allow_pairing,
-                random=os.urandom,
+                random=os.urandom, irk=ctx.trust.irk,  # a phone finds our adverts by it
             )  # fmt: skip
         else:
             hello = m.Hello([0], "android", "Conformance phone")
@@ -467,10 +468,18 @@ async def _first_pairing(ctx: Context) -> None:
         nursery.cancel_scope.cancel()
 
 
-@case("4", "8.1", "outside its pairing mode the phone answers XX 1 with CLOSE, never XX 2")
+@case("4", "8.1, 2.2", "outside its pairing mode the phone pairs with no stranger: CLOSE to XX 1 "
+      "(as a GATT client: no connection at all)")  # fmt: skip
 async def _xx_refused(ctx: Context) -> None:
     if ctx.peer_key is None:
         raise CaseSkipped("needs the phone paired (case 3) and so out of its pairing mode")
+    stranger_connects = getattr(ctx.target, "stranger_connects", None)
+    if ctx.phone_role == "central" and stranger_connects is not None:
+        # as a GATT client the phone never even connects to a car it cannot resolve
+        if await stranger_connects(15):
+            raise CaseFailed("out of its pairing mode it connected to a head unit it never "
+                             "paired with (2.2: only to a token it resolves)")  # fmt: skip
+        return
     stranger = TrustStore(Path(ctx.trust.directory) / "stranger")
     async with trio.open_nursery() as nursery:
         s = Session(Context(ctx.target, stranger), await ctx.target.connect(),
@@ -835,6 +844,8 @@ _CCCD = "00002902-0000-1000-8000-00805f9b34fb"
 async def _gatt_layout(ctx: Context) -> None:
     link = await ctx.target.connect()
     try:
+        if ctx.phone_role == "central":
+            raise CaseSkipped("the phone is the GATT client here: the layout is ours")
         if not isinstance(link, BleakLink):
             raise CaseSkipped("a simulated link has no GATT: run with --radio")
         service = link.client.services.get_service(str(layout.SERVICE_UUID))
@@ -858,6 +869,8 @@ async def _gatt_layout(ctx: Context) -> None:
 
 @case("23", "2.1", "advertising: an 8-byte token in the name that resolves, fresh each time")
 async def _advertising(ctx: Context) -> None:
+    if ctx.phone_role == "central":
+        raise CaseSkipped("the phone connects to the head unit here: it does not advertise")
     names = []
     for _ in range(2):
         link = await ctx.target.connect()
@@ -905,3 +918,20 @@ async def _every_publication(ctx: Context) -> None:
             raise CaseFailed(f"the head unit closed the link: {closed[0]}")
         if missing:
             raise CaseFailed(f"not acknowledged within 5 s: {', '.join(missing)}")
+
+
+@case(
+    "26", "1.2", "as a GATT client the phone writes its identify tag, which resolves with its IRK"
+)
+async def _identify(ctx: Context) -> None:
+    if ctx.phone_role != "central":
+        raise CaseSkipped("the phone is the GATT server here: it writes no identify tag")
+    if ctx.peer_irk is None:
+        raise CaseSkipped("needs the phone paired (case 3): its IRK resolves the tag")
+    link = await ctx.target.connect()
+    tag, challenge = getattr(ctx.target, "identified", (b"", b""))
+    await _hang_up(link)
+    if not tag:
+        raise CaseFailed("it subscribed without writing an identify tag first (1.2 step 5)")
+    if resolve_identify(tag, challenge, [(0, ctx.peer_irk)]) is None:
+        raise CaseFailed(f"its tag {tag.hex()} does not resolve with the IRK from its CONFIRM")

@@ -42,6 +42,7 @@ from tools.conformance.cases import (
 from tools.conformance.target import (
     FAULTS,
     HEAD_UNIT_FAULTS,
+    CentralEmulatorUnderTest,
     EmulatorUnderTest,
     HeadUnitUnderTest,
     PhoneUnderTest,
@@ -92,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         help="what is checked: a phone (the tool is a head unit; default) or a head unit "
         "(the tool is a phone; this project's head unit on the Bumble radio)",
     )  # fmt: skip
+    parser.add_argument(
+        "--phone-role", choices=("peripheral", "central"), default="peripheral",
+        help="the phone as GATT server that the head unit connects to (1.1; default), or "
+        "as GATT client that connects to the head unit (1.2: as an iPhone's app does); "
+        "central needs --radio bumble",
+    )  # fmt: skip
     parser.add_argument("--address", help="with --radio bluez: the phone's address (else "
                         "the first that advertises the bridge's service)")  # fmt: skip
     parser.add_argument(
@@ -116,6 +123,7 @@ async def run_cases(
     head_unit: Path | None = None,
     say: Callable[[str], None] | None = None,
     peer: str = PHONE,
+    phone_role: str = "peripheral",
 ) -> tuple[str, list[Result]]:
     """Run the cases (``only``: these numbers) against the phone; what the phone was,
     and the results. ``head_unit``: where the tool keeps its identity (else in
@@ -125,7 +133,12 @@ async def run_cases(
     if peer == HEAD_UNIT:
         role = Role.PHONE
         tool = TrustStore(head_unit or folder / "tool-phone", role="phone")
-        target = HeadUnitUnderTest(folder / "head-unit-under-test", tool, fault=fault)
+        target = HeadUnitUnderTest(
+            folder / "head-unit-under-test", tool, fault=fault, phone_role=phone_role
+        )
+    elif phone_role == "central":
+        tool = TrustStore(head_unit or folder / "head-unit")
+        target = CentralEmulatorUnderTest(folder / "phone", tool, fault=fault)
     elif radio == "bluez":
         target = PhoneUnderTest(lambda _mtu: BleakCentral(), address=address, out=sys.stderr)
     elif radio == "bumble":
@@ -133,9 +146,9 @@ async def run_cases(
     else:
         target = EmulatorUnderTest(folder / "phone", fault=fault)
     results: list[Result] = []
-    if role is Role.HEAD_UNIT:
+    if role is Role.HEAD_UNIT and phone_role != "central":
         tool = TrustStore(head_unit or folder / "head-unit")
-    ctx = Context(target, tool, say=say, role=role)
+    ctx = Context(target, tool, say=say, role=role, phone_role=phone_role)
     if head_unit is not None and ctx.trust.devices():  # a peer paired in an earlier run
         device = ctx.trust.devices()[-1]
         ctx.peer_key = device.key_bytes
@@ -214,6 +227,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         print("bridge-conformance: --fault is for the emulated phone, not --radio bluez",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
+    if args.phone_role == "central" and args.radio != "bumble" and args.peer == PHONE:
+        print("bridge-conformance: --phone-role central needs --radio bumble (the tool is "
+              "then a GATT server: Bumble's)", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     if args.address and args.radio != "bluez":
         print("bridge-conformance: --address needs --radio bluez", file=sys.stderr)
         return EXIT_USAGE
@@ -225,7 +242,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
 
     run = partial(run_cases, args.fault, only=only, radio=args.radio, address=args.address,
                   head_unit=args.data, say=say if args.radio == "bluez" else None,
-                  peer=args.peer)  # fmt: skip
+                  peer=args.peer, phone_role=args.phone_role)  # fmt: skip
     try:
         with tempfile.TemporaryDirectory(prefix="bridge-conformance-") as tmp:
             described, results = trio.run(run, Path(tmp), clock=clock)

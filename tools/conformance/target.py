@@ -21,14 +21,16 @@ from bridge.endpoint import clock_ms_from_trio
 from bridge.session import PeerSession
 from bridge.wire import messages as m
 from bridge.wire.codec import Message
+from bridge.wire.gatt import head_unit_advertising
 from bridge.wire.mux import ChannelMux
 from pairing.encrypted_records import EncryptedRecords
 from pairing.handshake import Handshake, Role
-from pairing.privacy import make_token
+from pairing.privacy import identify_tag, make_raw_token, make_token, resolve_raw
 from pairing.trust import TrustStore
 from transports.ble import BleakCentral, Sighting
-from transports.bumble_phone import BumblePeripheral
-from transports.link import Link
+from transports.bumble_host import power_on
+from transports.bumble_phone import BumbleListener, BumblePeripheral
+from transports.link import ConnectFailed, Link
 from transports.simulated import PROFILES, SimulatedLinkPair
 
 #: The faults an emulated phone can be given, and what each breaks (PROTOCOL.md).
@@ -44,6 +46,7 @@ FAULTS = {
     "accepts-replay": "accepts a record whose counter it has already seen (8.4)",
     "no-rekey": "keeps the first key past record 65535 (8.4)",
     "no-navigation-result": "never answers a guidance request (6.2)",
+    "no-identify": "as a GATT client, subscribes without writing its identify tag (1.2)",
 }
 
 #: The faults a head unit under test can be given (a subset of the phone's; without
@@ -280,6 +283,117 @@ class RadioEmulatorUnderTest(EmulatorUnderTest):
         return link
 
 
+class CentralEmulatorUnderTest(EmulatorUnderTest):
+    """The emulated phone as a GATT client (PROTOCOL.md 1.2), as an iPhone's app is: on
+    the Bumble virtual radio it scans for a head unit's advertising (2.2), connects to a
+    car whose token it resolves (or, in its pairing mode, to one that shows a name),
+    writes its identify tag and subscribes. The tool is the head unit as GATT server
+    (``BumbleListener``); it advertises only while it waits for the phone in
+    :meth:`connect`, so each case gets a connection of its own at the MTU it asks for."""
+
+    phone_role = "central"
+
+    def __init__(
+        self, data_dir: Path, tool: TrustStore, *, fault: str | None = None,
+        profile: str = "ios",
+    ) -> None:  # fmt: skip
+        super().__init__(data_dir, fault=fault, profile=profile)
+        self.data_dir = data_dir
+        self.tool = tool  # the head unit's identity: its IRK makes the tokens
+        self._listener: BumbleListener | None = None
+        self._device: Any = None  # the tool's controller
+        self._central: BleakCentral | None = None
+        self.identified: tuple[bytes, bytes] = (b"", b"")  # the last link's tag, challenge
+
+    @property
+    def description(self) -> str:
+        fault = f", with the fault '{self.fault}': {FAULTS[self.fault]}" if self.fault else ""
+        return (
+            f"this project's emulated phone as a GATT client on the Bumble virtual radio "
+            f"({self.profile.name} pacing, asking for MTU 517; the tool is the head unit's "
+            f"GATT server){fault}"
+        )
+
+    @property
+    def pairing_mode(self) -> bool:
+        return self.fault == "pairs-any-time" or not self.trust.trusted_keys()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run inside ``transports.aio.asyncio_loop()``."""
+        world = RadioWorld(self.data_dir / "radio", clock_ms=clock_ms_from_trio())
+        try:
+            self._device = await world.radio.powered("head-unit")
+            self._listener = BumbleListener(self._device)
+            device = await world.radio.powered("phone", pacing_for(self.profile))
+            self._central = bleak_on(device, mtu=517)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self.app.run)
+                nursery.start_soon(self._connect_each)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            world.close()
+
+    async def _find_car(self) -> Sighting:
+        assert self._central is not None
+        async with self._central.scan() as sightings:
+            async for sighting in sightings:
+                token = sighting.car_token
+                if token is None:
+                    continue  # a phone advertising, not a car
+                if resolve_raw(token, self.trust.irks()) is not None:
+                    return sighting
+                if self.pairing_mode and sighting.name:
+                    return sighting
+        raise AssertionError("the scan ended")
+
+    async def _connect_each(self) -> None:
+        assert self._central is not None
+        while True:
+            sighting = await self._find_car()
+
+            def tag(challenge: bytes) -> bytes:
+                return identify_tag(self.trust.irk, challenge)
+
+            try:
+                identify = None if self.fault == "no-identify" else tag
+                link = await self._central.connect(sighting, identify=identify)
+            except ConnectFailed:
+                await trio.sleep(1)
+                continue
+            await self._serve(link)
+            await trio.sleep(1)  # as an app waits before it connects again
+
+    async def connect(self, att_mtu: int | None = None, *, irk: bytes | None = None) -> Link:
+        """Advertise as a head unit in pairing mode (a token of the tool's IRK, or of
+        ``irk``: a stranger's) until the phone connects and subscribes; ``att_mtu``: the
+        largest this head unit accepts."""
+        assert self._listener is not None, "run() first"
+        self.links += 1
+        self._device.gatt_server.max_mtu = att_mtu or 517
+        token = make_raw_token(irk or self.tool.irk, os.urandom)
+        await self._listener.advertise(*head_unit_advertising(token, "Conformance"))
+        try:
+            with trio.fail_after(60):
+                link = await self._listener.accept()
+        finally:
+            await self._listener.stop_advertising()
+        self.identified = (link.tag, link.challenge)
+        return link
+
+    async def stranger_connects(self, limit: float) -> bool:
+        """Whether the phone connects, within ``limit``, to a head unit it never paired
+        with that advertises in pairing mode."""
+        try:
+            with trio.fail_after(limit):
+                link = await self.connect(irk=os.urandom(16))
+        except trio.TooSlowError:
+            return False
+        await link.aclose()
+        return True
+
+
 class PhoneUnderTest:
     """A phone (an app under development) reached with the head unit's bleak transport:
     on a Pi, BlueZ. The first advertiser of the bridge's service is the phone, or the one
@@ -335,8 +449,11 @@ class HeadUnitUnderTest:
 
     def __init__(
         self, data_dir: Path, trust: TrustStore, *, fault: str | None = None,
-        profile: str = "android",
+        profile: str = "android", phone_role: str = "peripheral",
     ) -> None:  # fmt: skip
+        self.phone_role = phone_role
+        self._last_stranger = -math.inf
+        self._device: Any = None
         if fault is not None and fault not in HEAD_UNIT_FAULTS:
             raise ValueError(
                 f"unknown fault {fault!r}; a head unit's: {', '.join(HEAD_UNIT_FAULTS)}"
@@ -353,9 +470,14 @@ class HeadUnitUnderTest:
     @property
     def description(self) -> str:
         fault = f", with the fault '{self.fault}': {FAULTS[self.fault]}" if self.fault else ""
+        how = (
+            "its GATT server; the tool a phone connecting to it as a GATT client"
+            if self.phone_role == "central"
+            else "its bleak transport; the tool a phone advertising its token"
+        )
         return (
-            "this project's head unit on the Bumble virtual radio (its bleak transport; "
-            f"the tool a phone with {self.profile.name} pacing){fault}"
+            f"this project's head unit on the Bumble virtual radio ({how}, with "
+            f"{self.profile.name} pacing){fault}"
         )
 
     async def stimulate(self) -> None:
@@ -366,11 +488,19 @@ class HeadUnitUnderTest:
         world = RadioWorld(self.data_dir / "radio", clock_ms=clock_ms_from_trio())
         try:
             central = await world.start_central()
-            self.head_unit = world.head_unit(central, pairing_mode=True,
-                                             confirm=_confirm_every_code)  # fmt: skip
+            if self.phone_role == "central":  # the head unit only listens (1.2)
+                self.head_unit = world.head_unit(None, pairing_mode=True, listener=world.listener(),
+                                                 confirm=_confirm_every_code)  # fmt: skip
+            else:
+                self.head_unit = world.head_unit(central, pairing_mode=True,
+                                                 confirm=_confirm_every_code)  # fmt: skip
             device = await world.radio.powered("conformance-phone", pacing_for(self.profile))
-            self._phone = BumblePeripheral(device)
-            await self._phone.power_on()
+            self._device = device
+            if self.phone_role != "central":
+                self._phone = BumblePeripheral(device)
+                await self._phone.power_on()
+            else:
+                await power_on(device)
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.head_unit.run)
                 nursery.start_soon(self._drain)
@@ -410,6 +540,8 @@ class HeadUnitUnderTest:
     async def connect(self, att_mtu: int | None = None) -> Link:
         """Advertise (a fresh token, a fresh address) until the head unit connects;
         ``att_mtu``: the largest this phone accepts (the head unit asks for 517)."""
+        if self.phone_role == "central":
+            return await self._connect_to_head_unit(att_mtu)
         assert self._phone is not None, "run() first"
         self.links += 1
         self._phone.device.gatt_server.max_mtu = att_mtu or 517
@@ -419,3 +551,24 @@ class HeadUnitUnderTest:
                 return await self._phone.accept()
         finally:
             await self._phone.stop_advertising()
+
+    async def _connect_to_head_unit(self, att_mtu: int | None) -> Link:
+        """As a phone's app does (1.2): find the head unit's advertising, connect asking
+        for ``att_mtu`` (else 517), write the identify tag, subscribe. A stranger waits
+        out the head unit's 30 s per address first (2.2's policy), as the tool's address
+        does not change."""
+        self.links += 1
+        if not self.trust.trusted_keys():
+            await trio.sleep_until(self._last_stranger + 31)
+            self._last_stranger = trio.current_time()
+        central = bleak_on(self._device, mtu=att_mtu or 517)
+
+        def tag(challenge: bytes) -> bytes:
+            return identify_tag(self.trust.irk, challenge)
+
+        with trio.fail_after(60):
+            async with central.scan() as sightings:
+                async for sighting in sightings:
+                    if sighting.car_token is not None:
+                        break
+            return await central.connect(sighting, identify=tag)
