@@ -121,6 +121,7 @@ def test_against_a_head_unit_the_tool_is_a_phone_and_the_head_unit_passes() -> N
     assert code == cli.EXIT_OK
     assert [r["case"] for r in rows] == [c.number for c in cases_for(HEAD_UNIT)]
     assert rows[2]["case"] == "24"  # the pairing comes before what needs it
+    assert rows[-1]["case"] == "27" and rows.pop()["result"] == "skip"  # it does not advertise
     assert all(r["result"] == "pass" for r in rows), rows
     assert "the head unit closes a link" in rows[[r["case"] for r in rows].index("7")]["title"]
 

@@ -34,7 +34,7 @@ from bridge.wire.mux import Acknowledged, MessageReceived
 from bridge.wire.segment import INITIAL_CREDITS, MAX_CREDITS, Kind, Segmenter, header_byte
 from pairing.encrypted_records import EncryptedRecords
 from pairing.handshake import Authenticated, CodeToConfirm, Handshake, Role
-from pairing.privacy import parse_token, resolve, resolve_identify
+from pairing.privacy import parse_token, resolve, resolve_identify, resolve_raw
 from pairing.trust import TrustStore
 from transports.ble import BleakLink, Sighting
 from transports.link import Link, LinkClosed, segment_size_for
@@ -514,6 +514,7 @@ async def _first_pairing_as_phone(ctx: Context) -> None:
             raise CaseFailed("the head unit's XX 2 did not carry its name (8.2)")
         ctx.trust.record(auth)
         ctx.peer_key = auth.peer.static_key
+        ctx.peer_irk = auth.peer_irk  # the head unit's: its advertising tokens resolve with it
         await s.until("its HELLO after authentication", lambda: bool(s.of(HelloReceived)), 5)
         await _hang_up(link)
         nursery.cancel_scope.cancel()
@@ -935,3 +936,25 @@ async def _identify(ctx: Context) -> None:
         raise CaseFailed("it subscribed without writing an identify tag first (1.2 step 5)")
     if resolve_identify(tag, challenge, [(0, ctx.peer_irk)]) is None:
         raise CaseFailed(f"its tag {tag.hex()} does not resolve with the IRK from its CONFIRM")
+
+
+@case("27", "2.2", "the head unit advertises its service, a token that resolves with its IRK, "
+      "and its name in pairing mode", frozenset({HEAD_UNIT}))  # fmt: skip
+async def _head_unit_advertising(ctx: Context) -> None:
+    if ctx.phone_role != "central":
+        raise CaseSkipped("the head unit connects to the phone here: it does not advertise")
+    if ctx.peer_irk is None:
+        raise CaseSkipped("needs the head unit paired (case 24): its IRK resolves the token")
+    scan = getattr(ctx.target, "advertising", None)
+    if scan is None:
+        raise CaseSkipped("this head unit cannot be scanned from here")
+    seen: list[Sighting] = await scan(3)
+    if not seen:
+        raise CaseFailed("in 3 s no advertising of the service with a 6-byte token of "
+                         "company 0xFFFF (2.2)")  # fmt: skip
+    tokens = {x.car_token for x in seen if x.car_token is not None}
+    if not any(resolve_raw(t, [(0, ctx.peer_irk)]) is not None for t in tokens):
+        shown = ", ".join(sorted(t.hex() for t in tokens))
+        raise CaseFailed(f"its tokens ({shown}) do not resolve with the IRK from its CONFIRM")
+    if not any(x.name for x in seen):
+        raise CaseFailed("in pairing mode its scan response carries no name (2.2)")

@@ -452,6 +452,7 @@ class HeadUnitUnderTest:
         profile: str = "android", phone_role: str = "peripheral",
     ) -> None:  # fmt: skip
         self.phone_role = phone_role
+        self.sighting: Sighting | None = None  # the head unit's advertising, last seen
         self._last_stranger = -math.inf
         self._device: Any = None
         if fault is not None and fault not in HEAD_UNIT_FAULTS:
@@ -552,6 +553,16 @@ class HeadUnitUnderTest:
         finally:
             await self._phone.stop_advertising()
 
+    async def advertising(self, seconds: float) -> list[Sighting]:
+        """What a phone's scan sees of the head unit's advertising in ``seconds``."""
+        seen: list[Sighting] = []
+        with trio.move_on_after(seconds):
+            async with bleak_on(self._device).scan() as sightings:
+                async for sighting in sightings:
+                    if sighting.car_token is not None:
+                        seen.append(sighting)
+        return seen
+
     async def _connect_to_head_unit(self, att_mtu: int | None) -> Link:
         """As a phone's app does (1.2): find the head unit's advertising, connect asking
         for ``att_mtu`` (else 517), write the identify tag, subscribe. A stranger waits
@@ -571,4 +582,5 @@ class HeadUnitUnderTest:
                 async for sighting in sightings:
                     if sighting.car_token is not None:
                         break
+            self.sighting = sighting
             return await central.connect(sighting, identify=tag)
