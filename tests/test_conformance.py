@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
+import trio_asyncio
+from bumble.transport import open_transport
 
+from bridge.emulation.scenarios import FLAVOURS
+from bridge.emulation.world import RadioWorld
+from bridge.endpoint import clock_ms_from_trio
 from tools.conformance import cli
 from tools.conformance.cases import HEAD_UNIT, PHONE, cases_for
 from tools.conformance.target import FAULTS, HEAD_UNIT_FAULTS
+from transports.bumble_host import close_transport
+from transports.bumble_radio import PacedController
+from transports.simulated import PROFILES
 
 PHONE_CASES = cases_for(PHONE)
 
@@ -112,7 +123,7 @@ def test_a_real_phone_over_bluez_without_bluez_is_one_sentence_and_exit_3(
     assert err.startswith("bridge-conformance: cannot reach BlueZ") and "\n" not in err
     assert run("--radio", "bluez", "--fault", "no-ack")[0] == cli.EXIT_USAGE
     assert run("--address", "11:22:33:44:55:66")[0] == cli.EXIT_USAGE
-    assert "needs --radio bluez" in capsys.readouterr().err
+    assert "needs --radio bluez or dongle" in capsys.readouterr().err
 
 
 def test_against_a_head_unit_the_tool_is_a_phone_and_the_head_unit_passes() -> None:
@@ -174,3 +185,47 @@ def test_a_phone_that_does_not_identify_fails_case_26_only(
     assert code == cli.EXIT_FAILED and failed == ["26"]
     assert run("--phone-role", "central")[0] == cli.EXIT_USAGE  # needs the Bumble radio
     assert "needs --radio bumble" in capsys.readouterr().err
+
+
+async def test_a_phone_through_a_dongle_reached_over_a_bumble_transport(
+    aio: Any, tmp_path: Path
+) -> None:
+    # a controller on the virtual radio exported as HCI over TCP, as a dongle would be:
+    # the tool drives it (--radio dongle), in real time, against an emulated phone on the
+    # same radio (a real phone's place)
+    world = RadioWorld(tmp_path / "world", clock_ms=clock_ms_from_trio())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    transport = await trio_asyncio.aio_as_trio(open_transport)(f"tcp-server:127.0.0.1:{port}")
+    PacedController(
+        "dongle", host_source=transport.source, host_sink=transport.sink, link=world.radio.link
+    )
+    phone = world.add_phone("phone", FLAVOURS["android"], PROFILES["android"])
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(phone.run)
+            with trio.fail_after(60):
+                described, results = await cli.run_cases(
+                    None, tmp_path / "tool", {"1", "22", "23"}, "dongle",
+                    transport=f"tcp-client:127.0.0.1:{port}",
+                )  # fmt: skip
+            nursery.cancel_scope.cancel()
+    finally:
+        world.close()
+        with trio.CancelScope(shield=True):
+            if transport.sink.transport is not None:
+                transport.sink.transport.close()
+            transport.server.close()
+            await close_transport(transport)
+    assert [(r.number, r.outcome) for r in results] == [("1", "pass"), ("22", "pass"),
+                                                         ("23", "pass")], results  # fmt: skip
+    assert "through the head unit's bleak transport" in described
+
+
+def test_dongle_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("--radio", "dongle")[0] == cli.EXIT_USAGE
+    assert run("--transport", "usb:0")[0] == cli.EXIT_USAGE
+    assert "go together" in capsys.readouterr().err
+    assert run("--radio", "dongle", "--transport", "nonsense:1")[0] == cli.EXIT_RADIO
+    assert capsys.readouterr().err.startswith("bridge-conformance: cannot open Bluetooth")

@@ -22,11 +22,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import trio
 
 from bridge.emulation.clock import virtual_clock
+from bridge.emulation.world import bleak_on
 from bridge.wire.errors import first_error
 from pairing.handshake import Role
 from pairing.trust import TrustStore
@@ -50,6 +51,7 @@ from tools.conformance.target import (
 )
 from transports.aio import asyncio_loop
 from transports.ble import BleakCentral
+from transports.bumble_host import hci_device, power_on
 from transports.link import ConnectFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RADIO = 0, 1, 2, 3
@@ -83,11 +85,18 @@ def _parser() -> argparse.ArgumentParser:
         "--fault", choices=sorted(FAULTS), help="give the emulated phone one deliberate fault"
     )
     parser.add_argument(
-        "--radio", choices=("simulated", "bumble", "bluez"), default="simulated",
+        "--radio", choices=("simulated", "bumble", "bluez", "dongle"), default="simulated",
         help="the emulated phone on a simulated link (default) or on the Bumble virtual "
         "radio (its GATT server and advertising; the tool connects with bleak); bluez: "
-        "a real phone, through this machine's BlueZ adapter",
+        "a real phone, through this machine's BlueZ adapter; dongle: a real phone, "
+        "through a controller Bumble drives (--transport)",
     )  # fmt: skip
+    parser.add_argument(
+        "--transport",
+        metavar="SPEC",
+        help="with --radio dongle: the "
+        "Bumble transport (usb:0, serial:/dev/ttyACM0, tcp-client:HOST:PORT)",
+    )
     parser.add_argument(
         "--peer", choices=(PHONE, HEAD_UNIT), default=PHONE,
         help="what is checked: a phone (the tool is a head unit; default) or a head unit "
@@ -124,6 +133,7 @@ async def run_cases(
     say: Callable[[str], None] | None = None,
     peer: str = PHONE,
     phone_role: str = "peripheral",
+    transport: str | None = None,
 ) -> tuple[str, list[Result]]:
     """Run the cases (``only``: these numbers) against the phone; what the phone was,
     and the results. ``head_unit``: where the tool keeps its identity (else in
@@ -141,6 +151,9 @@ async def run_cases(
         target = CentralEmulatorUnderTest(folder / "phone", tool, fault=fault)
     elif radio == "bluez":
         target = PhoneUnderTest(lambda _mtu: BleakCentral(), address=address, out=sys.stderr)
+    elif radio == "dongle":
+        dongle = _Dongle(transport or "")
+        target = PhoneUnderTest(dongle.central, address=address, out=sys.stderr)
     elif radio == "bumble":
         target = RadioEmulatorUnderTest(folder / "phone", fault=fault)
     else:
@@ -155,6 +168,11 @@ async def run_cases(
         ctx.peer_irk = bytes.fromhex(device.irk) if device.irk else None
     loop = asyncio_loop() if radio != "simulated" or peer == HEAD_UNIT else nullcontext()
     async with loop, trio.open_nursery() as nursery:
+        if radio == "dongle":
+            try:
+                await nursery.start(dongle.run)
+            except OSError as e:
+                raise RadioUnavailable(str(e)) from None
         if not isinstance(target, PhoneUnderTest):
             await nursery.start(target.run)
         for case in cases_for(peer):
@@ -182,6 +200,25 @@ async def run_cases(
             results.append(Result(case.number, case.section, case.title_for(peer), outcome, detail))
         nursery.cancel_scope.cancel()
     return target.description, results
+
+
+class _Dongle:
+    """A controller that Bumble drives (a USB dongle, or any Bumble transport), held open
+    while the cases run; the tool's bleak transport over it, one per connection."""
+
+    def __init__(self, transport: str) -> None:
+        self.transport = transport
+        self.device: Any = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with hci_device(self.transport, "conformance") as device:
+            await power_on(device)
+            self.device = device
+            task_status.started()
+            await trio.sleep_forever()
+
+    def central(self, att_mtu: int | None) -> BleakCentral:
+        return bleak_on(self.device, mtu=att_mtu or 517)
 
 
 def _report(results: list[Result], target: str) -> str:
@@ -214,35 +251,41 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         print(f"bridge-conformance: no case {', '.join(sorted(unknown))} against a "
               f"{args.peer} (--list)", file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
-    if args.peer == HEAD_UNIT and (args.radio == "bluez" or args.address):
+    if args.peer == HEAD_UNIT and (args.radio in ("bluez", "dongle") or args.address):
         print("bridge-conformance: against a head unit the tool runs this project's head "
-              "unit on the Bumble radio, without --radio bluez or --address",
+              "unit on the Bumble radio, without --radio bluez, dongle or --address",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     if args.peer == HEAD_UNIT and args.fault and args.fault not in HEAD_UNIT_FAULTS:
         print(f"bridge-conformance: a head unit's faults: {', '.join(HEAD_UNIT_FAULTS)}",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
-    if args.radio == "bluez" and args.fault:
-        print("bridge-conformance: --fault is for the emulated phone, not --radio bluez",
+    real = args.radio in ("bluez", "dongle")
+    if real and args.fault:
+        print(f"bridge-conformance: --fault is for the emulated phone, not --radio {args.radio}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if (args.radio == "dongle") != bool(args.transport):
+        print("bridge-conformance: --radio dongle and --transport SPEC go together",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     if args.phone_role == "central" and args.radio != "bumble" and args.peer == PHONE:
         print("bridge-conformance: --phone-role central needs --radio bumble (the tool is "
               "then a GATT server: Bumble's)", file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
-    if args.address and args.radio != "bluez":
-        print("bridge-conformance: --address needs --radio bluez", file=sys.stderr)
+    if args.address and not real:
+        print("bridge-conformance: --address needs --radio bluez or dongle", file=sys.stderr)
         return EXIT_USAGE
     # the emulated phone runs in virtual time; a real phone in real time
-    clock = virtual_clock() if args.radio != "bluez" else None
+    clock = virtual_clock() if not real else None
 
     def say(text: str) -> None:
         print(text, file=sys.stderr)
 
     run = partial(run_cases, args.fault, only=only, radio=args.radio, address=args.address,
-                  head_unit=args.data, say=say if args.radio == "bluez" else None,
-                  peer=args.peer, phone_role=args.phone_role)  # fmt: skip
+                  head_unit=args.data, say=say if real else None,
+                  peer=args.peer, phone_role=args.phone_role,
+                  transport=args.transport)  # fmt: skip
     try:
         with tempfile.TemporaryDirectory(prefix="bridge-conformance-") as tmp:
             described, results = trio.run(run, Path(tmp), clock=clock)
