@@ -82,6 +82,7 @@ FAULT_CASES = {
     "accepts-replay": "19",
     "no-rekey": "20",
     "no-navigation-result": "21",
+    "wrong-close-code": "1",
 }
 #: Faults that only a GATT client can have (--phone-role central), tested on their own.
 CENTRAL_FAULTS = {"no-identify"}

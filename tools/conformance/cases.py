@@ -420,6 +420,20 @@ def _close_code(frames: list[Frame]) -> int | None:
     return code if isinstance(code, int) else None
 
 
+def _told(frames: list[Frame], how: str) -> str:
+    """What the peer answered, for the evidence: its CLOSE's code and text, or that it
+    sent none, and how the link ended."""
+    closes = [f for f in frames if f.channel is Channel.CONTROL and f.type == ControlType.CLOSE]
+    if not closes:
+        return f"no CLOSE ({len(frames)} other frames), {how}"
+    code, text = closes[0].body.get(0), closes[0].body.get(1, "")
+    try:
+        name = ErrorCode(code).name.lower() if code else "normal"
+    except ValueError:
+        name = "not a code of section 7"
+    return f"its CLOSE said code {code} ({name}): {text!r}; {how}"
+
+
 # -- the cases ----------------------------------------------------------------------------
 
 
@@ -431,7 +445,7 @@ async def _wrong_seq(ctx: Context) -> None:
     frames, how = await raw.frames(5)
     await _hang_up(raw.link)
     if _close_code(frames) != ErrorCode.SEQUENCE:
-        raise CaseFailed(f"sent a FIRST with seq 5 as the first segment: got {frames}, {how}")
+        raise CaseFailed(f"sent a FIRST with seq 5 as the first segment: {_told(frames, how)}")
 
 
 @case("2", "5", "a frame that is not canonical CBOR closes the link with code 1 (malformed)", BOTH)
@@ -442,7 +456,9 @@ async def _non_canonical(ctx: Context) -> None:
     frames, how = await raw.frames(5)
     await _hang_up(raw.link)
     if _close_code(frames) != ErrorCode.MALFORMED:
-        raise CaseFailed(f"sent a keepalive whose empty map has a 2-byte length: {frames}, {how}")
+        raise CaseFailed(
+            f"sent a keepalive whose empty map has a 2-byte length: {_told(frames, how)}"
+        )
 
 
 @case("3", "8.1, 8.2", "a first pairing: XX with the commitment, then CONFIRM with IRK and name")
@@ -662,14 +678,16 @@ async def _busy_lane(ctx: Context) -> None:
     again = bytes((header_byte(Kind.FIRST, 1, 1), len(keepalive), 0)) + keepalive
     code, how, frames = await _raw_close(ctx, [head, again])
     if code != ErrorCode.INTERLEAVE:
-        raise CaseFailed(f"a second FIRST on lane 1 before the first record ended: {frames}, {how}")
+        raise CaseFailed(
+            f"a second FIRST on lane 1 before the first record ended: {_told(frames, how)}"
+        )
 
 
 @case("14", "3", "a continuation on a lane with no record started closes with code 5", BOTH)
 async def _idle_lane(ctx: Context) -> None:
     code, how, frames = await _raw_close(ctx, [bytes((header_byte(Kind.CONT, 2, 0),)) + b"ab"])
     if code != ErrorCode.INTERLEAVE:
-        raise CaseFailed(f"a CONT on lane 2 as the first segment: {frames}, {how}")
+        raise CaseFailed(f"a CONT on lane 2 as the first segment: {_told(frames, how)}")
 
 
 @case("15", "3, 4", "a record announced longer than 16384 bytes closes with code 4 (too large)",
@@ -679,7 +697,7 @@ async def _huge_record(ctx: Context) -> None:
     segment = bytes((header_byte(Kind.FIRST, 0, 0), total & 0xFF, total >> 8)) + bytes(10)
     code, how, frames = await _raw_close(ctx, [segment])
     if code != ErrorCode.TOO_LARGE:
-        raise CaseFailed(f"a FIRST announcing {total} bytes: {frames}, {how}")
+        raise CaseFailed(f"a FIRST announcing {total} bytes: {_told(frames, how)}")
 
 
 @case("16", "1, 3, 6.3", "at ATT MTU 185 (182-byte segments) a reconnection and a round trip",

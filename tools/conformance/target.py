@@ -20,7 +20,10 @@ from bridge.emulation.world import RadioWorld, bleak_on, pacing_for
 from bridge.endpoint import clock_ms_from_trio
 from bridge.session import PeerSession
 from bridge.wire import messages as m
+from bridge.wire.channels import Channel, ControlType
 from bridge.wire.codec import Message
+from bridge.wire.errors import ErrorCode, ProtocolError
+from bridge.wire.frame import decode_frame, encode_frame
 from bridge.wire.gatt import head_unit_advertising
 from bridge.wire.mux import ChannelMux
 from pairing.encrypted_records import EncryptedRecords
@@ -47,6 +50,7 @@ FAULTS = {
     "no-rekey": "keeps the first key past record 65535 (8.4)",
     "no-navigation-result": "never answers a guidance request (6.2)",
     "no-identify": "as a GATT client, subscribes without writing its identify tag (1.2)",
+    "wrong-close-code": "closes for a segment out of sequence with code 1, not 2 (7)",
 }
 
 #: The faults a head unit under test can be given (a subset of the phone's; without
@@ -93,6 +97,30 @@ class _Lenient:
                 return True
             self.left[lane] = self.left.get(lane, 0) - (len(packet) - 1)
         return False
+
+
+def _misname_sequence_errors(link: Link) -> None:
+    """The phone's plaintext CLOSE frames that say 2 (sequence) say 1 (malformed)."""
+    send = link.send
+
+    async def send_wrong(packet: bytes) -> None:
+        head = 4 if len(packet) > 3 and packet[2] & 0x80 else 3
+        if packet and packet[0] >> 6 == 1 and len(packet) > head:  # a FIRST segment
+            try:
+                frame = decode_frame(packet[head:])
+            except ProtocolError:
+                frame = None  # encrypted, or only the start of a record
+            if (
+                frame is not None
+                and (frame.channel, frame.type) == (Channel.CONTROL, ControlType.CLOSE)
+                and frame.body.get(0) == ErrorCode.SEQUENCE
+            ):
+                body = {**frame.body, 0: int(ErrorCode.MALFORMED)}
+                record = encode_frame(dataclasses.replace(frame, body=body))
+                packet = packet[:head] + record  # the same length: 2 and 1 are one byte
+        await send(packet)
+
+    link.send = send_wrong  # type: ignore[method-assign]
 
 
 class EmulatorUnderTest:
@@ -174,6 +202,8 @@ class EmulatorUnderTest:
     async def _serve(self, link: Link) -> None:
         if self.fault in _LANE_FAULTS:
             _Lenient(self.fault).wrap(link)
+        if self.fault == "wrong-close-code":
+            _misname_sequence_errors(link)
         async with trio.open_nursery() as nursery:
             if self.fault in _CONNECTION_FAULTS:
                 nursery.start_soon(self._spoil)
