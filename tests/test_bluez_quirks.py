@@ -83,3 +83,56 @@ def test_otherwise_bleak_s_view_is_left_alone(
     assert manager._properties[PATH]["org.bluez.Device1"].get("Connected") == cached
     if cached:
         assert bus.asked == []
+
+
+def forget(
+    monkeypatch: pytest.MonkeyPatch, device: dict[str, Any] | None, reply: Reply | Exception
+) -> tuple[bool, list[tuple[str, str, list[Any]]]]:
+    asked: list[tuple[str, str, list[Any]]] = []
+
+    class Bus:
+        async def call(self, message: Any) -> Reply:
+            asked.append((message.path, message.member, list(message.body)))
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+
+    class Manager:
+        _bus = Bus()
+        _properties = {} if device is None else {PATH: {"org.bluez.Device1": device}}
+
+    async def get_manager() -> Manager:
+        return Manager()
+
+    monkeypatch.setattr(bluez, "get_global_bluez_manager", get_manager)
+    return asyncio.run(bluez.forget_unbonded(PATH)), asked
+
+
+def test_a_device_bluez_did_not_bond_with_is_removed_after_its_link(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    device = {"Adapter": "/org/bluez/hci0", "Paired": False, "Connected": False}
+    removed, asked = forget(monkeypatch, device, Reply(None))
+    assert removed and asked == [("/org/bluez/hci0", "RemoveDevice", [PATH])]
+
+
+@pytest.mark.parametrize(
+    ("device", "reply"),
+    [
+        ({"Adapter": "/org/bluez/hci0", "Paired": True}, Reply(None)),  # an iPhone's bond
+        ({"Adapter": "/org/bluez/hci0", "Bonded": True}, Reply(None)),
+        ({"Adapter": "/org/bluez/hci0", "Connected": True}, Reply(None)),  # up again
+        (None, Reply(None)),  # already gone
+    ],
+)
+def test_a_bonded_connected_or_unknown_device_is_kept(
+    monkeypatch: pytest.MonkeyPatch, device: dict[str, Any] | None, reply: Reply
+) -> None:
+    removed, asked = forget(monkeypatch, device, reply)
+    assert not removed and asked == []
+
+
+def test_a_failed_removal_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    device = {"Adapter": "/org/bluez/hci0", "Paired": False, "Connected": False}
+    assert forget(monkeypatch, device, Reply(None, MessageType.ERROR))[0] is False
+    assert forget(monkeypatch, device, OSError("the bus went away"))[0] is False

@@ -22,6 +22,7 @@ policy (``bridge/central.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from asyncio import CancelledError
@@ -77,6 +78,10 @@ class Sighting:
         return "ios" if self.apple else "android"
 
 
+#: Tasks forgetting devices after their links (kept so that they are not collected).
+_FORGETTING: set[asyncio.Task[None]] = set()
+
+
 class BleakLink(CallbackLink):
     """A connected phone: writes to the to-phone characteristic, notifications from the
     from-phone one."""
@@ -121,6 +126,12 @@ class BleakLink(CallbackLink):
 
     def on_disconnect(self, _client: BleakClient) -> None:
         self.end(LinkClosed(CloseReason.LINK_LOSS, "the phone disconnected"))
+        # on BlueZ: leave nothing of this link to the next one (transports/bluez.py)
+        forget = getattr(self.client._backend, "forget", None)
+        if forget is not None:
+            task = asyncio.get_running_loop().create_task(forget())
+            _FORGETTING.add(task)
+            task.add_done_callback(_FORGETTING.discard)
 
     async def send(self, packet: bytes) -> None:
         if not packet or len(packet) > self.payload_size:

@@ -16,6 +16,20 @@ time the race is lost. Measured in the BlueZ VM lane (``tools/bluez_vm``) with B
 ``/dev/vhci`` the race has not been seen, but nothing in BlueZ prevents it on a real
 adapter. :class:`BlueZClient` asks BlueZ for ``Connected`` before discovering services
 and, if bleak's cached value is stale, corrects it.
+
+A device kept after its link (BlueZ 5.66, measured by ``bridge-conformance --radio
+bluez`` in the VM lane). BlueZ keeps the object of a device it connected to, unbonded or
+not, and with it two things that break the next link to the same address: its ``Name``
+becomes the GAP Device Name read at connection (BlueZ prefers it to the Shortened Local
+Name in the advertising, so the phone's token is no longer seen and a paired phone is
+taken for a stranger), and the notification registration of the last link, which BlueZ
+restores at the next connection (it writes the CCCD before discovery) beside the new
+one, so every notification arrives twice ("segment seq 0, expected 1"). Phones that
+rotate their address never meet it; an iPhone, whose address lasts about 15 minutes,
+does. After every link to a device BlueZ has not bonded with (a phone with the bridge's
+app: its pairing is the bridge's), :func:`forget_unbonded` removes the device
+(``Adapter1.RemoveDevice``); the next advertisement makes it anew. Bonded devices (an
+iPhone without the app, ANCS) are never removed.
 """
 
 from __future__ import annotations
@@ -70,9 +84,45 @@ async def correct_stale_connected(bus: MessageBus, device_path: str) -> bool:
     return True
 
 
+async def forget_unbonded(device_path: str) -> bool:
+    """Remove a device that BlueZ has not bonded with and that is not connected from its
+    adapter, so that nothing of its last link is left (see the module's notes). True if
+    removed; never raises."""
+    try:
+        manager = await get_global_bluez_manager()
+        bus: MessageBus | None = getattr(manager, "_bus", None)
+        cache: dict[str, dict[str, dict[str, Any]]] = getattr(manager, "_properties", {})
+        device = cache.get(device_path, {}).get(defs.DEVICE_INTERFACE)
+        if bus is None or device is None:
+            return False
+        if device.get("Paired") or device.get("Bonded") or device.get("Connected"):
+            return False  # an iPhone's bond (ANCS), or a link that is up again
+        reply = await bus.call(
+            Message(
+                destination=defs.BLUEZ_SERVICE,
+                path=device["Adapter"],
+                interface=defs.ADAPTER_INTERFACE,
+                member="RemoveDevice",
+                signature="o",
+                body=[device_path],
+            )
+        )
+    except Exception as e:  # BlueZ gone, or the device already: nothing to forget
+        log.debug("forgetting %s: %r", device_path, e)
+        return False
+    removed = reply is not None and reply.message_type == MessageType.METHOD_RETURN
+    log.debug("forgot %s after its link: %s", device_path, "done" if removed else reply)
+    return removed
+
+
 class BlueZClient(BleakClientBlueZDBus):
     """bleak's BlueZ client, with the stale ``Connected`` state corrected before service
-    discovery (see the module's notes)."""
+    discovery, and the device forgotten after its link (see the module's notes)."""
+
+    async def forget(self) -> None:
+        """After the link: remove the device from BlueZ unless it is bonded."""
+        if self._device_path is not None:
+            await forget_unbonded(self._device_path)
 
     async def _get_services(
         self, dangerous_use_bleak_cache: bool = False, **kwargs: Any
