@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from bridge.emulation import demo as simulated_demo
 from bridge.emulation import demo_radio
-from bridge.wire import apple
+from bridge.wire import apple, gatt
 from bridge.wire.errors import ProtocolError
 from pairing.keylog import KeyLog
 from tools.dump import cli
 from tools.dump.att import AttPdu, AttTracker, Connection
-from tools.dump.capture import BTSNOOP_EPOCH, CaptureError, HciPacket, read_capture
+from tools.dump.capture import BTSNOOP_EPOCH, CaptureError, HciPacket, PacketType, read_capture
 from tools.dump.decode import Decoder
 from tools.fuzz.targets import capture as decode_everything  # readers, ATT, decoder
 
@@ -549,3 +549,34 @@ def test_long_writes_and_apples_errors_in_a_capture() -> None:
         ("command-error", "0xA0 unknown_command"),
         (None, "a Data Source value with no command before it in the capture"),
     ]
+
+
+def _att(number: int, handle: int, pdu: bytes, *, sent: bool) -> HciPacket:
+    l2cap = struct.pack("<HH", len(pdu), 4) + pdu  # ATT's fixed channel
+    acl = struct.pack("<HH", handle | 0x2000, len(l2cap)) + l2cap
+    return HciPacket(number, float(number), 0, sent, PacketType.ACL, acl)
+
+
+def _connected(number: int, handle: int, peer: bytes) -> HciPacket:
+    event = bytes((0x3E, 19, 0x01, 0)) + struct.pack("<H", handle) + bytes((0, 1)) + peer
+    return HciPacket(number, float(number), 0, False, PacketType.EVENT, event + bytes(7))
+
+
+def test_a_connection_that_trusts_its_cached_database_is_still_decoded() -> None:
+    # BlueZ reads the peer's Database Hash and, when it matches, discovers nothing: the
+    # second connection to the phone must be read with what the first one discovered
+    peer = bytes.fromhex("030003f3f2f1")
+    to_server = bytes(reversed(gatt.TO_SERVER_UUID.bytes))
+    declarations = bytes((0x09, 21)) + struct.pack("<HBH", 0x0F, 0x04, 0x10) + to_server
+    keepalive = bytes.fromhex("400500840002f6a0")  # FIRST, seq 0, a plaintext KEEPALIVE
+    write = bytes((0x52,)) + struct.pack("<H", 0x10) + keepalive
+    disconnected = HciPacket(4, 4.0, 0, False, PacketType.EVENT, bytes((0x05, 4, 0, 1, 0, 0x13)))
+    packets = [
+        _connected(1, 1, peer), _att(2, 1, declarations, sent=False),
+        _att(3, 1, write, sent=True), disconnected,
+        _connected(5, 1, peer), _att(6, 1, write, sent=True),  # no discovery this time
+    ]  # fmt: skip
+    tracker, decoder = AttTracker(), Decoder()
+    items = [item for p in packets for pdu in tracker.feed(p) for item in decoder.feed(pdu)]
+    assert [(i.number, i.kind) for i in items] == [(3, "frame"), (6, "frame")]
+    assert len({i.connection for i in items}) == 2  # two connections, one database

@@ -111,6 +111,10 @@ class AttTracker:
         self._fragments: dict[tuple[int, int, bool], tuple[int, bytearray]] = {}
         self.connections: list[Connection] = []
         self.damaged = 0
+        # the characteristics last discovered at each peer: a client with a cached GATT
+        # database (BlueZ, by its Database Hash) does not discover them again
+        # (per adapter, peer and which side serves: the host's database or the peer's)
+        self._databases: dict[tuple[int, str, bool], dict[int, uuid.UUID]] = {}
 
     def connection(self, adapter: int, handle: int, time: float) -> Connection:
         found = self._open.get((adapter, handle))
@@ -144,6 +148,8 @@ class AttTracker:
             conn.peer = _address(data[8:14])
             conn.central = role == 0
             conn.opened = packet.time
+            # the peer's database as last discovered, until this connection discovers it
+            conn.uuids = self._databases.setdefault((packet.adapter, conn.peer, conn.central), {})
         elif code == DISCONNECTION_COMPLETE and len(data) >= 6:
             status, handle = struct.unpack_from("<BH", data, 2)
             ended = self._open.pop((packet.adapter, handle & 0x0FFF), None)

@@ -217,7 +217,11 @@ class Decoder:
         if not stream.encrypted:
             try:
                 return self._frame(pdu, direction, decode_frame(record), len(record), record)
-            except ProtocolError:
+            except ProtocolError as e:
+                if len(record) <= RECORD_OVERHEAD:  # too short to be encrypted: a bad frame
+                    return self._item(
+                        pdu, direction, "error", len(record), error=f"not a frame: {e}"
+                    )
                 stream.encrypted = True  # the first record that is no plaintext frame
         counter = record[0]
         if stream.records is None:
