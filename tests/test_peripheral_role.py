@@ -153,6 +153,12 @@ async def test_a_central_that_never_subscribes_is_dropped(
         assert rig.hu.incoming == 0
 
 
+def _handle(client: BleakClient) -> int:
+    """The connection handle of a bleak client on the Bumble backend."""
+    backend: Any = client._backend
+    return int(backend._connection.handle)
+
+
 async def test_a_connections_deadline_is_not_its_reused_handles_next(
     aio: Any, autojump_clock: Any, tmp_path: Path
 ) -> None:
@@ -166,7 +172,7 @@ async def test_a_connections_deadline_is_not_its_reused_handles_next(
         first = BleakClient(sighting.device, backend=BumbleClient, bumble_device=device)
         started = trio.current_time()
         await trio_asyncio.aio_as_trio(first.connect)()
-        handle = first._backend._connection.handle
+        handle = _handle(first)
         await trio_asyncio.aio_as_trio(first.disconnect)()
         await trio.sleep(1)
         gone = trio.Event()
@@ -175,7 +181,7 @@ async def test_a_connections_deadline_is_not_its_reused_handles_next(
             backend=BumbleClient, bumble_device=device,
         )  # fmt: skip
         await trio_asyncio.aio_as_trio(second.connect)()
-        assert second._backend._connection.handle == handle  # the same handle again
+        assert _handle(second) == handle  # the same handle again
         assert trio.current_time() > started + 1
         await trio.sleep_until(started + 10.9)  # past the first one's deadline, not its own
         assert not gone.is_set()
