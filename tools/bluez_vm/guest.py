@@ -53,6 +53,8 @@ from pairing.handshake import Authenticated, CodeToConfirm
 from pairing.keylog import KeyLog
 from pairing.trust import TrustStore
 from tools.bench.memory import play, ready_devices, rss_of
+from tools.conformance.cli import run_cases
+from tools.conformance.target import RadioEmulatorUnderTest
 from transports.aio import asyncio_loop, asyncio_task_stacks
 from transports.ble import BleakCentral
 from transports.bumble_apple import open_apple
@@ -363,6 +365,31 @@ async def iphone_bluez(data: Path, clock: Callable[[], int]) -> str:
     )
 
 
+CONFORMANCE_LIMIT = 600.0
+
+
+async def conformance(radio: VirtualRadio, data: Path) -> str:
+    """``bridge-conformance --radio bluez`` in the guest: the tool is the head unit through
+    bleak's BlueZ backend on hci0 (as on a Pi), the phone under test this project's
+    emulated phone on the virtual radio; every case passes or is skipped with why."""
+    phone = RadioEmulatorUnderTest(data / "conformance-phone", radio=radio)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(phone.run)
+        await trio.sleep(2.0)  # bluetoothd powers hci0 (AutoEnable)
+        _, results = await run_cases(
+            None, data / "conformance", set(), "bluez", target=phone, open_loop=False,
+            on_result=lambda result: logging.info("conformance: %s", result.line()),
+        )  # fmt: skip
+        nursery.cancel_scope.cancel()
+    failed = [result.line() for result in results if result.outcome == "fail"]
+    assert not failed, "; ".join(failed)
+    skipped = [result.number for result in results if result.outcome == "skip"]
+    return (
+        f"conformance over BlueZ: {len(results) - len(skipped)} passed, "
+        f"{len(skipped)} skipped ({', '.join(skipped)})"
+    )
+
+
 async def _adapter_powered(config: Config) -> None:
     """Wait until bluetoothd has powered hci0 (``bridge doctor``'s check)."""
     with trio.fail_after(30):
@@ -559,6 +586,11 @@ async def main(names: list[str]) -> int:
         try:
             if names == ["iphone-bluez"]:
                 return await _alone("iphone-bluez", partial(iphone_bluez, data, clock))
+            if names == ["conformance"]:
+                return await _alone(
+                    "conformance", partial(conformance, radio, data), CONFORMANCE_LIMIT,
+                    measurement=True,
+                )  # fmt: skip
             if names == ["memory"]:  # bridge run itself is the head unit
                 return await _alone(
                     "memory", partial(memory, radio, data, clock), MEMORY_LIMIT,

@@ -134,11 +134,16 @@ async def run_cases(
     peer: str = PHONE,
     phone_role: str = "peripheral",
     transport: str | None = None,
+    target: Target | None = None,
+    open_loop: bool = True,
+    on_result: Callable[[Result], None] | None = None,
 ) -> tuple[str, list[Result]]:
     """Run the cases (``only``: these numbers) against the phone; what the phone was,
     and the results. ``head_unit``: where the tool keeps its identity (else in
-    ``folder``)."""
-    target: Target
+    ``folder``). ``target`` (with ``radio`` bluez): a phone already running that the tool
+    reaches through BlueZ (the VM lane's); ``open_loop``: False when the caller runs
+    inside trio-asyncio's loop already."""
+    given = target
     role = Role.HEAD_UNIT
     if peer == HEAD_UNIT:
         role = Role.PHONE
@@ -150,7 +155,12 @@ async def run_cases(
         tool = TrustStore(head_unit or folder / "head-unit")
         target = CentralEmulatorUnderTest(folder / "phone", tool, fault=fault)
     elif radio == "bluez":
-        target = PhoneUnderTest(lambda _mtu: BleakCentral(), address=address, out=sys.stderr)
+        target = PhoneUnderTest(
+            lambda _mtu: BleakCentral(), address=address, out=sys.stderr,
+            stimulate=given.stimulate if given is not None else None,
+        )  # fmt: skip
+        if given is not None:
+            target.description = "this project's emulated phone, reached through BlueZ"
     elif radio == "dongle":
         dongle = _Dongle(transport or "")
         target = PhoneUnderTest(dongle.central, address=address, out=sys.stderr)
@@ -166,7 +176,8 @@ async def run_cases(
         device = ctx.trust.devices()[-1]
         ctx.peer_key = device.key_bytes
         ctx.peer_irk = bytes.fromhex(device.irk) if device.irk else None
-    loop = asyncio_loop() if radio != "simulated" or peer == HEAD_UNIT else nullcontext()
+    wants_loop = radio != "simulated" or peer == HEAD_UNIT
+    loop = asyncio_loop() if wants_loop and open_loop else nullcontext()
     async with loop, trio.open_nursery() as nursery:
         if radio == "dongle":
             try:
@@ -198,6 +209,8 @@ async def run_cases(
                 else:
                     raise
             results.append(Result(case.number, case.section, case.title_for(peer), outcome, detail))
+            if on_result is not None:
+                on_result(results[-1])
         nursery.cancel_scope.cancel()
     return target.description, results
 

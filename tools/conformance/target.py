@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,6 +33,7 @@ from pairing.trust import TrustStore
 from transports.ble import BleakCentral, Sighting
 from transports.bumble_host import power_on
 from transports.bumble_phone import BumbleListener, BumblePeripheral
+from transports.bumble_radio import VirtualRadio
 from transports.link import ConnectFailed, Link
 from transports.simulated import PROFILES, SimulatedLinkPair
 
@@ -255,9 +256,15 @@ class RadioEmulatorUnderTest(EmulatorUnderTest):
     drives BlueZ on a Pi. Like a phone's app it serves one head unit at a time and starts
     advertising again, with a fresh token, when a link ends."""
 
-    def __init__(self, data_dir: Path, *, fault: str | None = None, profile: str = "ios") -> None:
+    def __init__(
+        self, data_dir: Path, *, fault: str | None = None, profile: str = "ios",
+        radio: VirtualRadio | None = None,
+    ) -> None:  # fmt: skip
+        """``radio``: put the phone on this radio (the BlueZ VM lane's, whose head unit is
+        the kernel's hci0) instead of a world of its own with the tool's controller."""
         super().__init__(data_dir, fault=fault, profile=profile)
         self.data_dir = data_dir
+        self.radio = radio
         self._device: Any = None  # the tool's controller
         self._phone: BumblePeripheral | None = None
         self.sighting: Sighting | None = None  # what the tool connected to, last
@@ -276,8 +283,10 @@ class RadioEmulatorUnderTest(EmulatorUnderTest):
         around the cases too."""
         world = RadioWorld(self.data_dir / "radio", clock_ms=clock_ms_from_trio())
         try:
-            self._device = await world.radio.powered("head-unit")
-            device = await world.radio.powered("phone", pacing_for(self.profile))
+            if self.radio is None:
+                self._device = await world.radio.powered("head-unit")
+            radio = self.radio or world.radio
+            device = await radio.powered("conformance-phone", pacing_for(self.profile))
             self._phone = BumblePeripheral(device, apple=self.profile.name == "ios")
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -436,20 +445,22 @@ class PhoneUnderTest:
         *,
         address: str | None = None,
         out: TextIO | None = None,
+        stimulate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``stimulate``: how to make the phone publish (else its user is asked to)."""
         self.central_for = central_for
         self.address = address
         self.out = out
+        self._stimulate = stimulate
         self.sighting: Sighting | None = None
         self.links = 0
-
-    @property
-    def description(self) -> str:
         where = self.address or "the first phone advertising the bridge's service"
-        return f"{where}, through the head unit's bleak transport"
+        self.description = f"{where}, through the head unit's bleak transport"
 
     async def stimulate(self) -> None:
-        if self.out is not None:
+        if self._stimulate is not None:
+            await self._stimulate()
+        elif self.out is not None:
             print("  on the phone now: start a route, play music and post a message", file=self.out)
 
     async def connect(self, att_mtu: int | None = None) -> Link:
