@@ -192,7 +192,9 @@ def device_json(phone: Phone, now_ms: int) -> dict[str, Any]:
             "id": n.id, "app": n.app, "category": _enum(n.category), "sender": n.sender,
             "title": n.title, "text": n.text, "time_ms": n.time_ms, "read": item.read,
             "canned_replies": n.canned_replies or [],
-            "actions": [{"id": a.id, "label": a.label} for a in n.actions or []],
+            "actions": [
+                {"id": a.id, "label": a.label, "kind": _enum(a.kind)} for a in n.actions or []
+            ],
         })  # fmt: skip
     return out
 
@@ -269,6 +271,9 @@ class ApiState:
         self.hu = hu
         self.clock_ms = clock_ms
         self.prompts: dict[int, PairingPrompt] = {}
+        # the car stands still (set by the vehicle's side through the API; off until
+        # then): free typing on the screen is only for a parked car
+        self.parked = False
         self._next_prompt = 1
         self._sent: dict[str, dict[str, Any]] = {}  # device id -> as last broadcast
         self._listeners: list[trio.MemorySendChannel[dict[str, Any]]] = []
@@ -293,6 +298,7 @@ class ApiState:
             "event": "state",
             "name": self.hu.name,
             "pairing": self.hu.pairing_mode,
+            "parked": self.parked,
             "devices": [device_json(p, now) for p in self.hu.phones.values() if p.key],
             "prompts": [self._prompt_json(p) for p in self.prompts.values()],
         }
@@ -316,6 +322,11 @@ class ApiState:
             return
         if phone.key is None:  # still pairing: it becomes a device once paired
             return
+        self.device_changed(phone)
+
+    def device_changed(self, phone: Phone) -> None:
+        """Send what changed of this device (after an event, or an operation that changed
+        the head unit's own state of it: a notification marked read)."""
         now = device_json(phone, self.clock_ms())
         delta = device_delta(self._sent.get(now["id"]), now)
         self._sent[now["id"]] = now
@@ -366,6 +377,13 @@ class ApiState:
             self.hu.pairing_mode = on
             self.broadcast({"event": "pairing", "on": on})
             return {}
+        if op == "parked":
+            on = request.get("on")
+            if not isinstance(on, bool):
+                raise ApiError("parked needs on: true or false")
+            self.parked = on
+            self.broadcast({"event": "parked", "on": on})
+            return {}
         if op not in DEVICE_OPS:
             raise ApiError(f"unknown op {op!r}; the operations are in docs/API.md")
         phone = self._phone(request)
@@ -380,6 +398,9 @@ class ApiState:
                 text, canned = request.get("text"), request.get("canned")
                 if not isinstance(text, str | None) or not isinstance(canned, int | None):
                     raise ApiError("reply needs text (a string) or canned (a number)")
+                if text is not None and not self.parked:
+                    raise ApiError("a typed reply waits until the car is parked; canned "
+                                   "replies work while driving")  # fmt: skip
                 await phone.device.reply(_id(request), text=text, canned=canned)
             elif op == "mark_read":
                 await phone.device.mark_read(_id(request))
@@ -396,6 +417,9 @@ class ApiState:
             raise ApiError(f"{phone.name}: {e}") from e
         except ValueError as e:  # a message the codec refuses (text too long...)
             raise ApiError(str(e)) from e
+        finally:
+            if phone.key is not None:
+                self.device_changed(phone)  # what the operation changed here (read)
         return {}
 
 

@@ -107,13 +107,26 @@ async def test_pairing_confirmed_on_the_screen_then_commands_reach_the_phone(
         await phone.app.notify(m.Notification(
             "n1", "Chat", m.Category.MESSAGE, "Running late", 0, sender="Bo",
             canned_replies=["On my way"],
+            actions=[m.Action("cb", "Call back", m.ActionKind.CALL_BACK)],
         ))  # fmt: skip
         update = await device_until(client, lambda d: bool(d["inbox"]))
         (note,) = update["inbox"]
         assert (note["id"], note["sender"], note["text"]) == ("n1", "Bo", "Running late")
+        assert note["actions"] == [{"id": "cb", "label": "Call back", "kind": "call_back"}]
         assert (await client.op(op="reply", device=pixel, id="n1", canned=0))["ok"]
         assert ("n1", "On my way") in phone.app.replies
+        # typing is for a parked car: refused while driving (the default), not sent
+        typed = await client.op(op="reply", device=pixel, id="n1", text="See you")
+        assert not typed["ok"] and "parked" in typed["error"]
+        assert state["parked"] is False
+        assert (await client.op(op="parked", on=True))["ok"]
+        await client.receive(lambda e: e == {"event": "parked", "on": True})
+        assert (await client.op(op="reply", device=pixel, id="n1", text="See you"))["ok"]
+        assert phone.app.replies[-1] == ("n1", "See you")
+        assert (await client.op(op="parked", on="yes"))["error"] == "parked needs on: true or false"
         assert (await client.op(op="mark_read", device=pixel, id="n1"))["ok"]
+        read = await device_until(client, lambda d: d["inbox"][0]["read"])  # sent at once
+        assert read["inbox"][0]["id"] == "n1"
         await phone.app.play([m.NowPlaying("Song", "Artist", duration_ms=200_000)], art=ART)
         art_events: list[dict[str, Any]] = []
         with_art = await device_until(
@@ -426,7 +439,7 @@ def test_api_md_lists_every_enumeration_value() -> None:
         "route.state": m.RouteState, "maneuver.type": m.ManeuverType,
         "maneuver.display_unit": m.DistanceUnit, "maneuver.lanes[].directions[]": m.LaneDirection,
         "now_playing.state": m.PlaybackState, "inbox[].category": m.Category,
-        "media.command": m.MediaCommand,
+        "inbox[].actions[].kind": m.ActionKind, "media.command": m.MediaCommand,
     }  # fmt: skip
     for field, enum in fields.items():
         (line,) = [x for x in text.splitlines() if x.startswith(f"- `{field}`: ")]
