@@ -137,9 +137,27 @@ def test_pair_navigate_pause_and_reply_from_the_screen(demo: Demo, page: Page) -
     expect(toggle).to_have_attribute("data-state", "paused", timeout=20_000)
     expect(toggle).to_have_attribute("aria-label", "Play")
     shot(page, "now-playing")
-    # a reply typed on the screen reaches the phone
+    # a notification's own buttons: Mark as read and its canned replies; no keyboard
+    # while the car may move, and nothing marks it read but its own action
     message = iphone.locator('.inbox li[data-id="msg-1"]')
     expect(message).to_be_visible(timeout=30_000)
+    expect(message.locator(".buttons button")).to_have_text(
+        ["Mark as read", "On my way", "No problem"]
+    )
+    expect(message.locator(".open")).to_have_count(0)
+    missed = iphone.locator('.inbox li[data-id="call-1"]')
+    expect(missed.locator(".buttons button")).to_have_text(["Call back"], timeout=30_000)
+    head = iphone.locator(".inbox-head")
+    expect(head.locator(".count")).to_have_text(re.compile(r"^\d+ messages?, \d+ unread$"))
+    # 800x480: what is out of sight is said, and scrolls into view
+    expect(head.locator(".more")).to_be_visible(timeout=10_000)
+    shot(page, "driving-actions")
+    message.locator(".canned-reply", has_text="On my way").click()
+    demo.wait_for(lambda line: line == "phone iPhone 16: reply to msg-1: On my way", 20)
+    missed.locator(".action").click()
+    demo.wait_for(lambda line: "iPhone 16: action call on call-1" in line, 20)
+    # parked (the vehicle's side says so through the API), a reply may be typed
+    page.evaluate("send({op: 'parked', on: true})")
     message.locator(".open").click()
     expect(page.locator("#reply")).to_be_visible()
     expect(page.locator("#canned button").first).to_have_text("On my way")
@@ -148,7 +166,18 @@ def test_pair_navigate_pause_and_reply_from_the_screen(demo: Demo, page: Page) -
     page.locator("#reply-form button[type=submit]").click()
     demo.wait_for(lambda line: line == "phone iPhone 16: reply to msg-1: See you at the door", 20)
     expect(page.locator("#reply")).to_be_hidden()
+    expect(message).to_have_class(re.compile(r"\bunread\b"))  # replying read nothing
+    message.locator(".action", has_text="Mark as read").click()
+    expect(message).not_to_have_class(re.compile(r"\bunread\b"), timeout=20_000)
     shot(page, "after-reply")
+    # pairing is switched in the settings, not from the driving view
+    expect(page.locator("#pairing")).to_be_hidden()
+    page.locator("#settings-open").click()
+    expect(page.locator("#pairing")).to_have_text("On")
+    shot(page, "settings")
+    page.locator("#pairing").click()
+    expect(page.locator("#pairing")).to_have_text("Off", timeout=10_000)
+    page.locator("#settings-close").click()
     expect(pixel.locator(".nav .eta")).to_contain_text("arrive ")
     page.set_viewport_size({"width": 1024, "height": 600})  # the other common panel
     shot(page, "1024x600")

@@ -109,7 +109,7 @@ async def _play(phone: Any, flavour: Any, key: str, say: Any) -> None:
         else:
             nursery.start_soon(playlist, phone.app, flavour)
             nursery.start_soon(messages, phone.app, flavour)
-        commands, replies = phone.app.commands, phone.app.replies
+        commands, replies, actions = phone.app.commands, phone.app.replies, phone.app.actions
         while True:
             await trio.sleep(0.2)
             while commands:  # taken out as reported
@@ -122,6 +122,9 @@ async def _play(phone: Any, flavour: Any, key: str, say: Any) -> None:
             while replies:
                 note_id, text = replies.pop(0)
                 say(f"phone {flavour.name}: reply to {note_id}: {text}")
+            while actions:
+                note_id, action_id = actions.pop(0)
+                say(f"phone {flavour.name}: action {action_id} on {note_id}")
 
 
 async def _app_free(world: RadioWorld, say: Any) -> None:

@@ -109,7 +109,8 @@ class PhoneApp(Endpoint):
         )
         await self.send(self.player)
         if art is not None and transfer is not None:
-            await self.send_object(transfer, art, "image/jpeg")
+            mime = "image/png" if art.startswith(b"\x89PNG") else "image/jpeg"
+            await self.send_object(transfer, art, mime)
 
     async def notify(self, notification: m.Notification) -> None:
         self.notifications[notification.id] = notification

@@ -7,6 +7,9 @@ Flavours differ where real phones do: platform, apps, model, link profile.
 
 from __future__ import annotations
 
+import struct
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -55,7 +58,39 @@ PLAYLIST = [
     m.NowPlaying("Teardrop", "Massive Attack", "Mezzanine", 330_000),
 ]
 
-ART = bytes(range(256)) * 192  # a 48 KB "JPEG"
+
+def _png(width: int, height: int, pixel: Callable[[int, int], tuple[int, int, int]]) -> bytes:
+    """An RGB PNG (no filter, zlib level 1): the smallest honest image encoder."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(
+        b"\x00" + bytes(c for x in range(width) for c in pixel(x, y)) for y in range(height)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b"")
+    )  # fmt: skip
+
+
+def _album_cover(x: int, y: int) -> tuple[int, int, int]:
+    """A record sleeve: a dusk gradient, a vinyl disc with grooves, a grain that keeps
+    the picture some 40 KB (album art crosses the link in several bulk chunks)."""
+    grain = ((x * 7919 + y * 104729) ^ (x * y * 31)) % 23
+    dx, dy = x - 80, y - 84
+    r = (dx * dx + dy * dy) ** 0.5
+    if r < 14:
+        return 230, 120 + grain, 40  # the label
+    if r < 58:
+        groove = 22 + (8 if int(r) % 3 == 0 else 0) + grain // 3
+        return groove, groove, groove + 6
+    return 40 + x // 2 + grain, 20 + y // 3 + grain, 90 + (x + y) // 4 + grain
+
+
+ART = _png(160, 160, _album_cover)  # the demo's album art: a real picture
 ARROW = b"\x89PNG\r\n\x1a\n" + bytes(2000)  # a small maneuver image
 
 

@@ -19,7 +19,10 @@ const LANE = {
 const UNITS = { meters: "m", kilometers: "km", miles: "mi", feet: "ft", yards: "yd" };
 
 const $ = (id) => document.getElementById(id);
-const state = { devices: new Map(), prompts: new Map(), pairing: false, name: "Head unit" };
+const state = {
+  devices: new Map(), prompts: new Map(), pairing: false, parked: false, name: "Head unit",
+};
+const MILES = new Set(["miles", "feet", "yards"]);  // a route measured in miles
 let socket = null;
 let seq = 0;
 let retry = 500;
@@ -72,6 +75,7 @@ function onEvent(event) {
       setStatus(true);
       state.name = event.name;
       state.pairing = event.pairing;
+      state.parked = event.parked;
       state.devices = new Map(event.devices.map((d) => [d.id, d]));
       state.prompts = new Map(event.prompts.map((p) => [p.id, p]));
       break;
@@ -92,6 +96,10 @@ function onEvent(event) {
       break;
     case "pairing":
       state.pairing = event.on;
+      break;
+    case "parked":
+      state.parked = event.on;
+      if (!event.on) closeReply();  // the car moves: no keyboard
       break;
     case "pairing_attempt_failed": {  // someone may have seen a code this head unit fixed
       const ended = event.pairing ? "" : " Pairing is off now; switch it on to try again.";
@@ -119,7 +127,10 @@ function render() {
   document.title = state.name;
   const pairing = $("pairing");
   pairing.setAttribute("aria-pressed", String(state.pairing));
-  pairing.textContent = state.pairing ? "Pairing: on" : "Pair a phone";
+  pairing.textContent = state.pairing ? "On" : "Off";
+  $("parked-state").textContent = state.parked
+    ? "The car is parked: replies can be typed."
+    : "While the car may move, replies are canned ones only.";
   const main = $("devices");
   const shown = [...state.devices.values()].filter((d) => d.connected || d.route || d.now_playing);
   $("empty").hidden = shown.length > 0;
@@ -155,7 +166,11 @@ function renderDevice(main, device) {
   node.querySelector(".label").textContent = device.name;
   node.querySelector(".dot").classList.toggle("on", device.connected);
   const nav = node.querySelector(".nav");
-  const maneuver = device.maneuver;
+  const arrivedCard = node.querySelector(".arrived");
+  const arrived = device.route && device.route.state === "arrived";
+  arrivedCard.hidden = !arrived;
+  if (arrived) arrivedCard.querySelector(".road").textContent = device.route.destination || "";
+  const maneuver = arrived ? null : device.maneuver;
   nav.hidden = !maneuver;
   if (maneuver) {
     nav.querySelector(".symbol").textContent = SYMBOLS[maneuver.type] || "↑";
@@ -176,7 +191,11 @@ function renderDevice(main, device) {
       const arrival = new Date(Date.now() + route.remaining_s * 1000);
       parts.push(`arrive ${arrival.toTimeString().slice(0, 5)}`);
     }
-    if (route && route.remaining_m != null) parts.push(`${(route.remaining_m / 1000).toFixed(1)} km`);
+    if (route && route.remaining_m != null) {  // in the unit the maneuver is given in
+      parts.push(MILES.has(maneuver.display_unit)
+        ? `${(route.remaining_m / 1609.344).toFixed(1)} mi`
+        : `${(route.remaining_m / 1000).toFixed(1)} km`);
+    }
     if (route && route.destination) parts.push(route.destination);
     nav.querySelector(".eta").textContent = parts.join(" · ");
   }
@@ -207,38 +226,71 @@ function renderDevice(main, device) {
   }
   const inbox = node.querySelector(".inbox");
   inbox.hidden = device.inbox.length === 0;
-  inbox.replaceChildren(...device.inbox.slice().reverse().map((note) => {
-    const li = document.createElement("li");
-    li.className = note.read ? "" : "unread";
-    li.dataset.id = note.id;
-    const text = document.createElement("div");
-    text.className = "text";
-    const sender = document.createElement("div");
-    sender.className = "sender";
-    sender.textContent = note.sender || note.title || note.app;
-    const body = document.createElement("div");
-    body.className = "body";
-    body.textContent = note.text;
-    text.append(sender, body);
-    li.append(text);
-    // an iPhone without the app: its own actions (Answer, Decline, Clear); a phone's
-    // actions and replies as they were (the car-screen issue reworks them)
-    for (const action of device.kind === "ancs" ? note.actions : []) {
-      const button = document.createElement("button");
-      button.className = "action";
-      button.textContent = action.label;
-      button.onclick = () => send({ op: "action", device: device.id, id: note.id, action: action.id });
-      li.append(button);
+  const replies = (device.offers || []).includes("replies");  // none without the app
+  const notes = device.inbox.slice().reverse();
+  notes.sort((a, b) => (b.category === "incoming_call") - (a.category === "incoming_call"));
+  inbox.replaceChildren(...notes.map((note) => renderNote(device, note, replies)));
+  const head = node.querySelector(".inbox-head");
+  head.hidden = inbox.hidden;
+  const unread = notes.filter((n) => !n.read).length;
+  head.querySelector(".count").textContent =
+    `${notes.length} ${notes.length === 1 ? "message" : "messages"}, ${unread} unread`;
+  inbox.onscroll = () => moreBelow(node);
+  moreBelow(node);
+}
+
+// At 800x480 the list may not hold every message: say so while some are out of sight.
+function moreBelow(node) {
+  const inbox = node.querySelector(".inbox");
+  const hidden = inbox.scrollHeight - inbox.scrollTop - inbox.clientHeight > 4;
+  node.querySelector(".inbox-head .more").hidden = !hidden;
+}
+
+function button(className, label, onclick) {
+  const node = document.createElement("button");
+  node.className = className;
+  node.textContent = label;
+  node.onclick = onclick;
+  return node;
+}
+
+// A notification's buttons are its own: its actions (a reply action is what the canned
+// replies and, parked, the keyboard do), its canned replies; nothing marks it read but
+// its own "mark as read" action. An incoming call is a card with large buttons.
+function renderNote(device, note, replies) {
+  const li = document.createElement("li");
+  const call = note.category === "incoming_call";
+  li.className = `${note.read ? "" : "unread"}${call ? " call" : ""}`;
+  li.dataset.id = note.id;
+  const text = document.createElement("div");
+  text.className = "text";
+  const sender = document.createElement("div");
+  sender.className = "sender";
+  sender.textContent = note.sender || note.title || note.app;
+  const body = document.createElement("div");
+  body.className = "body";
+  body.textContent = note.text;
+  text.append(sender, body);
+  li.append(text);
+  const buttons = document.createElement("div");
+  buttons.className = "buttons";
+  for (const action of note.actions) {
+    if (action.kind === "reply") continue;
+    // "mark as read" marks it read here and on the phone; the others are the phone's
+    const op = action.kind === "mark_read" && device.kind !== "ancs"
+      ? { op: "mark_read", device: device.id, id: note.id }
+      : { op: "action", device: device.id, id: note.id, action: action.id };
+    buttons.append(button(call ? "action big" : "action", action.label, () => send(op)));
+  }
+  if (replies) {
+    note.canned_replies.forEach((reply, index) => buttons.append(button("canned-reply", reply,
+      () => send({ op: "reply", device: device.id, id: note.id, canned: index }))));
+    if (state.parked && !call) {
+      buttons.append(button("open", "Type a reply", () => openReply(device.id, note)));
     }
-    if ((device.offers || []).includes("replies")) {  // an iPhone without the app has none
-      const open = document.createElement("button");
-      open.className = "open";
-      open.textContent = "Reply";
-      open.onclick = () => openReply(device.id, note);
-      li.append(open);
-    }
-    return li;
-  }));
+  }
+  li.append(buttons);
+  return li;
 }
 
 function renderPrompt() {
@@ -263,8 +315,7 @@ function openReply(device, note) {
     return button;
   }));
   $("reply-input").value = "";
-  $("reply").hidden = false;
-  if (!note.read) send({ op: "mark_read", device, id: note.id });
+  $("reply").hidden = false;  // opening it marks nothing read
 }
 
 function closeReply() {
@@ -285,6 +336,8 @@ function tick() {
 }
 
 $("pairing").onclick = () => send({ op: "pairing", on: !state.pairing });
+$("settings-open").onclick = () => { $("settings").hidden = false; };
+$("settings-close").onclick = () => { $("settings").hidden = true; };
 $("reply-close").onclick = closeReply;
 $("reply-form").onsubmit = (event) => {
   event.preventDefault();
