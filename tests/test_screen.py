@@ -120,8 +120,8 @@ def test_pair_navigate_pause_and_reply_from_the_screen(demo: Demo, page: Page) -
             arg=name, timeout=30_000,
         )  # fmt: skip
     assert "token" not in page.url  # taken out of the address bar
-    # the navigation card follows the route
-    pixel = page.locator('.device[data-name="Pixel 9"]')
+    # one driver's view: navigation from the Pixel, music from the iPhone, side by side
+    pixel = page.locator('#nav-area[data-device="Pixel 9"]')
     road = pixel.locator(".nav .road")
     expect(road).not_to_be_empty(timeout=30_000)
     first = road.inner_text()
@@ -129,8 +129,8 @@ def test_pair_navigate_pause_and_reply_from_the_screen(demo: Demo, page: Page) -
     expect(road).not_to_have_text(first, timeout=30_000)
     shot(page, "navigation")
     # pause on the screen reaches the phone, and the screen shows it paused
-    iphone = page.locator('.device[data-name="iPhone 16"]')
-    toggle = iphone.locator(".music .toggle")
+    music = page.locator('#media-area[data-device="iPhone 16"]')
+    toggle = music.locator(".music .toggle")
     expect(toggle).to_have_attribute("data-state", "playing", timeout=30_000)
     toggle.click()
     demo.wait_for(lambda line: line == "phone iPhone 16: MediaCommandRequest pause", 20)
@@ -139,15 +139,16 @@ def test_pair_navigate_pause_and_reply_from_the_screen(demo: Demo, page: Page) -
     shot(page, "now-playing")
     # a notification's own buttons: Mark as read and its canned replies; no keyboard
     # while the car may move, and nothing marks it read but its own action
-    message = iphone.locator('.inbox li[data-id="msg-1"]')
+    inbox = page.locator("#messages-area")
+    message = inbox.locator('.inbox li[data-id="msg-1"][data-device="iPhone 16"]')
     expect(message).to_be_visible(timeout=30_000)
     expect(message.locator(".buttons button")).to_have_text(
         ["Mark as read", "On my way", "No problem"]
     )
     expect(message.locator(".open")).to_have_count(0)
-    missed = iphone.locator('.inbox li[data-id="call-1"]')
+    missed = inbox.locator('.inbox li[data-id="call-1"]')
     expect(missed.locator(".buttons button")).to_have_text(["Call back"], timeout=30_000)
-    head = iphone.locator(".inbox-head")
+    head = inbox.locator(".inbox-head")
     expect(head.locator(".count")).to_have_text(re.compile(r"^\d+ messages?, \d+ unread$"))
     # 800x480: what is out of sight is said, and scrolls into view
     expect(head.locator(".more")).to_be_visible(timeout=10_000)
@@ -179,6 +180,7 @@ def test_pair_navigate_pause_and_reply_from_the_screen(demo: Demo, page: Page) -
     expect(page.locator("#pairing")).to_have_text("Off", timeout=10_000)
     page.locator("#settings-close").click()
     expect(pixel.locator(".nav .eta")).to_contain_text("arrive ")
+    expect(page.locator("#nav-area .chips")).to_be_hidden()  # one source: no chips
     page.set_viewport_size({"width": 1024, "height": 600})  # the other common panel
     shot(page, "1024x600")
 
@@ -221,12 +223,11 @@ def test_an_iphone_without_the_app_shows_only_what_works(demo: Demo, page: Page)
     shot(page, "iphone-bonding")
     page.locator("#confirm").click()
     demo.wait_for(lambda line: line == "iphone Ana's iPhone: bonded", 30)
-    iphone = page.locator('.device[data-name="Ana\'s iPhone"]')
-    call = iphone.locator(".inbox li", has_text="Incoming Call")
+    call = page.locator('.inbox li[data-device="Ana\'s iPhone"]', has_text="Incoming Call")
     expect(call).to_be_visible(timeout=30_000)
     expect(call.locator("button.action")).to_have_text(["Answer", "Decline"])
-    expect(iphone.locator(".inbox .open")).to_have_count(0)  # no replies without the app
-    music = iphone.locator(".music")
+    expect(page.locator(".inbox .open")).to_have_count(0)  # no replies without the app
+    music = page.locator('#media-area[data-device="Ana\'s iPhone"] .music')
     expect(music.locator(".title")).to_have_text("Monday briefing", timeout=30_000)
     expect(music.locator(".next")).to_be_hidden(timeout=10_000)
     expect(music.locator(".toggle")).to_be_visible()
@@ -234,3 +235,36 @@ def test_an_iphone_without_the_app_shows_only_what_works(demo: Demo, page: Page)
     call.locator("button.action", has_text="Answer").click()
     demo.wait_for(lambda line: line.startswith("iphone Ana's iPhone: positive action on"), 20)
     expect(call).to_be_hidden(timeout=20_000)  # the iPhone removed it
+
+
+@pytest.mark.parametrize("demo", [("--cast", "all", "--yes")], indirect=True)
+def test_two_players_the_driver_picks_one_and_the_choice_is_kept(demo: Demo, page: Page) -> None:
+    """Navigation from the Pixel, music from the iPhone with the app and a podcast from
+    the iPhone without it: a source chip per player, the last to start shown first; a
+    tap switches, and the choice outlives a reload."""
+    url = demo.wait_for(lambda line: line.startswith("screen: ")).split(" ", 1)[1]
+    page.goto(url)
+    expect(page.locator("#status")).to_have_text("connected", timeout=20_000)
+    chips = page.locator("#media-area .chips .chip")
+    expect(chips).to_have_count(2, timeout=60_000)
+    expect(page.locator("#nav-area")).to_have_attribute("data-device", "Pixel 9", timeout=30_000)
+    area = page.locator("#media-area")
+    shown = area.get_attribute("data-device")
+    other = "Ana's iPhone" if shown == "iPhone 16" else "iPhone 16"
+    expect(chips.filter(has_text=shown or "")).to_have_attribute("aria-selected", "true")
+    shot(page, "two-players")
+    chips.filter(has_text=other).click()
+    expect(area).to_have_attribute("data-device", other)
+    expect(chips.filter(has_text=other)).to_have_attribute("aria-selected", "true")
+    expect(area.locator(".artist")).to_contain_text(other)
+    shot(page, "two-players-switched")
+    page.reload()
+    expect(page.locator("#status")).to_have_text("connected", timeout=20_000)
+    expect(area).to_have_attribute("data-device", other, timeout=20_000)  # remembered
+    # messages from every device, each tagged with its device
+    expect(page.locator(".inbox li .from", has_text="iPhone 16").first).to_be_visible(
+        timeout=30_000
+    )
+    expect(page.locator(".inbox li .from", has_text="Ana's iPhone").first).to_be_visible(
+        timeout=30_000
+    )

@@ -131,119 +131,171 @@ function render() {
   $("parked-state").textContent = state.parked
     ? "The car is parked: replies can be typed."
     : "While the car may move, replies are canned ones only.";
-  const main = $("devices");
-  const shown = [...state.devices.values()].filter((d) => d.connected || d.route || d.now_playing);
+  const devices = [...state.devices.values()];
+  const shown = devices.filter((d) => d.connected || d.route || d.now_playing);
   $("empty").hidden = shown.length > 0;
-  for (const section of main.querySelectorAll(".device")) {
-    if (!shown.some((d) => d.id === section.dataset.id)) section.remove();
-  }
-  for (const device of shown) renderDevice(main, device);
+  noteStarts(devices);
+  renderNavigation(pick("nav", devices.filter(navigating)));
+  renderMusic(pick("media", devices.filter((d) => d.now_playing)));
+  renderMessages(devices);
+  $("devices").replaceChildren(...shown.map((device) => {
+    const li = document.createElement("li");
+    li.dataset.name = device.name;
+    li.append(dot(device), device.name);
+    return li;
+  }));
   renderPrompt();
 }
 
-function section(main, device) {
-  let node = [...main.querySelectorAll(".device")].find((s) => s.dataset.id === device.id);
-  if (!node) {
-    node = $("device-template").content.firstElementChild.cloneNode(true);
-    node.dataset.id = device.id;
-    for (const command of ["next", "previous"]) {
-      node.querySelector(`.${command}`).onclick = () =>
-        send({ op: "media", device: device.id, command });
-    }
-    const toggle = node.querySelector(".toggle");  // says what it will do: pause or play
-    toggle.onclick = () => send({
-      op: "media", device: device.id,
-      command: toggle.dataset.state === "playing" ? "pause" : "play",
-    });
-    main.appendChild(node);
-  }
-  node.dataset.name = device.name;
-  return node;
+// One driver's view: navigation from the device that navigates, music from the one that
+// plays, messages from all. With two sources the driver picks one with a chip; the choice
+// is kept for that set of devices, and until then the one that started last is shown.
+const started = { nav: new Map(), media: new Map() };  // device id -> when it started
+
+function navigating(device) {
+  const route = device.route;
+  return Boolean(device.maneuver) || Boolean(route && route.state !== "inactive");
 }
 
-function renderDevice(main, device) {
-  const node = section(main, device);
-  node.querySelector(".label").textContent = device.name;
-  node.querySelector(".dot").classList.toggle("on", device.connected);
-  const nav = node.querySelector(".nav");
-  const arrivedCard = node.querySelector(".arrived");
+function noteStarts(devices) {
+  for (const device of devices) {
+    const sources = { nav: navigating(device), media: Boolean(device.now_playing) };
+    const playing = device.now_playing && device.now_playing.state === "playing";
+    for (const kind of ["nav", "media"]) {
+      const was = started[kind].get(device.id);
+      if (!sources[kind]) started[kind].delete(device.id);
+      else if (was === undefined || (kind === "media" && playing && !was.playing)) {
+        started[kind].set(device.id, { at: performance.now(), playing });
+      } else if (kind === "media") was.playing = playing;
+    }
+  }
+}
+
+function choiceKey(kind, sources) {
+  return `bridge-source:${kind}:${sources.map((d) => d.id).sort().join(",")}`;
+}
+
+function pick(kind, sources) {
+  const area = $(kind === "nav" ? "nav-area" : "media-area");
+  area.hidden = sources.length === 0;
+  const chosenId = localStorage.getItem(choiceKey(kind, sources));
+  let chosen = sources.find((d) => d.id === chosenId);
+  if (!chosen) {
+    const at = (d) => (started[kind].get(d.id) || { at: 0 }).at;
+    chosen = sources.slice().sort((a, b) => at(b) - at(a))[0];
+  }
+  const chips = area.querySelector(".chips");
+  chips.hidden = sources.length < 2;
+  chips.replaceChildren(...sources.map((device) => {
+    const chip = button("chip", device.name, () => {
+      localStorage.setItem(choiceKey(kind, sources), device.id);
+      render();
+    });
+    chip.setAttribute("role", "tab");
+    chip.setAttribute("aria-selected", String(device === chosen));
+    return chip;
+  }));
+  area.dataset.device = chosen ? chosen.name : "";
+  return chosen;
+}
+
+function dot(device) {
+  const span = document.createElement("span");
+  span.className = `dot${device.connected ? " on" : ""}`;
+  return span;
+}
+
+function renderNavigation(device) {
+  if (!device) return;
+  const area = $("nav-area");
+  area.querySelector(".source").textContent = `from ${device.name}`;
+  const nav = area.querySelector(".nav");
+  const arrivedCard = area.querySelector(".arrived");
   const arrived = device.route && device.route.state === "arrived";
   arrivedCard.hidden = !arrived;
   if (arrived) arrivedCard.querySelector(".road").textContent = device.route.destination || "";
   const maneuver = arrived ? null : device.maneuver;
   nav.hidden = !maneuver;
-  if (maneuver) {
-    nav.querySelector(".symbol").textContent = SYMBOLS[maneuver.type] || "↑";
-    const exit = maneuver.roundabout_exit ? ` · exit ${maneuver.roundabout_exit}` : "";
-    nav.querySelector(".distance").textContent =
-      `${maneuver.display_distance} ${UNITS[maneuver.display_unit] || ""}${exit}`;
-    nav.querySelector(".road").textContent = maneuver.road;
-    const lanes = nav.querySelector(".lanes");
-    lanes.replaceChildren(...maneuver.lanes.map((lane) => {
-      const span = document.createElement("span");
-      span.className = `lane${lane.recommended ? " recommended" : ""}`;
-      span.textContent = lane.directions.map((d) => LANE[d] || "↑").join("");
-      return span;
-    }));
-    const route = device.route;
-    const parts = [];
-    if (route && route.remaining_s != null) {
-      const arrival = new Date(Date.now() + route.remaining_s * 1000);
-      parts.push(`arrive ${arrival.toTimeString().slice(0, 5)}`);
-    }
-    if (route && route.remaining_m != null) {  // in the unit the maneuver is given in
-      parts.push(MILES.has(maneuver.display_unit)
-        ? `${(route.remaining_m / 1609.344).toFixed(1)} mi`
-        : `${(route.remaining_m / 1000).toFixed(1)} km`);
-    }
-    if (route && route.destination) parts.push(route.destination);
-    nav.querySelector(".eta").textContent = parts.join(" · ");
+  if (!maneuver) return;
+  nav.querySelector(".symbol").textContent = SYMBOLS[maneuver.type] || "↑";
+  const exit = maneuver.roundabout_exit ? ` · exit ${maneuver.roundabout_exit}` : "";
+  nav.querySelector(".distance").textContent =
+    `${maneuver.display_distance} ${UNITS[maneuver.display_unit] || ""}${exit}`;
+  nav.querySelector(".road").textContent = maneuver.road;
+  nav.querySelector(".lanes").replaceChildren(...maneuver.lanes.map((lane) => {
+    const span = document.createElement("span");
+    span.className = `lane${lane.recommended ? " recommended" : ""}`;
+    span.textContent = lane.directions.map((d) => LANE[d] || "↑").join("");
+    return span;
+  }));
+  const route = device.route;
+  const parts = [];
+  if (route && route.remaining_s != null) {
+    const arrival = new Date(Date.now() + route.remaining_s * 1000);
+    parts.push(`arrive ${arrival.toTimeString().slice(0, 5)}`);
   }
-  const music = node.querySelector(".music");
+  if (route && route.remaining_m != null) {  // in the unit the maneuver is given in
+    parts.push(MILES.has(maneuver.display_unit)
+      ? `${(route.remaining_m / 1609.344).toFixed(1)} mi`
+      : `${(route.remaining_m / 1000).toFixed(1)} km`);
+  }
+  if (route && route.destination) parts.push(route.destination);
+  nav.querySelector(".eta").textContent = parts.join(" · ");
+}
+
+function renderMusic(device) {
+  const music = $("media-area").querySelector(".music");
+  music.dataset.device = device ? device.id : "";
+  if (!device) return;
   const playing = device.now_playing;
-  music.hidden = !playing;
-  if (playing) {
-    music.querySelector(".title").textContent = playing.title;
-    music.querySelector(".artist").textContent = playing.artist;
-    const art = music.querySelector(".art");
-    art.onerror = () => { art.style.visibility = "hidden"; };
-    art.style.visibility = "";
-    art.src = playing.art || "";
-    art.hidden = !(device.offers || []).includes("album-art");  // AMS carries no art
-    const toggle = music.querySelector(".toggle");
-    toggle.dataset.state = playing.state === "playing" ? "playing" : "paused";
-    toggle.setAttribute("aria-label", playing.state === "playing" ? "Pause" : "Play");
-    music.dataset.position = playing.position_ms ?? 0;
-    music.dataset.duration = playing.duration_ms ?? 0;
-    music.dataset.playing = playing.state === "playing";
-    music.dataset.since = Date.now();
-    // only the commands the device takes now (an iPhone's player lists them; null: any)
-    const offered = device.media_commands;
-    const takes = (command) => offered == null || offered.includes(command);
-    music.querySelector(".next").hidden = !takes("next");
-    music.querySelector(".previous").hidden = !takes("previous");
-    toggle.hidden = !(takes("pause") || takes("play") || takes("toggle"));
+  music.querySelector(".title").textContent = playing.title;
+  music.querySelector(".artist").textContent = `${playing.artist} · ${device.name}`;
+  const art = music.querySelector(".art");
+  art.onerror = () => { art.style.visibility = "hidden"; };
+  art.style.visibility = "";
+  if (art.getAttribute("src") !== (playing.art || "")) art.src = playing.art || "";
+  art.hidden = !(device.offers || []).includes("album-art");  // AMS carries no art
+  const toggle = music.querySelector(".toggle");
+  toggle.dataset.state = playing.state === "playing" ? "playing" : "paused";
+  toggle.setAttribute("aria-label", playing.state === "playing" ? "Pause" : "Play");
+  music.dataset.position = playing.position_ms ?? 0;
+  music.dataset.duration = playing.duration_ms ?? 0;
+  music.dataset.playing = playing.state === "playing";
+  music.dataset.since = Date.now();
+  // only the commands the device takes now (an iPhone's player lists them; null: any)
+  const offered = device.media_commands;
+  const takes = (command) => offered == null || offered.includes(command);
+  music.querySelector(".next").hidden = !takes("next");
+  music.querySelector(".previous").hidden = !takes("previous");
+  toggle.hidden = !(takes("pause") || takes("play") || takes("toggle"));
+}
+
+function renderMessages(devices) {
+  const area = $("messages-area");
+  const inbox = area.querySelector(".inbox");
+  const notes = [];
+  for (const device of devices) {
+    const replies = (device.offers || []).includes("replies");  // none without the app
+    for (const note of device.inbox) notes.push({ device, note, replies });
   }
-  const inbox = node.querySelector(".inbox");
-  inbox.hidden = device.inbox.length === 0;
-  const replies = (device.offers || []).includes("replies");  // none without the app
-  const notes = device.inbox.slice().reverse();
-  notes.sort((a, b) => (b.category === "incoming_call") - (a.category === "incoming_call"));
-  inbox.replaceChildren(...notes.map((note) => renderNote(device, note, replies)));
-  const head = node.querySelector(".inbox-head");
-  head.hidden = inbox.hidden;
-  const unread = notes.filter((n) => !n.read).length;
-  head.querySelector(".count").textContent =
+  notes.sort((a, b) => (b.note.category === "incoming_call") - (a.note.category === "incoming_call")
+    || b.note.time_ms - a.note.time_ms);
+  area.hidden = notes.length === 0;
+  inbox.replaceChildren(...notes.map(({ device, note, replies }) =>
+    renderNote(device, note, replies)));
+  const unread = notes.filter(({ note }) => !note.read).length;
+  area.querySelector(".count").textContent =
     `${notes.length} ${notes.length === 1 ? "message" : "messages"}, ${unread} unread`;
-  inbox.onscroll = () => moreBelow(node);
-  moreBelow(node);
+  inbox.onscroll = moreBelow;
+  moreBelow();
 }
 
 // At 800x480 the list may not hold every message: say so while some are out of sight.
-function moreBelow(node) {
-  const inbox = node.querySelector(".inbox");
+function moreBelow() {
+  const area = $("messages-area");
+  const inbox = area.querySelector(".inbox");
   const hidden = inbox.scrollHeight - inbox.scrollTop - inbox.clientHeight > 4;
-  node.querySelector(".inbox-head .more").hidden = !hidden;
+  area.querySelector(".more").hidden = !hidden;
 }
 
 function button(className, label, onclick) {
@@ -262,11 +314,16 @@ function renderNote(device, note, replies) {
   const call = note.category === "incoming_call";
   li.className = `${note.read ? "" : "unread"}${call ? " call" : ""}`;
   li.dataset.id = note.id;
+  li.dataset.device = device.name;
   const text = document.createElement("div");
   text.className = "text";
   const sender = document.createElement("div");
   sender.className = "sender";
   sender.textContent = note.sender || note.title || note.app;
+  const from = document.createElement("span");
+  from.className = "from";
+  from.textContent = device.name;
+  sender.append(from);
   const body = document.createElement("div");
   body.className = "body";
   body.textContent = note.text;
@@ -336,6 +393,14 @@ function tick() {
 }
 
 $("pairing").onclick = () => send({ op: "pairing", on: !state.pairing });
+{
+  const music = $("media-area").querySelector(".music");
+  const media = (command) => send({ op: "media", device: music.dataset.device, command });
+  music.querySelector(".next").onclick = () => media("next");
+  music.querySelector(".previous").onclick = () => media("previous");
+  const toggle = music.querySelector(".toggle");  // says what it will do: pause or play
+  toggle.onclick = () => media(toggle.dataset.state === "playing" ? "pause" : "play");
+}
 $("settings-open").onclick = () => { $("settings").hidden = false; };
 $("settings-close").onclick = () => { $("settings").hidden = true; };
 $("reply-close").onclick = closeReply;
