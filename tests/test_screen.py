@@ -183,6 +183,12 @@ def test_pair_navigate_pause_and_reply_from_the_screen(demo: Demo, page: Page) -
     expect(page.locator("#nav-area .chips")).to_be_hidden()  # one source: no chips
     page.set_viewport_size({"width": 1024, "height": 600})  # the other common panel
     shot(page, "1024x600")
+    # after the route: an arrival card, not an empty navigation column
+    arrived = page.locator("#nav-area .arrived")
+    expect(arrived).to_be_visible(timeout=60_000)
+    expect(arrived.locator(".road")).to_have_text("Elm Rd 42")
+    expect(page.locator("#nav-area .nav")).to_be_hidden()
+    shot(page, "arrived")
 
 
 def test_the_screen_asks_for_the_token_when_it_has_none(demo: Demo, page: Page) -> None:
