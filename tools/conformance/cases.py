@@ -461,8 +461,9 @@ async def _non_canonical(ctx: Context) -> None:
         )
 
 
-@case("3", "8.1, 8.2", "a first pairing: XX with the commitment, then CONFIRM with IRK and name")
-async def _first_pairing(ctx: Context) -> None:
+async def _pair(ctx: Context, check: Callable[[Session, Authenticated], None]) -> None:
+    """A first pairing on a new link, ``check`` run on what authenticated; then the tool
+    remembers the peer (its key, its IRK) for the cases that reconnect."""
     async with trio.open_nursery() as nursery:
         link = await ctx.target.connect()
         s = Session(ctx, link, allow_pairing=True, peer=None)
@@ -470,18 +471,26 @@ async def _first_pairing(ctx: Context) -> None:
         await s.until("a code, then authentication", lambda: bool(s.of(Authenticated)), 70)
         (auth,) = s.of(Authenticated)
         assert isinstance(auth, Authenticated)
+        check(s, auth)
+        ctx.trust.record(auth)
+        ctx.peer_key = auth.peer.static_key
+        ctx.peer_irk = auth.peer_irk  # a phone's, or the head unit's (its tokens resolve)
+        await s.until("its HELLO after authentication", lambda: bool(s.of(HelloReceived)), 5)
+        await _hang_up(link)
+        nursery.cancel_scope.cancel()
+
+
+@case("3", "8.1, 8.2", "a first pairing: XX with the commitment, then CONFIRM with IRK and name")
+async def _first_pairing(ctx: Context) -> None:
+    def check(s: Session, auth: Authenticated) -> None:
         (prompt,) = s.of(CodeToConfirm)
         assert isinstance(prompt, CodeToConfirm)
         if prompt.peer.name:
             raise CaseFailed(f"XX 2 carried the phone's name ({prompt.peer.name!r}): 8.2 says no")
         if auth.peer_irk is None or len(auth.peer_irk) != 16 or not auth.peer.name:
             raise CaseFailed("the phone's CONFIRM lacked its 16-byte IRK or its name")
-        ctx.trust.record(auth)
-        ctx.peer_key = auth.peer.static_key
-        ctx.peer_irk = auth.peer_irk
-        await s.until("its HELLO after authentication", lambda: bool(s.of(HelloReceived)), 5)
-        await _hang_up(link)
-        nursery.cancel_scope.cancel()
+
+    await _pair(ctx, check)
 
 
 @case("4", "8.1, 2.2", "outside its pairing mode the phone pairs with no stranger: CLOSE to XX 1 "
@@ -517,23 +526,13 @@ async def _xx_refused(ctx: Context) -> None:
 @case("24", "8.1, 8.2", "a first pairing in the head unit's pairing mode: XX, the code, CONFIRM",
       frozenset({HEAD_UNIT}))  # fmt: skip
 async def _first_pairing_as_phone(ctx: Context) -> None:
-    async with trio.open_nursery() as nursery:
-        link = await ctx.target.connect()
-        s = Session(ctx, link, allow_pairing=True, peer=None)
-        await s.run(nursery)
-        await s.until("a code, then authentication", lambda: bool(s.of(Authenticated)), 70)
-        (auth,) = s.of(Authenticated)
-        assert isinstance(auth, Authenticated)
+    def check(s: Session, auth: Authenticated) -> None:
         if not s.of(CodeToConfirm):
             raise CaseFailed("a stranger was paired without a code to compare (8.2)")
         if not auth.peer.name:
             raise CaseFailed("the head unit's XX 2 did not carry its name (8.2)")
-        ctx.trust.record(auth)
-        ctx.peer_key = auth.peer.static_key
-        ctx.peer_irk = auth.peer_irk  # the head unit's: its advertising tokens resolve with it
-        await s.until("its HELLO after authentication", lambda: bool(s.of(HelloReceived)), 5)
-        await _hang_up(link)
-        nursery.cancel_scope.cancel()
+
+    await _pair(ctx, check)
 
 
 @case("5", "8.1", "paired, the two reconnect with KK (no code) and both say HELLO", BOTH)
