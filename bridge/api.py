@@ -47,7 +47,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from bridge.config import ConfigError
-from bridge.phone_device import CommandFailed
+from bridge.phone_device import CommandFailed, LaunchFailed
 from bridge.radio_policy import HeadUnit, HeadUnitEvent, PairingAttemptFailed, Phone
 from bridge.wire import messages as m
 from pairing.handshake import CodeToConfirm
@@ -160,6 +160,7 @@ def device_json(phone: Phone, now_ms: int) -> dict[str, Any]:
         "kind": phone.device.kind,  # "app" (the bridge's protocol) or "ancs" (no app)
         "offers": list(phone.device.capabilities),
         "media_commands": phone.device.media_commands_offered(),  # null: any
+        "shortcuts": [_shortcut_json(s, state.icons.get(s.id)) for s in state.shortcuts],
     }
     if state.route is not None:
         r = state.route
@@ -177,6 +178,7 @@ def device_json(phone: Phone, now_ms: int) -> dict[str, Any]:
                 {"directions": [_enum(d) for d in lane.directions], "recommended": lane.recommended}
                 for lane in x.lanes or []
             ],
+            "image": _data_url(state.maneuver_image) if state.maneuver_image else None,
         }  # fmt: skip
     if state.now_playing is not None:
         p = state.now_playing
@@ -197,6 +199,13 @@ def device_json(phone: Phone, now_ms: int) -> dict[str, Any]:
             ],
         })  # fmt: skip
     return out
+
+
+def _shortcut_json(shortcut: m.Shortcut, icon: bytes | None) -> dict[str, Any]:
+    return {
+        "id": shortcut.id, "label": shortcut.label, "kind": _enum(shortcut.kind),
+        "icon": _data_url(icon) if icon else None,
+    }  # fmt: skip
 
 
 def device_delta(before: dict[str, Any] | None, now: dict[str, Any]) -> dict[str, Any]:
@@ -252,7 +261,12 @@ CONTENT_TYPES = {
 
 
 class ApiError(Exception):
-    """A client operation that cannot be done; the message goes back to the client."""
+    """A client operation that cannot be done; the message goes back to the client, with
+    ``fields`` added to the reply."""
+
+    def __init__(self, text: str, **fields: Any) -> None:
+        super().__init__(text)
+        self.fields = fields
 
 
 @dataclass
@@ -411,8 +425,16 @@ class ApiState:
                 if not isinstance(action, str):
                     raise ApiError("action needs the action's id")
                 await phone.device.perform_action(_id(request), action)
+            elif op == "launch":
+                shortcut = request.get("shortcut")
+                if not isinstance(shortcut, str) or not shortcut:
+                    raise ApiError("launch needs shortcut: the id of one of the device's shortcuts")
+                await phone.device.launch(shortcut)
+                return {"outcome": "done"}
             else:
                 raise ApiError(f"unknown op {op!r}")  # (checked before the device too)
+        except LaunchFailed as e:
+            raise ApiError(f"{phone.name}: {e}", outcome=_enum(e.outcome)) from e
         except CommandFailed as e:
             raise ApiError(f"{phone.name}: {e}") from e
         except ValueError as e:  # a message the codec refuses (text too long...)
@@ -423,7 +445,7 @@ class ApiState:
         return {}
 
 
-DEVICE_OPS = ("media", "reply", "mark_read", "dismiss", "action")
+DEVICE_OPS = ("media", "reply", "mark_read", "dismiss", "action", "launch")
 
 
 def _id(request: dict[str, Any]) -> str:
@@ -671,7 +693,7 @@ class _Client:
         try:
             reply.update(await self.server.state.run_op(request))
         except ApiError as e:
-            reply.update(ok=False, error=str(e))
+            reply.update(ok=False, error=str(e), **e.fields)
         await self.out.send(reply)
 
 

@@ -33,6 +33,11 @@ from pairing.handshake import Authenticated, CodeToConfirm, PairingFailed
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 10.0
+_OUTCOMES = {
+    m.LaunchOutcome.LOCKED: "unlock the phone first",
+    m.LaunchOutcome.UNKNOWN: "the phone no longer offers this shortcut",
+    m.LaunchOutcome.FAILED: "the phone could not open it",
+}
 EVENT_BUFFER = 256
 
 
@@ -53,6 +58,10 @@ class DeviceState:
     now_playing: m.NowPlaying | None = None
     art: bytes | None = None
     inbox: dict[str, InboxItem] = field(default_factory=dict)
+    #: What the phone offers on the car's launcher (protocol version 2), in its order,
+    #: and the icons that arrived, by shortcut id.
+    shortcuts: list[m.Shortcut] = field(default_factory=list)
+    icons: dict[str, bytes] = field(default_factory=dict)
     clock_offset_ms: int = 0  # our clock minus the phone's
 
     def position_ms(self, now_ms: int) -> int | None:
@@ -83,6 +92,14 @@ class ManeuverImageReceived:
     data: bytes
 
 
+@dataclass(frozen=True)
+class ShortcutIconReceived:
+    """A shortcut's icon arrived whole."""
+
+    id: str
+    data: bytes
+
+
 #: What happened to the phone's link: up, down, closed, its pairing prompt and outcome.
 LinkEvent = LinkUp | LinkDown | ConnectionClosed | CodeToConfirm | Authenticated | PairingFailed
 _LINK_EVENTS = (LinkUp, LinkDown, ConnectionClosed, CodeToConfirm, Authenticated, PairingFailed)
@@ -92,7 +109,8 @@ _LINK_EVENTS = (LinkUp, LinkDown, ConnectionClosed, CodeToConfirm, Authenticated
 #: bulk object completed, or a link event.
 DeviceEvent = (
     m.Hello | m.RouteStatus | m.Maneuver | m.NowPlaying | m.Notification
-    | m.NotificationRemoved | m.ErrorReport | ArtReceived | ManeuverImageReceived | LinkEvent
+    | m.NotificationRemoved | m.ErrorReport | m.Shortcuts | ArtReceived | ManeuverImageReceived
+    | ShortcutIconReceived | LinkEvent
 )  # fmt: skip
 
 
@@ -104,6 +122,14 @@ def event_name(event: object) -> str:
 
 class CommandFailed(Exception):
     """A command was refused by the phone, or not answered in time."""
+
+
+class LaunchFailed(CommandFailed):
+    """The phone did not open a shortcut; ``outcome`` says why (locked, unknown...)."""
+
+    def __init__(self, text: str, outcome: m.LaunchOutcome) -> None:
+        super().__init__(text)
+        self.outcome = outcome
 
 
 #: Bulk transfers of one phone in progress at once, and their bytes together.
@@ -242,6 +268,9 @@ class PhoneDevice(Endpoint):
                     state.maneuver = None
                 self._emit(message)
             case m.Maneuver():
+                before = state.maneuver
+                if message.image is None or before is None or before.image != message.image:
+                    state.maneuver_image = None  # this maneuver's picture, not the last one's
                 state.maneuver = message
                 self._emit(message)
             case m.NowPlaying():
@@ -255,11 +284,26 @@ class PhoneDevice(Endpoint):
             case m.NotificationRemoved():
                 state.inbox.pop(message.id, None)
                 self._emit(message)
+            case m.Shortcuts():
+                state.shortcuts = list(message.shortcuts)
+                ids = {s.id for s in message.shortcuts}
+                state.icons = {i: icon for i, icon in state.icons.items() if i in ids}
+                self._emit(message)
             case m.BulkChunk():
+                if message.offset == 0 and message.total > m.MAX_ICON:
+                    icon = self._icon_for(message.transfer)
+                    if icon is not None:
+                        raise ProtocolError(
+                            ErrorCode.INVALID_MESSAGE,
+                            f"the icon of shortcut {icon.id!r} is over {m.MAX_ICON} bytes",
+                        )
                 data = self._transfers.add(message)
                 if data is not None:
                     self._bulk_done(message.transfer, data)
-            case m.NavigationResult() | m.MediaCommandResult() | m.MessagingResult():
+            case (
+                m.NavigationResult() | m.MediaCommandResult() | m.MessagingResult()
+                | m.LaunchResult()
+            ):  # fmt: skip
                 key = (int(message.channel), message.command_seq)
                 waiter = self._waiting.pop(key, None)
                 if waiter is None:
@@ -296,6 +340,9 @@ class PhoneDevice(Endpoint):
                     self.store_failed(e)
             log.info("inbox full (%d): the oldest notification was dropped", MAX_INBOX)
 
+    def _icon_for(self, transfer: int) -> m.Shortcut | None:
+        return next((s for s in self.state.shortcuts if s.icon == transfer), None)
+
     def _bulk_done(self, transfer: int, data: bytes) -> None:
         playing, maneuver = self.state.now_playing, self.state.maneuver
         if playing is not None and playing.art == transfer:
@@ -304,6 +351,9 @@ class PhoneDevice(Endpoint):
         elif maneuver is not None and maneuver.image == transfer:
             self.state.maneuver_image = data
             self._emit(ManeuverImageReceived(data))
+        elif (shortcut := self._icon_for(transfer)) is not None:
+            self.state.icons[shortcut.id] = data
+            self._emit(ShortcutIconReceived(shortcut.id, data))
 
     # -- commands -----------------------------------------------------------------------
 
@@ -322,8 +372,20 @@ class PhoneDevice(Endpoint):
         result = self._results.pop(key, None)
         if result is None:
             raise CommandFailed(f"the phone did not answer within {timeout:g} s")
+        if isinstance(result, m.LaunchResult) and not result.ok:
+            raise LaunchFailed(result.error or _OUTCOMES[result.outcome], result.outcome)
         if not result.ok:
             raise CommandFailed(result.error or "the phone refused the command")
+        return result
+
+    async def launch(self, id: str) -> m.LaunchResult:
+        """Open one of the phone's shortcuts; LaunchFailed says why not (its outcome)."""
+        shortcut = next((s for s in self.state.shortcuts if s.id == id), None)
+        if shortcut is None:
+            raise LaunchFailed(f"no shortcut {id!r} on this device", m.LaunchOutcome.UNKNOWN)
+        if self.version is None or self.version < m.MIN_SHORTCUTS_VERSION:
+            raise CommandFailed("the phone is not connected with protocol version 2")
+        result: m.LaunchResult = await self._command(m.Launch(id))
         return result
 
     async def media(

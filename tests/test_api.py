@@ -31,7 +31,7 @@ from bridge.api import (
     merge_device,
 )
 from bridge.config import ApiConfig, Config
-from bridge.emulation.scenarios import ART
+from bridge.emulation.scenarios import ARROW, ART, FLAVOURS, ICONS, launcher
 from bridge.emulation.world import RadioWorld
 from bridge.phone_device import PhoneDevice
 from bridge.radio_policy import HeadUnit, PairingAttemptFailed, Phone
@@ -158,6 +158,56 @@ async def test_pairing_confirmed_on_the_screen_then_commands_reach_the_phone(
         assert (await client.op(op="pairing", on=False))[
             "ok"
         ] and not running.head_unit.pairing_mode
+
+
+async def test_the_api_lists_shortcuts_and_launches_them(
+    aio: Any, autojump_clock: Any, tmp_path: Path
+) -> None:
+    """A device's shortcuts with their icons, a launch's outcome in the reply (done, or
+    locked / unknown with one sentence), and the maneuver's own picture."""
+    async with (
+        service(tmp_path, pixel="android") as (running, world),
+        connect(running.api_port or 0) as client,
+    ):
+        await client.send({"op": "auth", "token": token(tmp_path)})
+        prompt = await client.receive(lambda e: e.get("event") == "pairing_request")
+        await client.op(op="confirm", id=prompt["id"], accept=True)
+        device = await device_until(client, lambda d: d["ready"])
+        assert device["shortcuts"] == []
+        phone = world.phones["pixel"]
+        await launcher(phone.app, FLAVOURS["android"])
+        offered = await device_until(
+            client, lambda d: len(d["shortcuts"]) == 4 and all(s["icon"] for s in d["shortcuts"])
+        )
+        first = offered["shortcuts"][0]
+        assert {k: first[k] for k in ("id", "label", "kind")} == {
+            "id": "nav-home", "label": "Navigate home", "kind": "navigation",
+        }  # fmt: skip
+        assert base64.b64decode(first["icon"].split(",", 1)[1]) == ICONS["navigation"]
+        pixel = device["id"]
+        done = await client.op(op="launch", device=pixel, shortcut="daily-mix")
+        assert done == {"reply_to": client.seq, "ok": True, "outcome": "done"}
+        assert phone.app.launches == ["daily-mix"]
+        phone.app.locked = True
+        locked = await client.op(op="launch", device=pixel, shortcut="garage")
+        assert locked["ok"] is False and locked["outcome"] == "locked"
+        assert locked["error"] == "Pixel 9: unlock the phone to open the garage"
+        unknown = await client.op(op="launch", device=pixel, shortcut="teleport")
+        assert unknown["outcome"] == "unknown" and "no shortcut 'teleport'" in unknown["error"]
+        assert (await client.op(op="launch", device=pixel))["error"].startswith("launch needs")
+        # the maneuver's picture goes with its maneuver, and not with the next one
+        roundabout = m.Maneuver(
+            m.ManeuverType.ROUNDABOUT_ENTER_AND_EXIT, 600, "600", m.DistanceUnit.METERS,
+            "Avenue Foch", roundabout_exit=2,
+        )  # fmt: skip
+        await phone.app.maneuver(roundabout, image=ARROW)
+        pictured = await device_until(client, lambda d: bool((d["maneuver"] or {}).get("image")))
+        image = pictured["maneuver"]["image"]
+        assert base64.b64decode(image.split(",", 1)[1]) == ARROW
+        await phone.app.maneuver(m.Maneuver(m.ManeuverType.TURN_LEFT, 150, "150",
+                                            m.DistanceUnit.METERS, "Elm Rd"))  # fmt: skip
+        plain = await device_until(client, lambda d: d["maneuver"]["road"] == "Elm Rd")
+        assert plain["maneuver"]["image"] is None
 
 
 async def test_a_rejected_code_pairs_nothing(aio: Any, autojump_clock: Any, tmp_path: Path) -> None:
@@ -440,8 +490,13 @@ def test_api_md_lists_every_enumeration_value() -> None:
         "maneuver.display_unit": m.DistanceUnit, "maneuver.lanes[].directions[]": m.LaneDirection,
         "now_playing.state": m.PlaybackState, "inbox[].category": m.Category,
         "inbox[].actions[].kind": m.ActionKind, "media.command": m.MediaCommand,
+        "shortcuts[].kind": m.ShortcutKind,
     }  # fmt: skip
     for field, enum in fields.items():
         (line,) = [x for x in text.splitlines() if x.startswith(f"- `{field}`: ")]
         listed = [v.strip(" `") for v in line.split(": ", 1)[1].split(",")]
         assert listed == [v.name.lower() for v in enum], field
+    (line,) = [x for x in text.splitlines() if x.startswith("- `launch` reply's `outcome`: ")]
+    assert [v.strip(" `") for v in line.split(": ", 1)[1].split(",")] == [
+        v.name.lower() for v in m.LaunchOutcome
+    ]

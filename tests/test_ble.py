@@ -295,7 +295,7 @@ async def test_a_read_while_notifying_does_not_corrupt_the_stream(
         async def read_info_meanwhile() -> None:
             for _ in range(20):
                 info = await trio_asyncio.aio_as_trio(link.client.read_gatt_char)(str(INFO_UUID))
-                assert bytes(info) == b"\x82\x00\x01"
+                assert bytes(info) == b"\x83\x00\x01\x02"
 
         async with trio.open_nursery() as n:
             n.start_soon(notify)

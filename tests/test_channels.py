@@ -49,7 +49,7 @@ async def test_every_message_both_ways(autojump_clock: trio.testing.MockClock) -
         nursery.start_soon(rig.phone.run)
         await rig.link(nursery)
         hello = await wait_for(rig.hu, m.Hello)
-        assert hello.name == "Pixel 9" and rig.hu.version == 1 and rig.phone.version == 1
+        assert hello.name == "Pixel 9" and rig.hu.version == 2 and rig.phone.version == 2
         # navigation
         await rig.phone.set_route(
             m.RouteStatus(m.RouteState.ACTIVE, "Elm Rd 42", 1_000_000, 5400, 720)
@@ -208,7 +208,7 @@ async def test_incompatible_versions_close_with_a_clear_error(
     rig = Rig.make(phone_hello_=phone_hello(versions=[3, 4]))
     async with trio.open_nursery() as nursery:
         closed = await rig.closed(nursery)
-        assert "incompatible protocol versions: we speak 0, 1, the peer 3, 4" in closed.text
+        assert "incompatible protocol versions: we speak 0, 1, 2, the peer 3, 4" in closed.text
         assert closed.code == ErrorCode.UNSUPPORTED
         nursery.cancel_scope.cancel()
 

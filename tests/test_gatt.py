@@ -11,6 +11,7 @@ from bridge.wire.gatt import (
     advertised_name,
     advertising_data,
     head_unit_advertising,
+    info_value,
     wants_parameter_update,
 )
 
@@ -26,7 +27,8 @@ def test_advertisement_fits_a_legacy_packet() -> None:
 
 
 def test_info_value_is_cbor() -> None:
-    assert cbor.loads(cbor.dumps(list(PROTOCOL_VERSIONS))) == [0, 1]
+    assert cbor.loads(cbor.dumps(list(PROTOCOL_VERSIONS))) == [0, 1, 2]
+    assert info_value() == bytes.fromhex("83000102")  # PROTOCOL.md 1
 
 
 def test_the_requested_connection_parameters_keep_apples_rules() -> None:

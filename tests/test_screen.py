@@ -120,7 +120,7 @@ def test_pair_navigate_pause_and_reply_from_the_screen(demo: Demo, page: Page) -
             arg=name, timeout=30_000,
         )  # fmt: skip
     assert "token" not in page.url  # taken out of the address bar
-    # one driver's view: navigation from the Pixel, music from the iPhone, side by side
+    # one driver's view: navigation from the Pixel, music from the iPad, side by side
     pixel = page.locator('#nav-area[data-device="Pixel 9"]')
     road = pixel.locator(".nav .road")
     expect(road).not_to_be_empty(timeout=30_000)
@@ -129,18 +129,18 @@ def test_pair_navigate_pause_and_reply_from_the_screen(demo: Demo, page: Page) -
     expect(road).not_to_have_text(first, timeout=30_000)
     shot(page, "navigation")
     # pause on the screen reaches the phone, and the screen shows it paused
-    music = page.locator('#media-area[data-device="iPhone 16"]')
+    music = page.locator('#media-area[data-device="iPad"]')
     toggle = music.locator(".music .toggle")
     expect(toggle).to_have_attribute("data-state", "playing", timeout=30_000)
     toggle.click()
-    demo.wait_for(lambda line: line == "phone iPhone 16: MediaCommandRequest pause", 20)
+    demo.wait_for(lambda line: line == "phone iPad: MediaCommandRequest pause", 20)
     expect(toggle).to_have_attribute("data-state", "paused", timeout=20_000)
     expect(toggle).to_have_attribute("aria-label", "Play")
     shot(page, "now-playing")
     # a notification's own buttons: Mark as read and its canned replies; no keyboard
     # while the car may move, and nothing marks it read but its own action
     inbox = page.locator("#messages-area")
-    message = inbox.locator('.inbox li[data-id="msg-1"][data-device="iPhone 16"]')
+    message = inbox.locator('.inbox li[data-id="msg-1"][data-device="iPad"]')
     expect(message).to_be_visible(timeout=30_000)
     expect(message.locator(".buttons button")).to_have_text(
         ["Mark as read", "On my way", "No problem"]
@@ -154,9 +154,9 @@ def test_pair_navigate_pause_and_reply_from_the_screen(demo: Demo, page: Page) -
     expect(head.locator(".more")).to_be_visible(timeout=10_000)
     shot(page, "driving-actions")
     message.locator(".canned-reply", has_text="On my way").click()
-    demo.wait_for(lambda line: line == "phone iPhone 16: reply to msg-1: On my way", 20)
+    demo.wait_for(lambda line: line == "phone iPad: reply to msg-1: On my way", 20)
     missed.locator(".action").click()
-    demo.wait_for(lambda line: "iPhone 16: action call on call-1" in line, 20)
+    demo.wait_for(lambda line: "iPad: action call on call-1" in line, 20)
     # parked (the vehicle's side says so through the API), a reply may be typed
     page.evaluate("send({op: 'parked', on: true})")
     message.locator(".open").click()
@@ -165,7 +165,7 @@ def test_pair_navigate_pause_and_reply_from_the_screen(demo: Demo, page: Page) -
     page.locator("#reply-input").fill("See you at the door")
     shot(page, "reply")
     page.locator("#reply-form button[type=submit]").click()
-    demo.wait_for(lambda line: line == "phone iPhone 16: reply to msg-1: See you at the door", 20)
+    demo.wait_for(lambda line: line == "phone iPad: reply to msg-1: See you at the door", 20)
     expect(page.locator("#reply")).to_be_hidden()
     expect(message).to_have_class(re.compile(r"\bunread\b"))  # replying read nothing
     message.locator(".action", has_text="Mark as read").click()
@@ -245,7 +245,7 @@ def test_an_iphone_without_the_app_shows_only_what_works(demo: Demo, page: Page)
 
 @pytest.mark.parametrize("demo", [("--cast", "all", "--yes")], indirect=True)
 def test_two_players_the_driver_picks_one_and_the_choice_is_kept(demo: Demo, page: Page) -> None:
-    """Navigation from the Pixel, music from the iPhone with the app and a podcast from
+    """Navigation from the Pixel, music from the iPad with the app and a podcast from
     the iPhone without it: a source chip per player, the last to start shown first; a
     tap switches, and the choice outlives a reload."""
     url = demo.wait_for(lambda line: line.startswith("screen: ")).split(" ", 1)[1]
@@ -256,7 +256,7 @@ def test_two_players_the_driver_picks_one_and_the_choice_is_kept(demo: Demo, pag
     expect(page.locator("#nav-area")).to_have_attribute("data-device", "Pixel 9", timeout=30_000)
     area = page.locator("#media-area")
     shown = area.get_attribute("data-device")
-    other = "Ana's iPhone" if shown == "iPhone 16" else "iPhone 16"
+    other = "Ana's iPhone" if shown == "iPad" else "iPad"
     expect(chips.filter(has_text=shown or "")).to_have_attribute("aria-selected", "true")
     shot(page, "two-players")
     chips.filter(has_text=other).click()
@@ -268,9 +268,89 @@ def test_two_players_the_driver_picks_one_and_the_choice_is_kept(demo: Demo, pag
     expect(page.locator("#status")).to_have_text("connected", timeout=20_000)
     expect(area).to_have_attribute("data-device", other, timeout=20_000)  # remembered
     # messages from every device, each tagged with its device
-    expect(page.locator(".inbox li .from", has_text="iPhone 16").first).to_be_visible(
-        timeout=30_000
-    )
+    expect(page.locator(".inbox li .from", has_text="iPad").first).to_be_visible(timeout=30_000)
     expect(page.locator(".inbox li .from", has_text="Ana's iPhone").first).to_be_visible(
         timeout=30_000
     )
+
+
+TARGETS = """() => [...document.querySelectorAll('button')]
+  .filter((b) => b.offsetParent !== null)
+  .map((b) => { const r = b.getBoundingClientRect();
+    return [b.textContent.trim() || b.getAttribute('aria-label'), r.width, r.height]; })
+  .filter(([, w, h]) => w < 64 || h < 64)"""
+
+
+@pytest.mark.parametrize("demo", [("--yes",)], indirect=True)
+def test_the_launcher_opens_each_devices_shortcuts_and_says_what_happened(
+    demo: Demo, page: Page
+) -> None:
+    """Each device's shortcuts in a launcher; a tap opens one on the device, and the
+    result is shown: a route home starts, a playlist plays, a call is placed with a Hang
+    up; a locked phone's garage asks to unlock it. Every target is at least 64 px, at
+    both sizes, by day and by night."""
+    url = demo.wait_for(lambda line: line.startswith("screen: ")).split(" ", 1)[1]
+    page.goto(url)
+    expect(page.locator("#status")).to_have_text("connected", timeout=20_000)
+    apps = page.locator("#apps-open")
+    expect(apps).to_be_visible(timeout=60_000)
+    pixel = page.locator('.launcher-device[data-device="Pixel 9"]')
+    ipad = page.locator('.launcher-device[data-device="iPad"]')
+    apps.click()
+    expect(pixel.locator(".tile")).to_have_text(
+        ["Navigate home", "Play Daily Mix", "Call Mum", "Open the garage"], timeout=30_000
+    )
+    expect(ipad.locator(".tile")).to_have_count(4, timeout=30_000)
+    # every icon arrived and is a picture the browser could draw
+    page.wait_for_function(
+        "() => { const icons = [...document.querySelectorAll('.tile img')];"
+        " return icons.length === 8"
+        " && icons.every((i) => i.complete && i.naturalWidth === 48); }",
+        timeout=30_000,
+    )
+    assert page.evaluate(TARGETS) == []
+    shot(page, "launcher")
+    # the Pixel is locked: its garage needs it unlocked, and the screen says so
+    pixel.locator('.tile[data-shortcut="garage"]').click()
+    result = page.locator("#launch-result")
+    expect(result).to_be_visible(timeout=20_000)
+    expect(result).to_have_attribute("data-outcome", "locked")
+    expect(result).to_have_text("Pixel 9: unlock the phone to open the garage")
+    demo.wait_for(lambda line: line == "phone Pixel 9: launch garage: locked", 20)
+    shot(page, "launch-locked")
+    # the iPad plays its Daily Mix: the launcher closes, the music card shows it
+    ipad.locator('.tile[data-shortcut="daily-mix"]').click()
+    expect(page.locator("#launcher")).to_be_hidden(timeout=20_000)
+    expect(page.locator("#notice")).to_have_text("Play Daily Mix: done on iPad")
+    demo.wait_for(lambda line: line == "phone iPad: launch daily-mix: done", 20)
+    music = page.locator('#media-area[data-device="iPad"] .music')
+    expect(music.locator(".title")).to_have_text("Holocene", timeout=20_000)
+    # "Call Mum" from the iPad: the call is on the screen, with its own Hang up
+    apps.click()
+    ipad.locator('.tile[data-shortcut="call-mum"]').click()
+    demo.wait_for(lambda line: line == "phone iPad: launch call-mum: done", 20)
+    call = page.locator('.inbox li[data-device="iPad"][data-id="call-out-1"]')
+    expect(call.locator(".action")).to_have_text(["Hang up"], timeout=20_000)
+    call.locator(".action").click()
+    demo.wait_for(lambda line: "iPad: action hang-up on call-out-1" in line, 20)
+    expect(call).to_be_hidden(timeout=20_000)
+    # "Navigate home" on the Pixel: its route home replaces the drive on the screen
+    apps.click()
+    pixel.locator('.tile[data-shortcut="nav-home"]').click()
+    demo.wait_for(lambda line: line == "phone Pixel 9: launch nav-home: done", 20)
+    expect(page.locator("#nav-area .eta")).to_contain_text("Home, 12 Birch Lane", timeout=20_000)
+    shot(page, "launch-navigate-home")
+    # night: the same screen, darker and warmer; every target still 64 px, both sizes
+    page.locator("#settings-open").click()
+    page.locator('.theme[data-theme="night"]').click()
+    expect(page.locator("body")).to_have_attribute("data-theme", "night")
+    page.locator("#settings-close").click()
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(0, 0, 0)", background
+    assert page.evaluate(TARGETS) == []
+    shot(page, "night")
+    page.set_viewport_size({"width": 1024, "height": 600})
+    assert page.evaluate(TARGETS) == []
+    apps.click()
+    assert page.evaluate(TARGETS) == []
+    shot(page, "launcher-night-1024x600")

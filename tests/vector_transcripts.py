@@ -150,6 +150,12 @@ def _json(value: Any) -> Any:
 MESSAGES: list[Message] = [
     m.Hello([0], "android", "Pixel 9", "Pixel 9 Pro", max_text=512, clock_ms=1_000),
     m.ErrorReport(int(Channel.NAVIGATION), 3, 8, "maneuver: field 0 is missing"),
+    m.Shortcuts([
+        m.Shortcut("nav-home", "Navigate home", m.ShortcutKind.NAVIGATION, icon=3),
+        m.Shortcut("call-mum", "Call Mum", m.ShortcutKind.COMMUNICATION),
+    ]),
+    m.Launch("nav-home"),
+    m.LaunchResult(2, False, "unlock the phone first", m.LaunchOutcome.LOCKED),
     m.RouteStatus(m.RouteState.ACTIVE, "Elm Rd 42", 1_795_510_420_000, 3030, 420),
     m.Maneuver(
         m.ManeuverType.TURN_RIGHT, 300, "300", m.DistanceUnit.METERS, "Main St",

@@ -1,13 +1,14 @@
 """``python -m tools.screen_demo``: the head unit service (``bridge run``) with its screen,
 and two emulated phones on the virtual BLE radio, in real time.
 
-Open the printed address in a browser: pair each phone by confirming its code on the
-screen, then watch the Android phone navigate while the iPhone plays music and gets
-messages; tap pause, reply to a message. What each phone receives is printed (the
-browser tests read it). ``--yes`` confirms pairings without the screen. ``--cast
-app-free``: instead, one iPhone without the bridge app, which bonds (the same prompt)
-and shares a message, an incoming call and a podcast through ANCS and AMS; ``all``: the
-three.
+Open the printed address in a browser: pair each device by confirming its code on the
+screen, then watch the Android phone navigate while an iPad (a passenger's tablet) plays
+music and gets messages; tap pause, reply to a message, open "Apps" to launch what each
+device offers (the Pixel is locked: its "Open the garage" asks to unlock it). What each
+device receives is printed (the browser tests read it). ``--yes`` confirms pairings
+without the screen. ``--cast app-free``: instead, one iPhone without the bridge app,
+which bonds (the same prompt) and shares a message, an incoming call and a podcast
+through ANCS and AMS; ``all``: the three.
 """
 
 from __future__ import annotations
@@ -25,16 +26,17 @@ import trio
 
 from bridge import daemon
 from bridge.config import ApiConfig, Config
-from bridge.emulation.scenarios import FLAVOURS, drive, messages, playlist
+from bridge.emulation.scenarios import FLAVOURS, drive, launcher, messages, playlist
 from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
 from bridge.radio_policy import AppleRadio, Confirm
+from bridge.wire import messages as m
 from bridge.wire.apple import RemoteCommand
 from pairing.bonds import BondStore
 from transports.aio import asyncio_loop
 from transports.simulated import PROFILES
 
-CAST = {"pixel": "android", "iphone": "ios"}
+CAST = {"pixel": "android", "ipad": "ipad"}
 APP_FREE = "Ana's iPhone"
 
 
@@ -81,7 +83,9 @@ async def service_with_phones(
         central = await world.start_central()
         async with trio.open_nursery() as nursery:
             for key, flavour in cast.items():
-                phone = world.add_phone(key, FLAVOURS[flavour], PROFILES[flavour])
+                phone = world.add_phone(
+                    key, FLAVOURS[flavour], PROFILES[FLAVOURS[flavour].link_profile]
+                )
                 await nursery.start(phone.run)
 
             async def apple(bonds: BondStore) -> AppleRadio:
@@ -104,7 +108,9 @@ async def _play(phone: Any, flavour: Any, key: str, say: Any) -> None:
     await phone.connected.wait()
     say(f"phone {flavour.name}: connected")
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(launcher, phone.app, flavour)
         if key == "pixel":
+            phone.app.locked = True  # in its holder, locked
             nursery.start_soon(partial(drive, phone.app, flavour, step=4.0))
         else:
             nursery.start_soon(playlist, phone.app, flavour)
@@ -116,9 +122,14 @@ async def _play(phone: Any, flavour: Any, key: str, say: Any) -> None:
                 command = commands.pop(0)
                 name = type(command).__name__
                 detail = getattr(command, "command", None)
+                if isinstance(command, m.Launch):
+                    continue  # reported once done, below
                 say(
                     f"phone {flavour.name}: {name} {detail.name.lower() if detail else ''}".rstrip()
                 )
+            while phone.app.launch_log:
+                shortcut, outcome = phone.app.launch_log.pop(0)
+                say(f"phone {flavour.name}: launch {shortcut}: {outcome.name.lower()}")
             while replies:
                 note_id, text = replies.pop(0)
                 say(f"phone {flavour.name}: reply to {note_id}: {text}")
@@ -156,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--yes", action="store_true", help="confirm pairing codes by itself")
     parser.add_argument(
         "--cast", choices=["phones", "app-free", "all"], default="phones",
-        help="phones: an Android phone and an iPhone with the app; app-free: one iPhone "
+        help="phones: an Android phone and an iPad with the app; app-free: one iPhone "
         "without it (ANCS, AMS); all: the three",
     )  # fmt: skip
     args = parser.parse_args(argv)

@@ -59,6 +59,7 @@ class PairingPhoneApp(PhoneApp):
         self.paired_with: list[str] = []
 
     async def on_event(self, event: PeerEvent) -> None:
+        await super().on_event(event)  # the phone app's own (its shortcuts follow HELLO)
         if isinstance(event, CodeToConfirm):
             accepted = await self.confirm(event)
             if self.show is not None:

@@ -9,9 +9,11 @@ drive it; tests read what it received (``replies``, ``commands``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from bridge.connection import HelloReceived
 from bridge.endpoint import Endpoint, PeerEvent
 from bridge.session import PeerSession
 from bridge.store import MessageStore
@@ -27,6 +29,20 @@ def _keep(log: list[Any], item: Any, limit: int | None) -> None:
     log.append(item)
     if limit is not None and len(log) > limit:
         del log[: len(log) - limit]
+
+
+@dataclass(frozen=True)
+class AppShortcut:
+    """One thing the phone offers on the car's launcher (PROTOCOL.md 6.1): what the
+    launcher shows, what a launch does (``run`` returns None, or why it failed), whether
+    the phone must be unlocked for it, and its icon."""
+
+    id: str
+    label: str
+    kind: m.ShortcutKind
+    run: Callable[[], Awaitable[str | None]]
+    needs_unlock: bool = False
+    icon: bytes | None = None
 
 
 class PhoneApp(Endpoint):
@@ -58,6 +74,15 @@ class PhoneApp(Endpoint):
         self.guidance_available = guidance_available
         self.next_transfer = 1
         self.events: list[Any] = []
+        # the launcher: what this phone offers the car, whether it is locked (then the
+        # shortcuts that need it unlocked answer "locked"), the launches it carried out
+        self.shortcuts: dict[str, AppShortcut] = {}
+        self.locked = False
+        self.launches: list[str] = []  # the shortcuts opened
+        self.launch_log: list[tuple[str, m.LaunchOutcome]] = []  # every launch asked for
+        self.calls: list[str] = []  # calls placed, by whom they went to
+        self._call_ids: set[str] = set()
+        self._shortcuts_for: bytes | None = None  # the head unit epoch that has them
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -112,6 +137,39 @@ class PhoneApp(Endpoint):
             mime = "image/png" if art.startswith(b"\x89PNG") else "image/jpeg"
             await self.send_object(transfer, art, mime)
 
+    async def offer_shortcuts(self, shortcuts: list[AppShortcut]) -> None:
+        """Offer these on the car's launcher: sent now when the head unit speaks protocol
+        version 2, else once its HELLO says so (and again to a head unit that restarted)."""
+        self.shortcuts = {s.id: s for s in shortcuts}
+        self._shortcuts_for = None
+        await self._publish_shortcuts()
+
+    async def _publish_shortcuts(self) -> None:
+        peer = self.peer
+        if peer is None or self.version is None or self.version < m.MIN_SHORTCUTS_VERSION:
+            return
+        if self._shortcuts_for is not None and self._shortcuts_for == peer.epoch:
+            return
+        self._shortcuts_for = peer.epoch
+        icons = {s.id: self._transfer() for s in self.shortcuts.values() if s.icon is not None}
+        await self.send(m.Shortcuts([
+            m.Shortcut(s.id, s.label, s.kind, icons.get(s.id)) for s in self.shortcuts.values()
+        ]))  # fmt: skip
+        for shortcut in self.shortcuts.values():
+            if shortcut.icon is not None:
+                mime = "image/png" if shortcut.icon.startswith(b"\x89PNG") else "image/jpeg"
+                await self.send_object(icons[shortcut.id], shortcut.icon, mime)
+
+    async def place_call(self, to: str) -> None:
+        """Call someone: the phone shows the call (with a "Hang up" the car offers too)."""
+        self.calls.append(to)
+        call_id = f"call-out-{len(self.calls)}"
+        self._call_ids.add(call_id)
+        await self.notify(m.Notification(
+            call_id, "Phone", m.Category.OTHER, "Calling…", self.clock_ms(), to,
+            title="Outgoing call", actions=[m.Action("hang-up", "Hang up", m.ActionKind.CUSTOM)],
+        ))  # fmt: skip
+
     async def notify(self, notification: m.Notification) -> None:
         self.notifications[notification.id] = notification
         await self.send(notification)
@@ -132,6 +190,8 @@ class PhoneApp(Endpoint):
 
     async def on_event(self, event: PeerEvent) -> None:
         _keep(self.events, event, self.history)
+        if isinstance(event, HelloReceived):
+            await self._publish_shortcuts()
 
     async def apply(self, message: Message, seq: int | None) -> None:
         assert seq is not None or not isinstance(message, m.MediaCommandRequest | m.GuidanceRequest)
@@ -144,6 +204,12 @@ class PhoneApp(Endpoint):
                 _keep(self.commands, message, self.history)
                 error = await self._guidance(message)
                 await self.send(m.NavigationResult(seq or 0, error is None, error))
+            case m.Launch():
+                _keep(self.commands, message, self.history)
+                outcome, error = await self._launch(message.id)
+                _keep(self.launch_log, (message.id, outcome), self.history)
+                ok = outcome is m.LaunchOutcome.DONE
+                await self.send(m.LaunchResult(seq or 0, ok, error, outcome))
             case m.MarkRead() | m.PerformAction() | m.Reply() | m.Dismiss():
                 _keep(self.commands, message, self.history)
                 error = await self._messaging(message)
@@ -199,6 +265,18 @@ class PhoneApp(Endpoint):
         await self._publish_track(state, position)
         return None
 
+    async def _launch(self, id: str) -> tuple[m.LaunchOutcome, str | None]:
+        shortcut = self.shortcuts.get(id)
+        if shortcut is None:
+            return m.LaunchOutcome.UNKNOWN, f"no shortcut {id!r} on this phone"
+        if shortcut.needs_unlock and self.locked:
+            return m.LaunchOutcome.LOCKED, f"unlock the phone to {shortcut.label.lower()}"
+        error = await shortcut.run()
+        if error is not None:
+            return m.LaunchOutcome.FAILED, error
+        _keep(self.launches, id, self.history)
+        return m.LaunchOutcome.DONE, None
+
     async def _guidance(self, request: m.GuidanceRequest) -> str | None:
         if not self.guidance_available:
             return "navigation is not available"
@@ -224,6 +302,9 @@ class PhoneApp(Endpoint):
                 if not any(a.id == request.action_id for a in note.actions or []):
                     return f"no action {request.action_id!r}"
                 _keep(self.actions, (request.id, request.action_id), self.history)
+                if request.id in self._call_ids and request.action_id == "hang-up":
+                    self._call_ids.discard(request.id)
+                    await self.remove(request.id)
             case m.Reply():
                 text = request.text
                 if request.canned is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import trio
 
-from bridge.emulation.phone_app import PhoneApp
+from bridge.emulation.phone_app import AppShortcut, PhoneApp
 from bridge.wire import messages as m
 
 
@@ -37,6 +37,10 @@ FLAVOURS = {
     "ios": Flavour(
         "ios", "iPhone 16", "iPhone17,3", "Apple Maps", "Apple Music", ("iMessage", "WhatsApp"),
         "ios",
+    ),
+    # a tablet: the passenger's iPad, on iOS's link profile
+    "ipad": Flavour(
+        "ios", "iPad", "iPad14,8", "Apple Maps", "Apple Music", ("iMessage", "FaceTime"), "ios",
     ),
 }  # fmt: skip
 
@@ -91,7 +95,27 @@ def _album_cover(x: int, y: int) -> tuple[int, int, int]:
 
 
 ART = _png(160, 160, _album_cover)  # the demo's album art: a real picture
-ARROW = b"\x89PNG\r\n\x1a\n" + bytes(2000)  # a small maneuver image
+
+
+def _roundabout(x: int, y: int) -> tuple[int, int, int]:
+    """A roundabout seen from above, the way in at the bottom and the second exit (right)
+    marked: the maneuver image the demo's phone sends for its roundabout."""
+    dx, dy = x - 48, y - 44
+    r = (dx * dx + dy * dy) ** 0.5
+    road, marked, ground = (90, 96, 106), (76, 201, 240), (23, 26, 32)
+    if 18 <= r <= 30:
+        # the ring: marked from the way in (bottom) counterclockwise to the right exit
+        return marked if (dx >= 0 and dy >= -6) or (abs(dx) <= 8 and dy > 0) else road
+    if 40 <= x <= 56 and y > 70:
+        return marked  # the way in
+    if x >= 74 and 36 <= y <= 52:
+        return marked  # the exit taken
+    if (40 <= x <= 56 and y < 18) or (x < 22 and 36 <= y <= 52):
+        return road  # the other exits
+    return ground
+
+
+ARROW = _png(96, 96, _roundabout)  # the maneuver image: a real picture too
 
 
 def display(metres: int) -> tuple[str, m.DistanceUnit]:
@@ -154,6 +178,91 @@ def inbox(flavour: Flavour, now_ms: int) -> list[tuple[float, m.Notification]]:
             actions=[m.Action("call", "Call back", m.ActionKind.CALL_BACK)],
         )),
     ]  # fmt: skip
+
+
+DAILY_MIX = [
+    m.NowPlaying("Holocene", "Bon Iver", "Bon Iver, Bon Iver", 337_000),
+    m.NowPlaying("Night Owl", "Galimatias", "Renaissance", 215_000),
+    m.NowPlaying("Bloodstream", "Stateless", "Matilda", 312_000),
+]
+
+
+def _icon(colour: tuple[int, int, int], shape: Callable[[int, int], bool]) -> bytes:
+    """A 48x48 launcher icon: a white shape on a coloured disc."""
+
+    def pixel(x: int, y: int) -> tuple[int, int, int]:
+        dx, dy = x - 23.5, y - 23.5
+        if dx * dx + dy * dy > 23 * 23:
+            return 23, 26, 32  # the launcher's tile colour around the disc
+        return (245, 245, 245) if shape(x, y) else colour
+
+    return _png(48, 48, pixel)
+
+
+ICONS = {
+    # an arrow pointing up: a triangle over a stem
+    "navigation": _icon((26, 115, 232), lambda x, y: (10 <= y <= 24 and abs(x - 24) <= (y - 10))
+                        or (24 < y <= 38 and abs(x - 24) <= 4)),
+    # a note: a stem and a head
+    "media": _icon((29, 185, 84), lambda x, y: (28 <= x <= 31 and 10 <= y <= 32)
+                   or (x - 24) ** 2 + (y - 33) ** 2 <= 36),
+    # a handset: two dots joined by a bar
+    "communication": _icon((0, 150, 136), lambda x, y: (x - 15) ** 2 + (y - 30) ** 2 <= 30
+                           or (x - 33) ** 2 + (y - 18) ** 2 <= 30
+                           or (abs((x - 15) - (30 - y)) <= 3 and 15 <= x <= 33)),
+    # a house: a roof over a square
+    "home": _icon((251, 140, 0), lambda x, y: (10 <= y <= 22 and abs(x - 24) <= (y - 10))
+                  or (22 < y <= 36 and 14 <= x <= 34)),
+}  # fmt: skip
+
+HOME = "Home, 12 Birch Lane"
+
+
+def shortcuts(phone: PhoneApp, flavour: Flavour) -> list[AppShortcut]:
+    """What the emulated phone offers on the car's launcher, each doing what it says: a
+    route home, a playlist, a call, and a smart-home action that needs the phone unlocked."""
+
+    async def navigate_home() -> str | None:
+        if not phone.guidance_available:
+            return "navigation is not available"
+        await phone.set_route(
+            m.RouteStatus(m.RouteState.ACTIVE, HOME, phone.clock_ms() + 960_000, 12_400, 960)
+        )
+        await phone.maneuver(m.Maneuver(
+            m.ManeuverType.DEPART, 250, "250", m.DistanceUnit.METERS, "Rue de Rivoli",
+        ))  # fmt: skip
+        return None
+
+    async def daily_mix() -> str | None:
+        await phone.play([_with_app(t, flavour.music_app) for t in DAILY_MIX], art=ART)
+        return None
+
+    async def call_mum() -> str | None:
+        await phone.place_call("Mum")
+        return None
+
+    async def open_garage() -> str | None:
+        await phone.notify(m.Notification(
+            f"garage-{len(phone.launches) + 1}", "Home", m.Category.OTHER,
+            "The garage door is opening", phone.clock_ms(), title="Garage",
+        ))  # fmt: skip
+        return None
+
+    kind = m.ShortcutKind
+    return [
+        AppShortcut("nav-home", "Navigate home", kind.NAVIGATION, navigate_home,
+                    icon=ICONS["navigation"]),
+        AppShortcut("daily-mix", "Play Daily Mix", kind.MEDIA, daily_mix, icon=ICONS["media"]),
+        AppShortcut("call-mum", "Call Mum", kind.COMMUNICATION, call_mum,
+                    icon=ICONS["communication"]),
+        AppShortcut("garage", "Open the garage", kind.HOME, open_garage, needs_unlock=True,
+                    icon=ICONS["home"]),
+    ]  # fmt: skip
+
+
+async def launcher(phone: PhoneApp, flavour: Flavour) -> None:
+    """Offer the phone's shortcuts on the car's launcher."""
+    await phone.offer_shortcuts(shortcuts(phone, flavour))
 
 
 async def messages(phone: PhoneApp, flavour: Flavour) -> None:

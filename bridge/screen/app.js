@@ -27,6 +27,7 @@ let socket = null;
 let seq = 0;
 let retry = 500;
 let replying = null; // {device, id}
+const waiting = new Map();  // seq -> what to do with the operation's reply
 
 function token() {
   const match = location.hash.match(/token=([^&]+)/);
@@ -37,11 +38,14 @@ function token() {
   return sessionStorage.getItem("bridge-token");
 }
 
-function send(op) {
+function send(op, onReply) {
   if (socket && socket.readyState === WebSocket.OPEN) {
     seq += 1;
+    if (onReply) waiting.set(seq, onReply);
     socket.send(JSON.stringify({ ...op, seq }));
+    return true;
   }
+  return false;
 }
 
 function connect() {
@@ -108,18 +112,24 @@ function onEvent(event) {
       break;
     }
     default:
-      if ("reply_to" in event && !event.ok) console.warn("refused:", event.error);
+      if ("reply_to" in event) {
+        const onReply = waiting.get(event.reply_to);
+        waiting.delete(event.reply_to);
+        if (onReply) onReply(event);
+        else if (!event.ok) console.warn("refused:", event.error);
+      }
       return;
   }
   render();
 }
 
-function showNotice(text) {
+function showNotice(text, ok = false) {
   const notice = $("notice");
   notice.textContent = text;
+  notice.className = `notice${ok ? " ok" : ""}`;
   notice.hidden = false;
   clearTimeout(showNotice.timer);
-  showNotice.timer = setTimeout(() => { notice.hidden = true; }, 20_000);
+  showNotice.timer = setTimeout(() => { notice.hidden = true; }, ok ? 5_000 : 20_000);
 }
 
 function render() {
@@ -138,6 +148,8 @@ function render() {
   renderNavigation(pick("nav", devices.filter(navigating)));
   renderMusic(pick("media", devices.filter((d) => d.now_playing)));
   renderMessages(devices);
+  renderLauncher(devices);
+  applyTheme();
   $("devices").replaceChildren(...shown.map((device) => {
     const li = document.createElement("li");
     li.dataset.name = device.name;
@@ -217,7 +229,12 @@ function renderNavigation(device) {
   const maneuver = arrived ? null : device.maneuver;
   nav.hidden = !maneuver;
   if (!maneuver) return;
-  nav.querySelector(".symbol").textContent = SYMBOLS[maneuver.type] || "↑";
+  const symbol = nav.querySelector(".symbol");
+  const image = nav.querySelector(".maneuver-image");
+  symbol.textContent = SYMBOLS[maneuver.type] || "↑";
+  symbol.hidden = Boolean(maneuver.image);  // the phone's own picture of the maneuver
+  image.hidden = !maneuver.image;
+  if (maneuver.image && image.getAttribute("src") !== maneuver.image) image.src = maneuver.image;
   const exit = maneuver.roundabout_exit ? ` · exit ${maneuver.roundabout_exit}` : "";
   nav.querySelector(".distance").textContent =
     `${maneuver.display_distance} ${UNITS[maneuver.display_unit] || ""}${exit}`;
@@ -350,6 +367,75 @@ function renderNote(device, note, replies) {
   return li;
 }
 
+// The phone's apps on the car screen: each device's shortcuts; a tap opens one on the
+// device, and what the device answered is shown (done, or why not: locked, unknown).
+function renderLauncher(devices) {
+  const offering = devices.filter((d) => d.connected && (d.shortcuts || []).length);
+  $("apps-open").hidden = offering.length === 0;
+  const key = JSON.stringify(offering.map((d) => [d.id, d.name, d.shortcuts.map((s) =>
+    [s.id, s.label, s.kind, s.icon ? s.icon.length : 0])]));
+  if (key === renderLauncher.shown) return;  // unchanged: keep the tiles (and their state)
+  renderLauncher.shown = key;
+  $("launcher-devices").replaceChildren(...offering.map((device) => {
+    const section = document.createElement("section");
+    section.className = "launcher-device";
+    section.dataset.device = device.name;
+    const title = document.createElement("h3");
+    title.textContent = device.name;
+    const tiles = document.createElement("div");
+    tiles.className = "tiles";
+    for (const shortcut of device.shortcuts) {
+      const tile = document.createElement("button");
+      tile.className = `tile ${shortcut.kind}`;
+      tile.dataset.shortcut = shortcut.id;
+      if (shortcut.icon) {
+        const img = document.createElement("img");
+        img.src = shortcut.icon;
+        img.alt = "";
+        tile.append(img);
+      }
+      const label = document.createElement("span");
+      label.className = "label";
+      label.textContent = shortcut.label;
+      tile.append(label);
+      tile.onclick = () => launch(device, shortcut, tile);
+      tiles.append(tile);
+    }
+    section.append(title, tiles);
+    return section;
+  }));
+}
+
+function launch(device, shortcut, tile) {
+  const result = $("launch-result");
+  tile.setAttribute("aria-busy", "true");
+  const sent = send({ op: "launch", device: device.id, shortcut: shortcut.id }, (reply) => {
+    tile.removeAttribute("aria-busy");
+    if (reply.ok) {
+      $("launcher").hidden = true;
+      result.hidden = true;
+      showNotice(`${shortcut.label}: done on ${device.name}`, true);
+    } else {
+      result.dataset.outcome = reply.outcome || "failed";
+      result.textContent = reply.error;
+      result.hidden = false;
+    }
+  });
+  if (!sent) tile.removeAttribute("aria-busy");
+}
+
+// Night: a darker, warmer screen. "auto" follows the clock (19:00 to 07:00).
+function applyTheme() {
+  const choice = localStorage.getItem("bridge-theme") || "auto";
+  const hour = new Date().getHours();
+  const night = choice === "night" || (choice === "auto" && (hour >= 19 || hour < 7));
+  document.body.classList.toggle("night", night);
+  document.body.dataset.theme = night ? "night" : "day";
+  for (const option of document.querySelectorAll(".theme")) {
+    option.setAttribute("aria-checked", String(option.dataset.theme === choice));
+  }
+}
+
 function renderPrompt() {
   const prompt = [...state.prompts.values()][0];
   $("prompt").hidden = !prompt;
@@ -402,6 +488,11 @@ $("pairing").onclick = () => send({ op: "pairing", on: !state.pairing });
   toggle.onclick = () => media(toggle.dataset.state === "playing" ? "pause" : "play");
 }
 $("settings-open").onclick = () => { $("settings").hidden = false; };
+$("apps-open").onclick = () => { $("launch-result").hidden = true; $("launcher").hidden = false; };
+$("launcher-close").onclick = () => { $("launcher").hidden = true; };
+for (const option of document.querySelectorAll(".theme")) {
+  option.onclick = () => { localStorage.setItem("bridge-theme", option.dataset.theme); applyTheme(); };
+}
 $("settings-close").onclick = () => { $("settings").hidden = true; };
 $("reply-close").onclick = closeReply;
 $("reply-form").onsubmit = (event) => {
@@ -417,5 +508,7 @@ $("login-form").onsubmit = (event) => {
   connect();
 };
 setInterval(tick, 500);
+setInterval(applyTheme, 60_000);
 tick();
+applyTheme();
 connect();

@@ -43,6 +43,9 @@ class ControlType(IntEnum):
     PAIRING = 5  # unsequenced, encrypted: the numeric comparison
     HELLO = 6  # unsequenced: versions and capabilities, first after authentication
     ERROR = 7  # sequenced: a message the receiver could not use
+    SHORTCUTS = 8  # sequenced, version 2: the phone's shortcuts for the car's launcher
+    LAUNCH = 9  # sequenced, version 2, head unit -> phone: open a shortcut
+    LAUNCH_RESULT = 10  # sequenced, version 2: what a launch did
 
 
 class CloseCode(IntEnum):

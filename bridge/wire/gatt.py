@@ -24,7 +24,8 @@ IDENTIFY_TAG_SIZE = 16
 TO_SERVER_UUID = TO_PHONE_UUID
 FROM_SERVER_UUID = FROM_PHONE_UUID
 
-PROTOCOL_VERSIONS = (0, 1)  # 1: the head unit also as GATT server (PROTOCOL.md 1.2)
+#: 1: the head unit also as GATT server (PROTOCOL.md 1.2); 2: the phone's shortcuts (6.1)
+PROTOCOL_VERSIONS = (0, 1, 2)
 MAX_VERSION = 23  # the info value's versions are one-byte CBOR uints
 
 

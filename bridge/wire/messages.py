@@ -61,6 +61,81 @@ class ErrorReport(Message):
     text: str = key(3)
 
 
+#: Version 2 (PROTOCOL.md 6.1): shortcuts, at most this many, ids at most this long
+#: (no peer's max_text, 16 at the least, ever cuts an id), icons at most this many bytes.
+MIN_SHORTCUTS_VERSION = 2
+MAX_SHORTCUTS = 16
+MAX_SHORTCUT_ID = 16
+MAX_ICON = 16384
+
+
+class ShortcutKind(IntEnum):
+    OTHER = 0
+    NAVIGATION = 1
+    MEDIA = 2
+    COMMUNICATION = 3
+    HOME = 4
+
+
+class LaunchOutcome(IntEnum):
+    DONE = 0
+    LOCKED = 1  # the phone must be unlocked first
+    UNKNOWN = 2  # no shortcut with this id (any more)
+    FAILED = 3  # it was tried and did not work (the text says why)
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    id: str = key(0)
+    label: str = key(1)
+    kind: ShortcutKind = key(2)
+    icon: int | None = key(3, default=None)  # bulk transfer carrying its icon (PNG/JPEG)
+
+
+@dataclass(frozen=True)
+class Shortcuts(Message):
+    """Everything the phone offers on the car's launcher (replaces the previous list)."""
+
+    channel: ClassVar[Channel] = Channel.CONTROL
+    type: ClassVar[int] = ControlType.SHORTCUTS
+    shortcuts: list[Shortcut] = key(0)
+
+    def check(self) -> None:
+        _check(len(self.shortcuts) <= MAX_SHORTCUTS, f"more than {MAX_SHORTCUTS} shortcuts")
+        ids = [s.id for s in self.shortcuts]
+        _check(
+            all(0 < len(i) <= MAX_SHORTCUT_ID for i in ids),
+            f"a shortcut id must be 1 to {MAX_SHORTCUT_ID} characters",
+        )
+        _check(len(set(ids)) == len(ids), "two shortcuts with one id")
+        icons = [s.icon for s in self.shortcuts if s.icon is not None]
+        _check(len(set(icons)) == len(icons), "two shortcuts with one icon transfer")
+
+
+@dataclass(frozen=True)
+class Launch(Message):
+    """Open one of the phone's shortcuts (head unit -> phone)."""
+
+    channel: ClassVar[Channel] = Channel.CONTROL
+    type: ClassVar[int] = ControlType.LAUNCH
+    id: str = key(0)
+
+
+@dataclass(frozen=True)
+class LaunchResult(Message):
+    """What a launch did: ``ok`` exactly when ``outcome`` is DONE; ``error`` says why not."""
+
+    channel: ClassVar[Channel] = Channel.CONTROL
+    type: ClassVar[int] = ControlType.LAUNCH_RESULT
+    command_seq: int = key(0)
+    ok: bool = key(1)
+    error: str | None = key(2, default=None)
+    outcome: LaunchOutcome = key(3, default=LaunchOutcome.DONE)
+
+    def check(self) -> None:
+        _check(self.ok == (self.outcome is LaunchOutcome.DONE), "launch result: ok but not done")
+
+
 # -- navigation ---------------------------------------------------------------------------
 
 
@@ -467,7 +542,7 @@ Delivered = (
 # -- dispatch -----------------------------------------------------------------------------
 
 ALL: list[type[Message]] = [
-    Hello, ErrorReport,
+    Hello, ErrorReport, Shortcuts, Launch, LaunchResult,
     RouteStatus, Maneuver, GuidanceRequest, NavigationResult,
     NowPlaying, MediaCommandRequest, MediaCommandResult,
     Notification, NotificationRemoved, MarkRead, PerformAction, Reply, Dismiss, MessagingResult,

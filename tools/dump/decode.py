@@ -287,6 +287,9 @@ def message_fields(frame: Frame) -> dict[str, Any] | None:
     if frame.channel is Channel.CONTROL and frame.type not in (
         ControlType.HELLO,
         ControlType.ERROR,
+        ControlType.SHORTCUTS,
+        ControlType.LAUNCH,
+        ControlType.LAUNCH_RESULT,
     ):
         return None
     try:
@@ -398,4 +401,13 @@ def summarize(message: Message) -> str:
         return f"{message.name} ({message.platform}), versions {list(message.versions)}"
     if isinstance(message, m.GuidanceRequest):
         return message.action.name.lower()
+    if isinstance(message, m.Shortcuts):
+        return ", ".join(f"{s.id} ({s.kind.name.lower()})" for s in message.shortcuts) or "none"
+    if isinstance(message, m.Launch):
+        return message.id
+    if isinstance(message, m.LaunchResult):
+        outcome = message.outcome.name.lower()
+        return f"frame {message.command_seq}: {outcome}" + (
+            f" ({message.error})" if message.error else ""
+        )
     return ""

@@ -27,7 +27,7 @@ local KINDS = { [0] = "CONT", [1] = "FIRST", [2] = "CREDIT", [3] = "reserved" }
 local CHANNELS = { [0] = "control", [1] = "navigation", [2] = "audio", [3] = "messaging", [4] = "bulk" }
 local CONTROL = {
   [1] = "ack", [2] = "keepalive", [3] = "close", [4] = "handshake", [5] = "pairing",
-  [6] = "hello", [7] = "error",
+  [6] = "hello", [7] = "error", [8] = "shortcuts", [9] = "launch", [10] = "launch_result",
 }
 
 local f = {
@@ -519,7 +519,7 @@ function bridge.dissector(tvb, pinfo, tree)
       rtree:add(f.type, ftype):set_generated()
       if seq ~= nil then rtree:add(f.fseq, seq):set_generated() end
       local name = tostring(ftype)
-      if channel == 0 and seq == nil and CONTROL[ftype] ~= nil then name = CONTROL[ftype] end
+      if channel == 0 and CONTROL[ftype] ~= nil then name = CONTROL[ftype] end
       info = info .. ", " .. CHANNELS[channel] .. " " .. name
     end
   end
