@@ -83,6 +83,7 @@ FAULT_CASES = {
     "no-rekey": "20",
     "no-navigation-result": "21",
     "wrong-close-code": "1",
+    "shortcuts-to-any-version": "28",
 }
 #: Faults that only a GATT client can have (--phone-role central), tested on their own.
 CENTRAL_FAULTS = {"no-identify"}

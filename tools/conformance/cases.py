@@ -120,21 +120,21 @@ class Session:
 
     def __init__(
         self, ctx: Context, link: Link, *, allow_pairing: bool, peer: bytes | None,
-        config: ConnectionConfig | None = None,
+        config: ConnectionConfig | None = None, versions: list[int] | None = None,
     ) -> None:  # fmt: skip
         self.link = link
         self.wire = Wire(link)
         self.events: list[SessionEvent] = []
         self.role = ctx.role
         if ctx.role is Role.HEAD_UNIT:
-            hello = m.Hello([0], "head-unit", "Conformance")
+            hello = m.Hello(versions or [0], "head-unit", "Conformance")
             self.handshake = Handshake(
                 Role.HEAD_UNIT, ctx.trust.identity, name="Conformance", platform="head-unit",
                 trusted=ctx.trust.trusted_keys(), peer_key=peer, allow_pairing=allow_pairing,
                 random=os.urandom, irk=ctx.trust.irk,  # a phone finds our adverts by it
             )  # fmt: skip
         else:
-            hello = m.Hello([0], "android", "Conformance phone")
+            hello = m.Hello(versions or [0], "android", "Conformance phone")
             self.handshake = Handshake(
                 Role.PHONE, ctx.trust.identity, name="Conformance phone", platform="android",
                 trusted=ctx.trust.trusted_keys(), allow_pairing=allow_pairing,
@@ -277,6 +277,7 @@ async def reconnected(
     *,
     att_mtu: int | None = None,
     tamper_after: int | None = None,
+    versions: list[int] | None = None,
 ) -> AsyncIterator[Session]:
     """A session authenticated (KK) as the head unit that paired in case 3, hung up when
     the case is done. Its tasks run in a nursery of their own: what a case raises inside
@@ -288,7 +289,9 @@ async def reconnected(
         link = await ctx.target.connect(att_mtu)
         if tamper_after is not None:
             _tamper(link, tamper_after)
-        s = Session(ctx, link, allow_pairing=False, peer=ctx.peer_key, config=config)
+        s = Session(
+            ctx, link, allow_pairing=False, peer=ctx.peer_key, config=config, versions=versions
+        )
         await s.run(nursery)
         try:
             await s.until(f"the {ctx.peer} authenticated", lambda: bool(s.of(HelloReceived)), 70)
@@ -993,3 +996,77 @@ async def _head_unit_advertising(ctx: Context) -> None:
         raise CaseFailed(f"its tokens ({shown}) do not resolve with the IRK from its CONFIRM")
     if not any(x.name for x in seen):
         raise CaseFailed("in pairing mode its scan response carries no name (2.2)")
+
+
+def _frames_of(s: Session, channel: Channel, type: int) -> list[MessageReceived]:
+    return [
+        e for e in s.events
+        if isinstance(e, MessageReceived) and e.channel is channel and e.type == type
+    ]  # fmt: skip
+
+
+def _icons(s: Session, transfers: set[int]) -> dict[int, tuple[int, bytes]]:
+    """The named icon transfers' objects so far: transfer -> (announced total, data)."""
+    out: dict[int, tuple[int, bytearray]] = {}
+    for e in _frames_of(s, Channel.BULK, m.BulkChunk.type):
+        chunk = _decoded(e)
+        assert isinstance(chunk, m.BulkChunk)
+        if chunk.transfer in transfers:
+            if chunk.offset == 0:
+                out[chunk.transfer] = (chunk.total, bytearray())
+            if chunk.transfer in out:
+                out[chunk.transfer][1].extend(chunk.data)
+    return {t: (total, bytes(data)) for t, (total, data) in out.items()}
+
+
+@case("28", "6.1", "version 2: shortcuts only to a head unit that speaks 2; valid, with "
+      "their icons; a launch of an unknown one is answered \"unknown\"")  # fmt: skip
+async def _shortcuts(ctx: Context) -> None:
+    async with reconnected(ctx, versions=[0, 1]) as s:
+        await ctx.target.stimulate()
+        await trio.sleep(3)
+        if _frames_of(s, Channel.CONTROL, m.Shortcuts.type):
+            raise CaseFailed("it sent SHORTCUTS to a head unit that speaks only versions 0, 1")
+    async with reconnected(ctx, versions=list(m.PROTOCOL_VERSIONS)) as s:
+        hello = s.of(HelloReceived)[0]
+        assert isinstance(hello, HelloReceived)
+        if m.MIN_SHORTCUTS_VERSION not in hello.hello.versions:
+            raise CaseSkipped(f"the phone speaks versions {hello.hello.versions}, not 2 "
+                              "(shortcuts are version 2's)")  # fmt: skip
+        await ctx.target.stimulate()
+        with trio.move_on_after(10):
+            while not _frames_of(s, Channel.CONTROL, m.Shortcuts.type):
+                await trio.sleep(0.05)
+        offered = _frames_of(s, Channel.CONTROL, m.Shortcuts.type)
+        if not offered:
+            raise CaseSkipped("the phone offered no shortcuts within 10 s (they are optional)")
+        shortcuts = _decoded(offered[-1])  # CaseFailed if it breaks a limit of 6.1
+        assert isinstance(shortcuts, m.Shortcuts)
+        transfers = {x.icon for x in shortcuts.shortcuts if x.icon is not None}
+
+        def complete() -> bool:
+            icons = _icons(s, transfers)
+            return len(icons) == len(transfers) and all(
+                len(data) >= total for total, data in icons.values()
+            )
+
+        await s.until(f"the icons of {len(transfers)} shortcuts", complete, 20)
+        for transfer, (total, data) in _icons(s, transfers).items():
+            if total > m.MAX_ICON:
+                raise CaseFailed(f"the icon in transfer {transfer} is {total} bytes, over "
+                                 f"{m.MAX_ICON}")  # fmt: skip
+            if not data.startswith((b"\x89PNG", b"\xff\xd8")):
+                raise CaseFailed(f"the icon in transfer {transfer} is neither PNG nor JPEG")
+        key = await s.send(m.Launch("cf-no-such"))
+
+        def answered() -> bool:
+            return any(e.body.get(0) == key[1]
+                       for e in _frames_of(s, Channel.CONTROL, m.LaunchResult.type))  # fmt: skip
+
+        await s.until(f"a launch result for frame {key[1]}", answered, 10)
+        result = next(_decoded(e) for e in _frames_of(s, Channel.CONTROL, m.LaunchResult.type)
+                      if e.body.get(0) == key[1])  # fmt: skip
+        assert isinstance(result, m.LaunchResult)
+        if result.outcome is not m.LaunchOutcome.UNKNOWN:
+            raise CaseFailed(f"a launch of an id it never offered: {result.outcome.name.lower()}"
+                             ", not unknown (2)")  # fmt: skip

@@ -16,6 +16,7 @@ import trio
 
 from bridge.connection import Connection, ConnectionConfig
 from bridge.emulation.emulator import PairingPhoneApp
+from bridge.emulation.scenarios import FLAVOURS, shortcuts
 from bridge.emulation.world import RadioWorld, bleak_on, pacing_for
 from bridge.endpoint import clock_ms_from_trio
 from bridge.session import PeerSession
@@ -52,6 +53,7 @@ FAULTS = {
     "no-navigation-result": "never answers a guidance request (6.2)",
     "no-identify": "as a GATT client, subscribes without writing its identify tag (1.2)",
     "wrong-close-code": "closes for a segment out of sequence with code 1, not 2 (7)",
+    "shortcuts-to-any-version": "sends its shortcuts to a head unit without version 2 (6.1)",
 }
 
 #: The faults a head unit under test can be given (a subset of the phone's; without
@@ -151,6 +153,15 @@ class EmulatorUnderTest:
                     await apply(message, seq)
 
             self.app.apply = unanswered  # type: ignore[method-assign]
+        if fault == "shortcuts-to-any-version":
+            app = self.app
+
+            async def to_anyone() -> None:
+                await app.send(m.Shortcuts([
+                    m.Shortcut(s.id, s.label, s.kind) for s in app.shortcuts.values()
+                ]))  # fmt: skip
+
+            self.app._publish_shortcuts = to_anyone  # type: ignore[method-assign]
         self._nursery: trio.Nursery | None = None
         self._spoiled: list[Connection] = []
         self.links = 0
@@ -193,6 +204,8 @@ class EmulatorUnderTest:
                                                remaining_m=1200, remaining_s=180))  # fmt: skip
         await self.app.play([m.NowPlaying("Conformance", "The Emulator", duration_ms=60_000)])
         self.stimulated += 1
+        if not self.app.shortcuts:  # what it offers the car's launcher (version 2)
+            await self.app.offer_shortcuts(shortcuts(self.app, FLAVOURS["ios"]))
         await self.app.notify(m.Notification(
             f"cf-{self.stimulated}", "Messages", m.Category.MESSAGE, "Running late?", 0,
             sender="Conformance", actions=[m.Action("read", "Mark as read",
