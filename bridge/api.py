@@ -30,7 +30,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import h11
 import trio
@@ -278,6 +278,13 @@ class PairingPrompt:
     accepted: bool = False
 
 
+class HomeControl(Protocol):
+    """The home link as the API uses it (``bridge/home_mqtt.py``'s HomeLink)."""
+
+    def home_json(self) -> dict[str, Any]: ...
+    def run_scene(self, scene_id: str) -> None: ...
+
+
 class ApiState:
     """What every client sees and may do; one per head unit."""
 
@@ -288,6 +295,7 @@ class ApiState:
         # the car stands still (set by the vehicle's side through the API; off until
         # then): free typing on the screen is only for a parked car
         self.parked = False
+        self.home: HomeControl | None = None  # the MQTT home link, when configured
         self._next_prompt = 1
         self._sent: dict[str, dict[str, Any]] = {}  # device id -> as last broadcast
         self._listeners: list[trio.MemorySendChannel[dict[str, Any]]] = []
@@ -315,7 +323,13 @@ class ApiState:
             "parked": self.parked,
             "devices": [device_json(p, now) for p in self.hu.phones.values() if p.key],
             "prompts": [self._prompt_json(p) for p in self.prompts.values()],
+            "home": self.home.home_json() if self.home is not None else None,
         }
+
+    def home_changed(self) -> None:
+        """The home link's state changed (connected, a scene's reply, a notice)."""
+        if self.home is not None:
+            self.broadcast({"event": "home", "home": self.home.home_json()})
 
     def _prompt_json(self, prompt: PairingPrompt) -> dict[str, Any]:
         peer = prompt.event.peer
@@ -397,6 +411,14 @@ class ApiState:
                 raise ApiError("parked needs on: true or false")
             self.parked = on
             self.broadcast({"event": "parked", "on": on})
+            return {}
+        if op == "scene":
+            scene = request.get("id")
+            if self.home is None:
+                raise ApiError("no home link: configure [home] (docs/HOME.md)")
+            if not isinstance(scene, str):
+                raise ApiError("scene needs id: one of the home's scenes")
+            self.home.run_scene(scene)
             return {}
         if op not in DEVICE_OPS:
             raise ApiError(f"unknown op {op!r}; the operations are in docs/API.md")

@@ -70,6 +70,41 @@ class DebugConfig:
 
 
 @dataclass(frozen=True)
+class SceneConfig:
+    """A button of the screen's home card: a tap publishes ``payload`` on ``topic``; the
+    home's answer on ``reply_topic`` (if any) is shown."""
+
+    id: str = ""
+    label: str = ""
+    topic: str = ""
+    payload: str = "ON"
+    reply_topic: str = ""
+
+
+@dataclass(frozen=True)
+class HomeConfig:
+    """The optional home link: MQTT with Home Assistant discovery (docs/HOME.md)."""
+
+    enabled: bool = False
+    host: str = ""
+    port: int = 1883
+    client_id: str = ""  # "" = ble-bridge-<the car's node id>
+    username: str = ""
+    password_file: str = ""  # the broker password, in a file only the service reads
+    tls: bool = False
+    ca_file: str = ""  # the CA that signed the broker's certificate ("" = the system's)
+    prefix: str = "ble-bridge"  # the car's topics: <prefix>/status, <prefix>/media, ...
+    discovery_prefix: str = "homeassistant"
+    share_presence: bool = True  # which paired devices are in the car (by display name)
+    share_media: bool = True  # now playing: title, artist, source device
+    share_navigation: bool = True  # destination, remaining distance and time, arriving
+    share_messages: bool = True  # counts of unread messages (never their text)
+    share_message_text: bool = False  # also the newest message's sender and text
+    arriving_minutes: float = 3.0  # "arriving" once the ETA is this close
+    scenes: tuple[SceneConfig, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "Head unit"  # what phones show
     data_dir: str = ""  # trust store and message stores ("" = default_data_dir())
@@ -78,6 +113,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     log: LogConfig = field(default_factory=LogConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    home: HomeConfig = field(default_factory=HomeConfig)
     path: Path | None = None  # the file it came from (not a key)
 
     @property
@@ -91,6 +127,7 @@ class Config:
 
 SECTIONS: dict[str, type[Any]] = {
     "radio": RadioConfig, "api": ApiConfig, "log": LogConfig, "debug": DebugConfig,
+    "home": HomeConfig,
 }  # fmt: skip
 CHOICES = {
     ("radio", "backend"): {"bluez", "bumble"},
@@ -112,6 +149,9 @@ def _build(cls: type[Any], table: dict[str, Any], where: str, origin: str) -> An
             values[key] = _build(SECTIONS[key], value, key, origin)
             continue
         default = getattr(cls(), key)
+        if (where, key) == ("home", "scenes"):
+            values[key] = _scenes(value, origin)
+            continue
         if isinstance(default, tuple):  # a list of choices
             allowed = CHOICES.get((where, key), set())
             if (
@@ -141,6 +181,42 @@ def _build(cls: type[Any], table: dict[str, Any], where: str, origin: str) -> An
             raise ConfigError(f"{origin}: {name!r} must be one of {', '.join(sorted(choices))}")
         values[key] = float(value) if isinstance(default, float) else value
     return cls(**values)
+
+
+def _scenes(value: Any, origin: str) -> tuple[SceneConfig, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{origin}: 'home.scenes' must be a list of tables ([[home.scenes]])")
+    scenes = []
+    for i, table in enumerate(value):
+        scene: SceneConfig = _build(SceneConfig, table, f"home.scenes[{i}]", origin)
+        for name in ("id", "label", "topic"):
+            if not getattr(scene, name):
+                raise ConfigError(f"{origin}: 'home.scenes[{i}].{name}' is missing")
+        if any(c in scene.topic for c in "+#") or any(c in scene.reply_topic for c in "+#"):
+            raise ConfigError(f"{origin}: 'home.scenes[{i}]': topics may not hold + or #")
+        scenes.append(scene)
+    ids = [s.id for s in scenes]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{origin}: two 'home.scenes' have one id")
+    return tuple(scenes)
+
+
+def check_home(home: HomeConfig, origin: str) -> None:
+    """The home link's settings make sense together (ConfigError naming the key)."""
+    if not home.enabled:
+        return
+    if not home.host:
+        raise ConfigError(f"{origin}: 'home.enabled' needs 'home.host' (the MQTT broker)")
+    if not 0 < home.port <= 65535:
+        raise ConfigError(f"{origin}: 'home.port' must be 1 to 65535")
+    if home.password_file and not home.username:
+        raise ConfigError(f"{origin}: 'home.password_file' needs 'home.username'")
+    if home.ca_file and not home.tls:
+        raise ConfigError(f"{origin}: 'home.ca_file' needs 'home.tls = true'")
+    if not home.prefix or any(c in home.prefix for c in "+#"):
+        raise ConfigError(f"{origin}: 'home.prefix' must be a topic without + or #")
+    if home.arriving_minutes <= 0:
+        raise ConfigError(f"{origin}: 'home.arriving_minutes' must be more than 0")
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -173,4 +249,5 @@ def load_config(path: Path | None = None) -> Config:
             f"{path}: 'api.token_group' needs 'api.token_file' outside the data folder (which "
             "only the service's user may enter), e.g. /run/ble-bridge/api-token"
         )
+    check_home(config.home, str(path))
     return dataclasses.replace(config, path=path)

@@ -31,9 +31,10 @@ import trio
 
 from bridge import systemd
 from bridge.api import ApiClient, ApiServer, ApiState, load_or_create_token
-from bridge.config import Config
+from bridge.config import Config, ConfigError
 from bridge.connection import ConnectionClosed
 from bridge.endpoint import clock_ms_from_trio
+from bridge.home_mqtt import HomeLink, node_id
 from bridge.phone_device import event_name
 from bridge.radio_policy import (
     AppleRadio,
@@ -266,6 +267,7 @@ class Service:
     head_unit: HeadUnit
     api: ApiState | None
     api_port: int | None
+    home: HomeLink | None = None
 
 
 async def serve(
@@ -300,8 +302,17 @@ async def serve(
         hu = running.head_unit
         await nursery.start(hu.run)
         api_port = None
+        state = ApiState(hu, clock_ms_from_trio())
+        home = None
+        if config.home.enabled:
+            # the home link follows the API's state (what the screen sees), API or not
+            home = HomeLink(config.home, state, node=node_id(hu.trust.public_key))
+            try:
+                await nursery.start(home.run)
+            except ConfigError as e:
+                log.warning("home link off: %s", e)
+                home = None
         if config.api.enabled:
-            state = ApiState(hu, clock_ms_from_trio())
             screens.append(state)
             token = load_or_create_token(config.token_path, config.api.token_group)
             server = ApiServer(state, token)
@@ -315,7 +326,7 @@ async def serve(
             config.name, len(hu.trust.devices()),
             ", pairing mode on" if config.pairing else "", config.data_path,
         )  # fmt: skip
-        task_status.started(Service(hu, screens[0] if screens else None, api_port))
+        task_status.started(Service(hu, screens[0] if screens else None, api_port, home))
         # systemd (Type=notify): ready once the radio scans and the API listens; the
         # watchdog is fed from this loop, so a hung loop gets the service restarted
         systemd.notify(f"READY=1\nSTATUS=serving {len(hu.trust.devices())} paired phone(s)")
@@ -323,7 +334,7 @@ async def serve(
         if interval is not None:
             nursery.start_soon(systemd.keep_watchdog_fed, interval)
         async for phone, event in hu.events:
-            for screen in screens:
+            for screen in screens or ([state] if home is not None else []):
                 screen.on_device_event(phone, event)
             line = describe(phone, event)
             if line is not None:

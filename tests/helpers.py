@@ -92,10 +92,12 @@ def pump(
     raise AssertionError("segmenters did not settle")
 
 
-def needed(tool: str, env: str, hint: str) -> str:
-    """The path of ``tool``. Missing, the test is skipped, or fails where ``env`` is set
-    (CI sets it: there a skipped test would prove nothing)."""
-    path = shutil.which(tool)
+def needed(tool: str, env: str, hint: str, path: str | None = None) -> str:
+    """The path of ``tool`` (on the PATH, else ``path``, e.g. in /usr/sbin). Missing, the
+    test is skipped, or fails where ``env`` is set (CI sets it: there a skipped test
+    would prove nothing)."""
+    found = shutil.which(tool) or (path if path and os.access(path, os.X_OK) else None)
+    path = found
     if path is None:
         if os.environ.get(env):
             pytest.fail(f"{tool} is not installed ({hint})")
