@@ -25,7 +25,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
@@ -34,7 +34,6 @@ from bridge.api import ApiClient, ApiServer, ApiState, load_or_create_token
 from bridge.config import Config, ConfigError
 from bridge.connection import ConnectionClosed
 from bridge.endpoint import clock_ms_from_trio
-from bridge.home_mqtt import HomeLink, node_id
 from bridge.phone_device import event_name
 from bridge.radio_policy import (
     AppleRadio,
@@ -56,6 +55,9 @@ from pairing.trust import TrustStore
 from transports.aio import asyncio_loop
 from transports.ble import BleakCentral
 from transports.recorder import LinkRecorder, RecordingListener, RecordingRadio
+
+if TYPE_CHECKING:
+    from bridge.home_mqtt import HomeLink
 
 log = logging.getLogger("bridge")
 
@@ -267,7 +269,7 @@ class Service:
     head_unit: HeadUnit
     api: ApiState | None
     api_port: int | None
-    home: HomeLink | None = None
+    home: HomeLink | None = None  # the home link, when [home] is enabled
 
 
 async def serve(
@@ -305,7 +307,10 @@ async def serve(
         state = ApiState(hu, clock_ms_from_trio())
         home = None
         if config.home.enabled:
-            # the home link follows the API's state (what the screen sees), API or not
+            # the home link follows the API's state (what the screen sees), API or not;
+            # paho is loaded only then (36 ms of every start otherwise)
+            from bridge.home_mqtt import HomeLink, node_id  # noqa: PLC0415
+
             home = HomeLink(config.home, state, node=node_id(hu.trust.public_key))
             try:
                 await nursery.start(home.run)

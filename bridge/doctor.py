@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.config import Config
+from bridge.config import Config, HomeConfig
 
 MIN_BLUEZ = (5, 55)  # bleak's floor for what the head unit uses
 SYSTEM_BUS = "/run/dbus/system_bus_socket"
@@ -71,7 +71,7 @@ def check_packages() -> Check:
     # only `bridge doctor` needs it: 1 MB resident that `bridge run` need not carry
     import importlib.metadata  # noqa: PLC0415
 
-    wanted = ["trio", "cbor2", "cryptography", "bleak", "bumble", "trio-asyncio"]
+    wanted = ["trio", "cbor2", "cryptography", "bleak", "bumble", "trio-asyncio", "paho-mqtt"]
     found, missing = [], []
     for name in wanted:
         try:
@@ -264,10 +264,35 @@ def check_user_channel(machine: Machine, transport: str) -> Check:
     )  # fmt: skip
 
 
-def run_checks(config: Config, machine: Machine | None = None) -> list[Check]:
+def check_home(config: Config, probe: Callable[[HomeConfig], str | None]) -> Check:
+    home = config.home
+    where = f"{home.host}:{home.port}"
+    why = probe(home)
+    if why is not None:
+        return Check(
+            "home link", False, why,
+            "check [home] in the config and that the broker runs (docs/HOME.md); the car "
+            "works without it",
+        )  # fmt: skip
+    tls = ", TLS" if home.tls else ""
+    return Check("home link", True, f"MQTT broker at {where} takes our credentials{tls}")
+
+
+def run_checks(
+    config: Config,
+    machine: Machine | None = None,
+    probe: Callable[[HomeConfig], str | None] | None = None,
+) -> list[Check]:
+    """``probe``: how to reach the home's broker (``bridge.home_mqtt.probe_broker``)."""
     machine = machine or Machine()
     adapter = config.radio.adapter
     checks = [check_python(), check_packages(), check_data(config), check_roles(config)]
+    if config.home.enabled:
+        if probe is None:
+            from bridge.home_mqtt import probe_broker  # noqa: PLC0415 (paho only when used)
+
+            probe = probe_broker
+        checks.append(check_home(config, probe))
     if config.radio.backend == "bumble":
         checks.append(Check("radio", True, f"Bumble on {config.radio.transport} (BlueZ not used)"))
         if config.radio.transport.startswith("hci-socket"):

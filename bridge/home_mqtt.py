@@ -14,9 +14,13 @@ floods the command topics changes nothing else.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
+import os
 import ssl
+import time
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -46,6 +50,67 @@ def _reason(reason_code: Any) -> str:
         return ("the broker refused the user name or password (home.username, "
                 "home.password_file)")  # fmt: skip
     return f"the broker refused the connection ({text})"
+
+
+def make_client(config: HomeConfig, client_id: str, will: Publish | None = None) -> mqtt.Client:
+    """A paho client with the configured credentials, TLS and last will; ConfigError
+    (naming the key) if the password or CA file cannot be used."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    if will is not None:
+        client.will_set(will.topic, will.payload, qos=1, retain=True)
+    if config.username:
+        password = None
+        if config.password_file:
+            try:
+                password = Path(config.password_file).read_text().strip()
+            except OSError as e:
+                raise ConfigError(
+                    f"home.password_file: cannot read {config.password_file} ({e.strerror})"
+                ) from None
+        client.username_pw_set(config.username, password)
+    if config.tls:
+        try:
+            client.tls_set(ca_certs=config.ca_file or None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"home.ca_file: cannot use {config.ca_file} ({e})") from None
+    return client
+
+
+def probe_broker(config: HomeConfig, timeout: float = 5.0) -> str | None:
+    """``bridge doctor``'s check (blocking): None if the broker takes our credentials,
+    else why not, in one sentence."""
+    try:
+        client = make_client(config, f"ble-bridge-doctor-{os.getpid()}")
+    except ConfigError as e:
+        return str(e)
+    answer: list[Any] = []
+    client.on_connect = lambda c, u, f, reason_code, p: answer.append(reason_code)
+    where = f"{config.host}:{config.port}"
+    failure = None
+    # paho drops a socket whose TLS handshake failed without closing it: it is freed
+    # (and so closed) here, not later with a ResourceWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            client.connect(config.host, config.port, keepalive=10)
+        except (OSError, ssl.SSLError) as e:
+            failure = f"cannot reach the broker at {where} ({getattr(e, 'strerror', None) or e})"
+        gc.collect()
+    if failure is not None:
+        return failure
+    try:
+        deadline = time.monotonic() + timeout
+        while not answer and time.monotonic() < deadline:
+            client.loop(timeout=0.1)
+    except (OSError, ssl.SSLError) as e:
+        return f"the broker at {where} ended the connection ({e})"
+    finally:
+        client.disconnect()
+    if not answer:
+        return f"the broker at {where} did not answer within {timeout:g} s"
+    if answer[0].is_failure:
+        return _reason(answer[0])
+    return None
 
 
 class HomeLink:
@@ -91,26 +156,7 @@ class HomeLink:
 
     def _make_client(self) -> mqtt.Client:
         c = self.config
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=c.client_id or f"ble-bridge-{self.view.node}"
-        )
-        will = self.view.offline()
-        client.will_set(will.topic, will.payload, qos=1, retain=True)
-        if c.username:
-            password = None
-            if c.password_file:
-                try:
-                    password = Path(c.password_file).read_text().strip()
-                except OSError as e:
-                    raise ConfigError(
-                        f"home.password_file: cannot read {c.password_file} ({e.strerror})"
-                    ) from None
-            client.username_pw_set(c.username, password)
-        if c.tls:
-            try:
-                client.tls_set(ca_certs=c.ca_file or None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-            except (OSError, ssl.SSLError) as e:
-                raise ConfigError(f"home.ca_file: cannot use {c.ca_file} ({e})") from None
+        client = make_client(c, c.client_id or f"ble-bridge-{self.view.node}", self.view.offline())
         client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)
         client.on_connect = self._thread_connected
         client.on_disconnect = self._thread_disconnected

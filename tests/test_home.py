@@ -6,13 +6,8 @@ flood of bad payloads, a wrong password, the broker going away and coming back."
 from __future__ import annotations
 
 import json
-import os
-import pwd
-import shutil
 import socket
-import subprocess
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,11 +21,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bridge import daemon
 from bridge.api import ApiError
 from bridge.config import ApiConfig, Config, HomeConfig, SceneConfig
+from bridge.doctor import check_home
 from bridge.emulation.world import RadioWorld
 from bridge.home import MAX_PAYLOAD, HomeInputError, HomeView, Notice, SceneReply, topic_id
-from bridge.home_mqtt import HomeLink
+from bridge.home_mqtt import HomeLink, probe_broker
 from bridge.wire import messages as m
-from tests.helpers import needed
+from tests.mqtt_helpers import Broker, make_certificates
 from tools.screen_demo import service_with_phones
 
 GARAGE = SceneConfig("garage", "Open the garage", "home/garage/set", "OPEN", "home/garage/state")
@@ -102,57 +98,6 @@ def test_what_comes_from_the_home_is_checked() -> None:
 
 
 # -- a real broker ---------------------------------------------------------------------------
-
-
-class Broker:
-    """mosquitto on a loopback port of its own, (re)startable on the same port."""
-
-    def __init__(self, folder: Path, *, password: str | None = None) -> None:
-        self.binary = needed(
-            "mosquitto",
-            "BRIDGE_REQUIRE_MOSQUITTO",
-            "Debian: apt-get install mosquitto",
-            path="/usr/sbin/mosquitto",
-        )
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        # run as whoever runs the tests (started as root it would become "mosquitto",
-        # which may not read the test's folder)
-        user = pwd.getpwuid(os.getuid()).pw_name
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"user {user}"]
-        if password is None:
-            lines.append("allow_anonymous true")
-        else:
-            passwd = folder / "passwd"
-            tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-            subprocess.run([tool, "-b", "-c", str(passwd), "car", password], check=True)
-            lines += ["allow_anonymous false", f"password_file {passwd}"]
-        self.conf = folder / "mosquitto.conf"
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
 
 
 @pytest.fixture
@@ -342,5 +287,64 @@ async def test_a_wrong_password_is_one_sentence_and_the_car_carries_on(
             assert not link.connected
             await until("the Pixel connected all the same",
                         world.phones["pixel"].connected.is_set, 60)  # fmt: skip
+    finally:
+        locked.stop()
+
+
+async def test_tls_with_the_home_ca_and_a_wrong_ca_refused(aio: Any, tmp_path: Path) -> None:
+    secure = Broker(tmp_path, tls=True)
+    try:
+        home = HomeConfig(enabled=True, host="127.0.0.1", port=secure.port, tls=True,
+                          ca_file=str(secure.ca))  # fmt: skip
+        assert probe_broker(home) is None
+        async with car(tmp_path, home) as (service, world):
+            link = service.home
+            assert link is not None
+            await until("connected over TLS", lambda: link.connected)
+            # (and the phone paired: a radio torn down mid-command trips Bumble's host)
+            await until("the Pixel connected", world.phones["pixel"].connected.is_set, 60)
+        other = tmp_path / "other"
+        other.mkdir()
+        make_certificates(other / "ca.pem", other / "c.pem", other / "k.pem")
+        wrong = HomeConfig(enabled=True, host="127.0.0.1", port=secure.port, tls=True,
+                           ca_file=str(other / "ca.pem"))  # fmt: skip
+        why = probe_broker(wrong)
+        assert why is not None and why.startswith("cannot reach the broker at 127.0.0.1:")
+        assert "CERTIFICATE_VERIFY_FAILED" in why
+        plain = HomeConfig(enabled=True, host="127.0.0.1", port=secure.port)
+        assert probe_broker(plain) is not None  # MQTT in the clear to a TLS port: refused
+    finally:
+        secure.stop()
+
+
+def test_doctor_checks_the_broker(tmp_path: Path, broker: Broker) -> None:
+    def config(**kw: Any) -> Config:
+        return Config(home=HomeConfig(enabled=True, host="127.0.0.1", **kw))
+
+    ok = check_home(config(port=broker.port), probe_broker)
+    assert ok.ok and ok.detail == f"MQTT broker at 127.0.0.1:{broker.port} takes our credentials"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    down = check_home(config(port=free), probe_broker)
+    assert not down.ok and down.detail.startswith(f"cannot reach the broker at 127.0.0.1:{free}")
+    assert "docs/HOME.md" in down.fix
+    missing = check_home(config(port=broker.port, username="car",
+                                password_file=str(tmp_path / "nope")), probe_broker)  # fmt: skip
+    assert not missing.ok and missing.detail.startswith("home.password_file: cannot read")
+
+
+def test_doctor_says_a_wrong_password_in_one_sentence(tmp_path: Path) -> None:
+    locked = Broker(tmp_path, password="right horse")
+    try:
+        (tmp_path / "pw").write_text("wrong horse\n")
+        home = HomeConfig(enabled=True, host="127.0.0.1", port=locked.port, username="car",
+                          password_file=str(tmp_path / "pw"))  # fmt: skip
+        check = check_home(Config(home=home), probe_broker)
+        assert not check.ok and check.detail == (
+            "the broker refused the user name or password (home.username, home.password_file)"
+        )
+        (tmp_path / "pw").write_text("right horse\n")
+        assert check_home(Config(home=home), probe_broker).ok
     finally:
         locked.stop()

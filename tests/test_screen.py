@@ -18,6 +18,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from bridge.api import screen_launcher
 from tests.helpers import needed
+from tests.mqtt_helpers import Broker
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-artifacts" / "screen"
@@ -354,3 +355,39 @@ def test_the_launcher_opens_each_devices_shortcuts_and_says_what_happened(
     apps.click()
     assert page.evaluate(TARGETS) == []
     shot(page, "launcher-night-1024x600")
+
+
+def test_the_home_card_runs_scenes_and_shows_the_homes_notices(page: Page, tmp_path: Path) -> None:
+    """With a broker (docs/HOME.md), the demo's home answers the car: a scene's button
+    publishes its command and shows the home's answer; the home's notice is a message
+    from "Home"."""
+    broker = Broker(tmp_path)
+    demo = Demo("--yes", "--mqtt", f"127.0.0.1:{broker.port}")
+    try:
+        url = demo.wait_for(lambda line: line.startswith("screen: ")).split(" ", 1)[1]
+        page.goto(url)
+        expect(page.locator("#status")).to_have_text("connected", timeout=20_000)
+        scenes = page.locator("#home-area .scene")
+        expect(scenes).to_have_count(2, timeout=30_000)
+        expect(scenes.first).to_be_enabled(timeout=30_000)  # the home link is up
+        expect(scenes).to_have_text(["Open the garage", "Lights on"])
+        scenes.first.click()
+        demo.wait_for(lambda line: line == "home: demo-home/garage/set OPEN", 20)
+        expect(scenes.first.locator(".reply")).to_have_text("opening", timeout=20_000)
+        notice = page.locator('.inbox li.home[data-device="Home"]')
+        expect(notice).to_contain_text("The washing machine has finished", timeout=30_000)
+        assert page.evaluate(TARGETS) == []
+        shot(page, "home-card")
+        # the broker goes away: the card says so and its buttons wait
+        broker.stop()
+        expect(page.locator("#home-area .home-state")).to_contain_text(
+            "Home not connected", timeout=30_000
+        )
+        expect(scenes.first).to_be_disabled()
+        shot(page, "home-card-offline")
+    finally:
+        demo.process.terminate()
+        demo.process.wait(10)
+        if demo.process.stdout is not None:
+            demo.process.stdout.close()
+        broker.stop()

@@ -14,6 +14,7 @@ through ANCS and AMS; ``all``: the three.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -22,10 +23,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
+import paho.mqtt.client as mqtt
 import trio
+from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge import daemon
-from bridge.config import ApiConfig, Config
+from bridge.config import ApiConfig, Config, HomeConfig, SceneConfig
 from bridge.emulation.scenarios import FLAVOURS, drive, launcher, messages, playlist
 from bridge.emulation.world import RadioWorld
 from bridge.endpoint import clock_ms_from_trio
@@ -45,9 +48,14 @@ async def run(args: argparse.Namespace, out: TextIO) -> None:
         print(text, file=out, flush=True)
 
     data = Path(args.data_dir or tempfile.mkdtemp(prefix="bridge-screen-"))
+    home = HomeConfig()
+    if args.mqtt:
+        host, _, port = args.mqtt.rpartition(":")
+        home = HomeConfig(enabled=True, host=host or "127.0.0.1", port=int(port),
+                          scenes=DEMO_SCENES)  # fmt: skip
     config = Config(
         name="Demo car", data_dir=str(data / "head-unit"), pairing=True,
-        api=ApiConfig(port=args.port),
+        api=ApiConfig(port=args.port), home=home,
     )  # fmt: skip
     cast = {} if args.cast == "app-free" else CAST
     confirm = daemon.yes if args.yes else None
@@ -64,6 +72,52 @@ async def run(args: argparse.Namespace, out: TextIO) -> None:
             nursery.start_soon(_play, world.phones[key], FLAVOURS[flavour], key, say)
         if args.cast != "phones":
             nursery.start_soon(_app_free, world, say)
+        if home.enabled:
+            nursery.start_soon(_demo_home, home, say)
+
+
+#: The demo's home card: what the car can ask of the demo's home (docs/HOME.md).
+DEMO_SCENES = (
+    SceneConfig("garage", "Open the garage", "demo-home/garage/set", "OPEN",
+                "demo-home/garage/state"),
+    SceneConfig("lights", "Lights on", "demo-home/lights/set", "ON", "demo-home/lights/state"),
+)  # fmt: skip
+
+
+async def _demo_home(home: HomeConfig, say: Any) -> None:
+    """The other end of the home link on the same broker, as a smart home would be:
+    it answers each scene and, a few seconds in, sends the car a notice."""
+    answers = {"demo-home/garage/set": ("demo-home/garage/state", "opening"),
+               "demo-home/lights/set": ("demo-home/lights/state", "on")}  # fmt: skip
+    heard: list[tuple[str, str]] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-home-{os.getpid()}")
+
+    def on_connect(c: mqtt.Client, *_: Any) -> None:
+        for topic in answers:
+            c.subscribe(topic, qos=1)
+
+    client.on_connect = on_connect
+
+    def on_message(c: mqtt.Client, userdata: Any, message: Any) -> None:
+        heard.append((message.topic, message.payload.decode(errors="replace")))
+        topic, payload = answers[message.topic]
+        c.publish(topic, payload, qos=1)
+
+    client.on_message = on_message
+    client.connect_async(home.host, home.port)
+    client.loop_start()
+    try:
+        await trio.sleep(5)
+        client.publish(f"{home.prefix}/notice", "The washing machine has finished", qos=1)
+        say("home: notice sent")
+        while True:
+            await trio.sleep(0.2)
+            while heard:
+                topic, payload = heard.pop(0)
+                say(f"home: {topic} {payload}")
+    finally:
+        client.disconnect()
+        await trio.to_thread.run_sync(client.loop_stop)
 
 
 @asynccontextmanager
@@ -169,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         "--cast", choices=["phones", "app-free", "all"], default="phones",
         help="phones: an Android phone and an iPad with the app; app-free: one iPhone "
         "without it (ANCS, AMS); all: the three",
+    )  # fmt: skip
+    parser.add_argument(
+        "--mqtt", metavar="HOST:PORT",
+        help="link the car to this MQTT broker (docs/HOME.md), with a demo home on it that "
+        "answers the screen's scenes and sends a notice",
     )  # fmt: skip
     args = parser.parse_args(argv)
     try:

@@ -21,6 +21,7 @@ const UNITS = { meters: "m", kilometers: "km", miles: "mi", feet: "ft", yards: "
 const $ = (id) => document.getElementById(id);
 const state = {
   devices: new Map(), prompts: new Map(), pairing: false, parked: false, name: "Head unit",
+  home: null,  // the home link (docs/HOME.md): scenes, the home's notices; null without one
 };
 const MILES = new Set(["miles", "feet", "yards"]);  // a route measured in miles
 let socket = null;
@@ -82,6 +83,15 @@ function onEvent(event) {
       state.parked = event.parked;
       state.devices = new Map(event.devices.map((d) => [d.id, d]));
       state.prompts = new Map(event.prompts.map((p) => [p.id, p]));
+      state.home = event.home || null;
+      break;
+    case "home":
+      state.home = event.home;
+      break;
+    case "home_notice":
+      if (state.home && !state.home.notices.some((n) => n.id === event.id)) {
+        state.home.notices.push({ id: event.id, text: event.text, time_ms: event.time_ms });
+      }
       break;
     case "device": {  // the device whole the first time, then what changed (docs/API.md)
       const delta = event.device;
@@ -149,6 +159,7 @@ function render() {
   renderMusic(pick("media", devices.filter((d) => d.now_playing)));
   renderMessages(devices);
   renderLauncher(devices);
+  renderHome();
   applyTheme();
   $("devices").replaceChildren(...shown.map((device) => {
     const li = document.createElement("li");
@@ -287,6 +298,9 @@ function renderMusic(device) {
   toggle.hidden = !(takes("pause") || takes("play") || takes("toggle"));
 }
 
+// The home's notices are messages from "Home", without buttons.
+const HOME = { id: "home", name: "Home", kind: "home", offers: [] };
+
 function renderMessages(devices) {
   const area = $("messages-area");
   const inbox = area.querySelector(".inbox");
@@ -294,6 +308,12 @@ function renderMessages(devices) {
   for (const device of devices) {
     const replies = (device.offers || []).includes("replies");  // none without the app
     for (const note of device.inbox) notes.push({ device, note, replies });
+  }
+  for (const notice of (state.home && state.home.notices) || []) {
+    notes.push({ device: HOME, replies: false, note: {
+      id: `home-${notice.id}`, app: "Home", category: "other", sender: "Home",
+      text: notice.text, time_ms: notice.time_ms, read: true, actions: [], canned_replies: [],
+    } });
   }
   notes.sort((a, b) => (b.note.category === "incoming_call") - (a.note.category === "incoming_call")
     || b.note.time_ms - a.note.time_ms);
@@ -329,7 +349,7 @@ function button(className, label, onclick) {
 function renderNote(device, note, replies) {
   const li = document.createElement("li");
   const call = note.category === "incoming_call";
-  li.className = `${note.read ? "" : "unread"}${call ? " call" : ""}`;
+  li.className = `${note.read ? "" : "unread"}${call ? " call" : ""}${device === HOME ? " home" : ""}`;
   li.dataset.id = note.id;
   li.dataset.device = device.name;
   const text = document.createElement("div");
@@ -340,7 +360,7 @@ function renderNote(device, note, replies) {
   const from = document.createElement("span");
   from.className = "from";
   from.textContent = device.name;
-  sender.append(from);
+  if (device !== HOME) sender.append(from);  // a notice is the home's: no device to name
   const body = document.createElement("div");
   body.className = "body";
   body.textContent = note.text;
@@ -422,6 +442,37 @@ function launch(device, shortcut, tile) {
     }
   });
   if (!sent) tile.removeAttribute("aria-busy");
+}
+
+// The home card: the owner's scenes; a tap publishes the scene's command, and the
+// home's answer (when the scene has one) shows under its label.
+function renderHome() {
+  const area = $("home-area");
+  const home = state.home;
+  area.hidden = !home || home.scenes.length === 0;
+  if (area.hidden) return;
+  area.querySelector(".scenes").replaceChildren(...home.scenes.map((scene) => {
+    const node = document.createElement("button");
+    node.className = "scene";
+    node.dataset.scene = scene.id;
+    node.disabled = !home.connected;
+    const label = document.createElement("span");
+    label.textContent = scene.label;
+    node.append(label);
+    if (scene.reply) {
+      const reply = document.createElement("span");
+      reply.className = "reply";
+      reply.textContent = scene.reply;
+      node.append(reply);
+    }
+    node.onclick = () => send({ op: "scene", id: scene.id }, (answer) => {
+      if (!answer.ok) showNotice(answer.error);
+    });
+    return node;
+  }));
+  const line = area.querySelector(".home-state");
+  line.hidden = home.connected;
+  line.textContent = home.connected ? "" : `Home not connected${home.error ? `: ${home.error}` : ""}`;
 }
 
 // Night: a darker, warmer screen. "auto" follows the clock (19:00 to 07:00).
