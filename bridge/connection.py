@@ -369,18 +369,15 @@ class Connection:
     def get_timer(self) -> float | None:
         if self._state is not _State.OPEN:
             return None
-        times = [self._last_sent + self.config.keepalive]
+        at = self._last_sent + self.config.keepalive
         if self.handshake is None or self.handshake.get_timer() is None:  # no code shown
-            times.append(self._last_received + self.config.idle_timeout)
+            at = min(at, self._last_received + self.config.idle_timeout)
         if not self.authenticated:
             assert self.handshake is not None
             pairing = self.handshake.get_timer()  # the code's confirmation deadline
-            times.append(pairing if pairing is not None else self._handshake_deadline)
-            return min(times)
+            return min(at, pairing if pairing is not None else self._handshake_deadline)
         mux_timer = self.mux.get_timer()
-        if mux_timer is not None:
-            times.append(mux_timer)
-        return min(times)
+        return at if mux_timer is None else min(at, mux_timer)
 
     def handle_timer(self, now: float) -> None:
         if self._state is not _State.OPEN:

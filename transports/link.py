@@ -118,6 +118,22 @@ class Link(abc.ABC):
             raise self.closed
         await trio.lowlevel.checkpoint()
 
+    def send_room(self) -> bool:
+        """True if :meth:`send_nowait` would take a packet now. A driver sends what is
+        ready in one go while this holds (choosing each packet as it enters the link),
+        instead of waking up once per packet. False (the default) where the stack's send
+        is itself asynchronous (bleak, Bumble): then :meth:`send` it is."""
+        return False
+
+    def send_nowait(self, packet: bytes) -> None:
+        """Queue one packet without waiting; only right after :meth:`send_room` said True."""
+        raise RuntimeError(f"{type(self).__name__} has no send_nowait")
+
+    def receive_nowait(self) -> bytes | None:
+        """A packet that has already arrived, or None (then :meth:`receive`, which also
+        reports the end). A driver takes what has arrived before it acts on any."""
+        return None
+
     async def drain(self) -> None:
         """Wait until every packet :meth:`send` took has left this side's stack (before a
         close, so that the last packet, the CLOSE saying why, is not dropped with the
@@ -170,6 +186,12 @@ class CallbackLink(Link):
             return await self._out.receive()
         except trio.EndOfChannel:
             raise self._closed or LinkClosed(CloseReason.LOCAL) from None
+
+    def receive_nowait(self) -> bytes | None:
+        try:
+            return self._out.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return None
 
     async def aclose(self) -> None:
         if self._closed is not None:

@@ -200,6 +200,19 @@ class RecordingLink(Link):
     async def wait_send_ready(self) -> None:
         await self.link.wait_send_ready()
 
+    def send_room(self) -> bool:
+        return self.link.send_room()
+
+    def send_nowait(self, packet: bytes) -> None:
+        self.link.send_nowait(packet)
+        self._recorder.sent(self._handle, packet)
+
+    def receive_nowait(self) -> bytes | None:
+        packet = self.link.receive_nowait()
+        if packet is not None:
+            self._recorder.received(self._handle, packet)
+        return packet
+
     async def receive(self) -> bytes:
         try:
             packet = await self.link.receive()

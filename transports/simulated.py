@@ -172,6 +172,9 @@ class _Direction:
         self.lost_at: float | None = None
         self.packets = 0
         self.value_bytes = 0
+        # the receiver at the far end waits on this (a packet sent, or the link ending):
+        # one wakeup per waiter, not every task of the pair woken by every packet
+        self.changed = Wakeup()
 
     def event_time(self, k: int) -> float:
         return self.anchor + k * self.profile.interval
@@ -282,9 +285,45 @@ class SimulatedLink(Link):
                 break
             deadline = min(self._tx.in_tx[0].tx_done, self._close_deadline())
             await self._pair.notifier.wait_until(deadline)
-        self._tx.schedule(packet, now)
-        self._pair.notifier.notify()
+        self._send(packet, now)
         await trio.lowlevel.checkpoint()
+
+    def _send(self, packet: bytes, now: float) -> None:
+        self._tx.schedule(packet, now)
+        if len(self._tx.queue) == 1:
+            # the peer's receiver waits for the head of the queue only: a packet behind
+            # others changes nothing it waits for
+            self._tx.changed.notify()
+
+    def _room(self, now: float, pdus: int) -> bool:
+        buffered = self._tx.buffered(now)
+        return buffered == 0 or buffered + pdus <= self._pair.profile.tx_buffer
+
+    def send_room(self) -> bool:
+        now = trio.current_time()
+        self._settle(now)
+        if self._closed is not None:
+            return False
+        largest = segment_size_for(self.payload_size)  # as wait_send_ready counts
+        return self._room(now, len(self._pair.profile.fragments(largest)))
+
+    def send_nowait(self, packet: bytes) -> None:
+        if not packet or len(packet) > self.payload_size:
+            raise ValueError(f"packet of {len(packet)} bytes; payload size is {self.payload_size}")
+        now = trio.current_time()
+        if not self._room(now, len(self._pair.profile.fragments(len(packet)))):
+            raise RuntimeError("send_nowait without room: ask send_room first")
+        self._send(packet, now)
+
+    def receive_nowait(self) -> bytes | None:
+        now = trio.current_time()
+        head = self._rx.queue[0] if self._rx.queue else None
+        arrived = head is not None and head.deliver_at <= min(now, self._close_deadline())
+        closed_here = self._closed is not None and self._closed.reason is CloseReason.LOCAL
+        if head is not None and arrived and not closed_here:
+            self._rx.queue.popleft()
+            return head.data
+        return None
 
     async def wait_send_ready(self) -> None:
         # Ready when a packet of the size senders make here would go in at once: a
@@ -321,7 +360,7 @@ class SimulatedLink(Link):
             if self._closed is not None:
                 raise self._closed
             deadline = min(head.deliver_at if head else math.inf, self._close_deadline())
-            await self._pair.notifier.wait_until(deadline)
+            await self._rx.changed.wait_until(deadline)
 
     async def aclose(self) -> None:
         now = trio.current_time()
@@ -332,7 +371,7 @@ class SimulatedLink(Link):
             peer = self._pair.other(self)
             at = self._tx.last_delivery(now) + self._pair.profile.interval
             peer._schedule_close(at, LinkClosed(CloseReason.PEER, "peer disconnected"))
-            self._pair.notifier.notify()
+            self._pair.notify_all()
         await trio.lowlevel.checkpoint()
 
 
@@ -366,7 +405,13 @@ class SimulatedLinkPair:
         detail = f"supervision timeout ({self.profile.supervision_timeout * 1000:.0f} ms)"
         for end in (self.central, self.peripheral):
             end._schedule_close(at, LinkClosed(CloseReason.LINK_LOSS, detail))
+        self.notify_all()
+
+    def notify_all(self) -> None:
+        """The link is ending: every waiter looks again."""
         self.notifier.notify()
+        self._up.changed.notify()
+        self._down.changed.notify()
 
     def stats(self) -> dict[str, tuple[int, int]]:
         """Packets and value bytes sent each way so far."""

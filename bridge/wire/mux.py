@@ -123,9 +123,11 @@ class ChannelMux:
         self._in = {c: _Incoming() for c in Channel}
         self._order = itertools.count()
         self._rr = [0] * len(Priority)
-        self._lane_channels = {
-            p: [c for c in Channel if CHANNEL_PRIORITY[c] is p] for p in Priority
-        }
+        # per lane (by its number): its channels with their queues, looked up once here
+        # rather than per segment (the segmenter asks every idle lane for each one)
+        self._lane_channels = [
+            [(c, self._out[c]) for c in Channel if CHANNEL_PRIORITY[c] is p] for p in Priority
+        ]
         self._ack_now = False
 
     # -- application side -------------------------------------------------------------
@@ -202,12 +204,13 @@ class ChannelMux:
                 return None
             ready = [c for c in Channel if self._eligible(c)]
             return min(ready, key=lambda c: self._out[c].pending[0].order, default=None)
-        channels = self._lane_channels[Priority(lane)]
+        channels = self._lane_channels[lane]
+        count = len(channels)
         start = self._rr[lane]
-        for i in range(len(channels)):
-            channel = channels[(start + i) % len(channels)]
-            if self._eligible(channel):
-                self._rr[lane] = (start + i + 1) % len(channels)
+        for i in range(count):
+            channel, out = channels[(start + i) % count]
+            if out.pending and (out.pending[0].seq is None or len(out.unacked) < self.window):
+                self._rr[lane] = (start + i + 1) % count
                 return channel
         return None
 
@@ -328,17 +331,22 @@ class ChannelMux:
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` next has something to do."""
-        times = []
+        # (asked before every packet: plain loops, no lists)
+        best: float | None = None
         if not self._ack_now and self._peer_known:  # once due, the next frame carries it
-            times = [
-                i.owed_since + self.ack_delay for i in self._in.values() if i.owed_since is not None
-            ]
-        times += [
-            o.unacked[0].sent_at + self.ack_timeout
-            for o in self._out.values()
-            if o.unacked and o.unacked[0].sent_at is not None
-        ]
-        return min(times, default=None)
+            for inc in self._in.values():
+                if inc.owed_since is not None:
+                    at = inc.owed_since + self.ack_delay
+                    if best is None or at < best:
+                        best = at
+        for out in self._out.values():
+            if out.unacked:
+                sent_at = out.unacked[0].sent_at
+                if sent_at is not None:
+                    at = sent_at + self.ack_timeout
+                    if best is None or at < best:
+                        best = at
+        return best
 
     def handle_timer(self, now: float) -> None:
         """Make delayed acks due; raise ProtocolError(TIMEOUT) if the peer stopped acking."""
