@@ -130,6 +130,8 @@ class Connection:
         # Frames of the connection itself (handshake, KEEPALIVE, CLOSE), each with whether it
         # goes in the clear (only handshake messages, and anything before Noise is done).
         self._control: deque[tuple[Frame, bool]] = deque()
+        # per lane, the mux's change count when it last had nothing for it (-1: ask)
+        self._lane_empty = [-1] * len(Priority)
         self._last_sent = now
         self._last_received = now
         self._now = now
@@ -348,8 +350,12 @@ class Connection:
             return (self._plain if clear else self.records).seal(encode_frame(control))
         if self._state is not _State.OPEN or not self.authenticated:
             return None
+        changes = self.mux.changes
+        if self._lane_empty[lane] == changes:
+            return None  # it had nothing for this lane, and nothing changed since
         frame = self.mux.next_frame(lane, self._now)
         if frame is None:
+            self._lane_empty[lane] = changes
             return None
         return self.records.seal(encode_frame(frame))
 

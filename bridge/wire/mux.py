@@ -129,6 +129,12 @@ class ChannelMux:
             [(c, self._out[c]) for c in Channel if CHANNEL_PRIORITY[c] is p] for p in Priority
         ]
         self._ack_now = False
+        #: Counts every change that could make :meth:`next_frame` return a frame where it
+        #: returned None (a message queued, an acknowledgement owed or received, a timer,
+        #: a new link): a driver that asked for a lane and got None need not ask again
+        #: until it moves (the segmenter asks every idle lane for every segment).
+        self.changes = 0
+        self._sendable = (-1, False)  # (changes, has_sendable()) when last asked
 
     # -- application side -------------------------------------------------------------
 
@@ -136,6 +142,7 @@ class ChannelMux:
         self, channel: Channel, type: int, body: Body, *, sequenced: bool = True
     ) -> int | None:
         """Queue a message; returns its sequence number (None if unsequenced)."""
+        self.changes += 1
         out = self._out[channel]
         if len(out.pending) + len(out.unacked) >= self.queue_limit:
             raise QueueFullError(
@@ -164,6 +171,7 @@ class ChannelMux:
         until the peer's HELLO says its epoch, what we owe may be for a peer that has
         since restarted (and would take an acknowledgement of frames it never sent as a
         protocol error)."""
+        self.changes += 1
         self._peer_known = not await_hello
         for out in self._out.values():
             for item in reversed(out.unacked):
@@ -179,13 +187,18 @@ class ChannelMux:
     def peer_hello_seen(self) -> None:
         """The peer's HELLO on this link is in (and a new epoch's reset done): owed
         acknowledgements may go."""
+        self.changes += 1
         self._peer_known = True
 
     # -- sending ----------------------------------------------------------------------
 
     def has_sendable(self) -> bool:
         """True if :meth:`next_frame` would return a frame for some lane."""
-        return (self._ack_now and self._peer_known) or any(self._eligible(c) for c in Channel)
+        if self._sendable[0] == self.changes:
+            return self._sendable[1]
+        sendable = (self._ack_now and self._peer_known) or any(self._eligible(c) for c in Channel)
+        self._sendable = (self.changes, sendable)
+        return sendable
 
     def lane_of(self, channel: Channel) -> int:
         if self.scheduler is Scheduler.FIFO:
@@ -222,6 +235,7 @@ class ChannelMux:
                 body: Body = {int(c): s for c, s in self._take_acks().items()}
                 return Frame(Channel.CONTROL, ControlType.ACK, None, body)
             return None
+        self.changes += 1
         out = self._out[channel]
         item = out.pending.popleft()
         if item.seq is not None:
@@ -245,6 +259,7 @@ class ChannelMux:
 
     def receive(self, frame: Frame, now: float) -> list[MuxEvent]:
         """Process a frame from the peer; returns what it delivers or acknowledges."""
+        self.changes += 1
         events: list[MuxEvent] = list(self._acknowledge(frame.acks))
         if frame.channel is Channel.CONTROL and frame.type == ControlType.ACK:
             events.extend(self._acknowledge(_parse_ack_body(frame.body)))
@@ -273,6 +288,7 @@ class ChannelMux:
         before :meth:`reset_incoming` (an older ``generation``) is stale and ignored."""
         if generation is not None and generation != self.generation:
             return
+        self.changes += 1
         inc = self._in[channel]
         if inc.expected is None or seq >= inc.expected:
             raise LocalProtocolError(f"commit of {channel.name.lower()} {seq}, never delivered")
@@ -297,6 +313,7 @@ class ChannelMux:
 
     def reset_incoming(self) -> None:
         """The peer restarted its numbering (a new epoch): accept its next frames afresh."""
+        self.changes += 1
         self.generation += 1
         for inc in self._in.values():
             inc.expected = inc.committed = None
@@ -350,6 +367,7 @@ class ChannelMux:
 
     def handle_timer(self, now: float) -> None:
         """Make delayed acks due; raise ProtocolError(TIMEOUT) if the peer stopped acking."""
+        self.changes += 1
         for inc in self._in.values():
             if inc.owed_since is not None and inc.owed_since + self.ack_delay <= now:
                 self._ack_now = True
