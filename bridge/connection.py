@@ -339,10 +339,22 @@ class Connection:
         if self._state is _State.DONE:
             return None
         self._now = now
-        packet = self.segmenter.next_segment(self._record_for)
+        packet = self.segmenter.next_segment(self._record_for, self._ready_lanes())
         if packet is not None:
             self._last_sent = now
         return packet
+
+    def _ready_lanes(self) -> int:
+        """A bit per lane that may have a record (what :meth:`_record_for` would not
+        refuse at once)."""
+        ready = 1 if self._control else 0
+        if self._state is not _State.OPEN or not self.authenticated:
+            return ready
+        changes, empty = self.mux.changes, self._lane_empty
+        for lane in range(len(empty)):
+            if empty[lane] != changes:
+                ready |= 1 << lane
+        return ready
 
     def _record_for(self, lane: int) -> bytes | None:
         if lane == Priority.URGENT and self._control:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -255,3 +256,32 @@ def test_bad_configuration_is_a_local_error() -> None:
         Segmenter(513)
     with pytest.raises(LocalProtocolError):
         Segmenter(100, window=8)
+
+
+def _outcome(rx: Segmenter, receive: Callable[[bytes], None], packets: list[bytes]) -> object:
+    try:
+        for p in packets:
+            receive(p)
+    except ProtocolError as e:
+        return ("error", e.code, str(e), vars(rx).copy())
+    return ("ok", vars(rx).copy())
+
+
+@settings(max_examples=300)
+@given(st.lists(st.binary(min_size=1, max_size=24), max_size=12), st.integers(0, 3))
+def test_the_fast_path_for_continuations_is_the_general_one(
+    packets: list[bytes], lane: int
+) -> None:
+    """Continuations skip the Segment object (the common case of a long record): same
+    records, state and errors as parsing them."""
+    start = [bytes((0x40 | lane << 4, 60, 0)) + b"x" * 10]  # a FIRST: 60 bytes on `lane`
+    packets = start + [bytes((p[0] & 0x3F,)) + p[1:] for p in packets]  # CONTs, any lane/seq
+
+    def general(rx: Segmenter) -> Callable[[bytes], None]:
+        def receive(p: bytes) -> None:
+            rx._receive_parsed(parse_segment(p))
+
+        return receive
+
+    fast, slow = Segmenter(20), Segmenter(20)
+    assert _outcome(fast, fast._receive, packets) == _outcome(slow, general(slow), packets)

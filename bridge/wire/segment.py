@@ -225,7 +225,12 @@ class Segmenter:
             raise self._fail(e) from None
 
     def _receive(self, packet: bytes) -> None:
-        seg = parse_segment(packet)
+        if packet and not packet[0] >> 6 and 2 <= len(packet) <= MAX_SEGMENT:
+            self._receive_cont(packet)  # the common case, without a Segment object
+            return
+        self._receive_parsed(parse_segment(packet))
+
+    def _receive_parsed(self, seg: Segment) -> None:
         if seg.seq != self._rx_seq:
             raise ProtocolError(
                 ErrorCode.SEQUENCE, f"segment seq {seg.seq}, expected {self._rx_seq}"
@@ -290,6 +295,34 @@ class Segmenter:
             return grant
         return 0
 
+    def _receive_cont(self, packet: bytes) -> None:
+        """A CONT segment: the same checks, in the same order, as :meth:`_receive`."""
+        h = packet[0]
+        seq, lane_number = h & 0x0F, (h >> 4) & 0x03
+        if seq != self._rx_seq:
+            raise ProtocolError(ErrorCode.SEQUENCE, f"segment seq {seq}, expected {self._rx_seq}")
+        self._rx_seq = (seq + 1) & 0x0F
+        self.segments_received += 1
+        if self._peer_credits == 0:
+            raise ProtocolError(ErrorCode.FLOW_CONTROL, "data segment sent without credit")
+        self._peer_credits -= 1
+        lane = self._lanes_in[lane_number]
+        if lane is None:
+            raise ProtocolError(ErrorCode.INTERLEAVE, f"continuation on idle lane {lane_number}")
+        size = len(packet) - 1
+        if lane.received + size > lane.total:
+            raise ProtocolError(ErrorCode.MALFORMED, "segment overruns its record's length")
+        lane.parts.append(packet[1:])
+        lane.received += size
+        if lane.received == lane.total:
+            self._lanes_in[lane_number] = None
+            self._reassembly_bytes -= lane.total
+            record = b"".join(lane.parts)
+            self._done.append((record, 1))
+            self._done_bytes += len(record)
+        else:
+            self._owed += 1
+
     # -- sending ----------------------------------------------------------------------
 
     def has_work(self) -> bool:
@@ -300,8 +333,10 @@ class Segmenter:
         """True if :meth:`next_segment` would return a packet without new records."""
         return self._grant_due() > 0 or (self._credits > 0 and any(self._lanes_out))
 
-    def next_segment(self, source: RecordSource) -> bytes | None:
-        """The next packet to send, or None. ``source(lane)`` supplies records to idle lanes.
+    def next_segment(self, source: RecordSource, ready: int = (1 << LANES) - 1) -> bytes | None:
+        """The next packet to send, or None. ``source(lane)`` supplies records to idle lanes;
+        ``ready``, a bit per lane, says which idle lanes may have one (the others are not
+        asked: a driver that knows they have nothing saves the calls).
 
         Sending still works after the receive side failed: the CLOSE that says why must go.
         """
@@ -310,6 +345,8 @@ class Segmenter:
             for lane in range(LANES):
                 out = self._lanes_out[lane]
                 if out is None:
+                    if not ready >> lane & 1:
+                        continue
                     record = source(lane)
                     if record is None:
                         continue
