@@ -30,6 +30,11 @@ def _fail(message: str) -> ProtocolError:
     return ProtocolError(ErrorCode.MALFORMED, f"bad CBOR: {message}")
 
 
+_ARGUMENT_SIZE = {24: 1, 25: 2, 26: 4, 27: 8}  # additional information -> bytes
+_SHORTEST = {1: 24, 2: 0x100, 4: 0x10000, 8: 0x100000000}  # bytes -> smallest value
+_FLOAT_SIZE = {25: 2, 26: 4, 27: 8}
+
+
 class _Walker:
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -40,15 +45,14 @@ class _Walker:
         data, pos = self.data, self.pos
         if info < 24:
             return info
-        size = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
+        size = _ARGUMENT_SIZE.get(info)
         if size is None:
             raise _fail("indefinite length or reserved argument")
         if pos + size > len(data):
             raise _fail("truncated argument")
         value = int.from_bytes(data[pos : pos + size], "big")
         self.pos = pos + size
-        minimum = {1: 24, 2: 0x100, 4: 0x10000, 8: 0x100000000}[size]
-        if value < minimum:
+        if value < _SHORTEST[size]:
             raise _fail("argument not in its shortest form")
         return value
 
@@ -107,7 +111,7 @@ class _Walker:
     def _simple(self, info: int) -> None:
         if info in (20, 21, 22):
             return
-        size = {25: 2, 26: 4, 27: 8}.get(info)
+        size = _FLOAT_SIZE.get(info)
         if size is None:
             raise _fail(f"simple value {info} is not allowed")
         if self.pos + size > len(self.data):

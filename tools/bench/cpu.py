@@ -46,6 +46,7 @@ from transports.link import Link, LinkClosed, payload_size_for_mtu
 from transports.simulated import PROFILES, SimulatedLinkPair
 
 MB = 1 << 20
+QUEUE = 4  # packets each direction of the memory link buffers
 WINDOW = 16  # frames a channel may have unacknowledged (bridge.wire.mux)
 
 
@@ -72,9 +73,14 @@ class MemoryLink(Link):
     """One end of a link with no timing and no cost: packets cross trio memory channels."""
 
     def __init__(
-        self, send: trio.MemorySendChannel[bytes], receive: trio.MemoryReceiveChannel[bytes]
+        self,
+        send: trio.MemorySendChannel[bytes],
+        receive: trio.MemoryReceiveChannel[bytes],
+        counts: tuple[list[int], list[int]],
     ) -> None:
         self._send, self._receive = send, receive
+        # packets in each channel's buffer (sent, not yet received): ours, the peer's
+        self._out, self._in = counts
 
     @property
     def att_mtu(self) -> int:
@@ -90,22 +96,27 @@ class MemoryLink(Link):
 
     async def send(self, packet: bytes) -> None:
         await self._send.send(packet)
+        self._out[0] += 1
 
     def send_room(self) -> bool:
-        stats = self._send.statistics()
-        return stats.current_buffer_used < stats.max_buffer_size
+        return self._out[0] < QUEUE
 
     def send_nowait(self, packet: bytes) -> None:
         self._send.send_nowait(packet)
+        self._out[0] += 1
 
     async def receive(self) -> bytes:
-        return await self._receive.receive()
+        packet = await self._receive.receive()
+        self._in[0] -= 1
+        return packet
 
     def receive_nowait(self) -> bytes | None:
         try:
-            return self._receive.receive_nowait()
+            packet = self._receive.receive_nowait()
         except trio.WouldBlock:
             return None
+        self._in[0] -= 1
+        return packet
 
     async def aclose(self) -> None:
         pass
@@ -113,9 +124,10 @@ class MemoryLink(Link):
 
 def memory_links() -> tuple[Link, Link]:
     """(head unit's end, phone's end), each side's queue a few packets deep."""
-    to_phone, at_phone = trio.open_memory_channel[bytes](4)
-    to_hu, at_hu = trio.open_memory_channel[bytes](4)
-    return MemoryLink(to_phone, at_hu), MemoryLink(to_hu, at_phone)
+    to_phone, at_phone = trio.open_memory_channel[bytes](QUEUE)
+    to_hu, at_hu = trio.open_memory_channel[bytes](QUEUE)
+    down, up = [0], [0]  # packets buffered towards the phone, towards the head unit
+    return MemoryLink(to_phone, at_hu, (down, up)), MemoryLink(to_hu, at_phone, (up, down))
 
 
 def _handshakes(folder: Path) -> tuple[Handshake, Handshake]:
