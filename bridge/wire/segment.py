@@ -263,11 +263,14 @@ class Segmenter:
                 raise ProtocolError(ErrorCode.INTERLEAVE, f"continuation on idle lane {seg.lane}")
             if lane.received + len(seg.data) > lane.total:
                 raise ProtocolError(ErrorCode.MALFORMED, "segment overruns its record's length")
-        lane.parts.append(seg.data)
-        lane.received += len(seg.data)
+        self._add(seg.lane, lane, seg.data)
+
+    def _add(self, lane_number: int, lane: _Reassembly, data: bytes) -> None:
+        lane.parts.append(data)
+        lane.received += len(data)
         if lane.received == lane.total:
             # The last segment's credit comes back when the application takes the record.
-            self._lanes_in[seg.lane] = None
+            self._lanes_in[lane_number] = None
             self._reassembly_bytes -= lane.total
             record = b"".join(lane.parts)
             self._done.append((record, 1))
@@ -309,19 +312,9 @@ class Segmenter:
         lane = self._lanes_in[lane_number]
         if lane is None:
             raise ProtocolError(ErrorCode.INTERLEAVE, f"continuation on idle lane {lane_number}")
-        size = len(packet) - 1
-        if lane.received + size > lane.total:
+        if lane.received + len(packet) - 1 > lane.total:
             raise ProtocolError(ErrorCode.MALFORMED, "segment overruns its record's length")
-        lane.parts.append(packet[1:])
-        lane.received += size
-        if lane.received == lane.total:
-            self._lanes_in[lane_number] = None
-            self._reassembly_bytes -= lane.total
-            record = b"".join(lane.parts)
-            self._done.append((record, 1))
-            self._done_bytes += len(record)
-        else:
-            self._owed += 1
+        self._add(lane_number, lane, packet[1:])
 
     # -- sending ----------------------------------------------------------------------
 
