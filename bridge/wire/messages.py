@@ -522,6 +522,36 @@ class BulkChunk(Message):
         )
 
 
+#: What a bulk chunk frame costs besides its data, at most in practice: the frame's array,
+#: channel, type and a sequence number of up to 5 bytes; the map with transfer, offset and
+#: total of up to 5 bytes each, the keys and the byte string's 3-byte header (27), with
+#: room for a piggybacked acknowledgement (8); and an encrypted record's 17 bytes. At the
+#: least (small numbers, no acknowledgement) it is 19 + 17.
+CHUNK_OVERHEAD = 27 + 8 + 17
+CHUNK_OVERHEAD_LEAST = 19 + 17
+
+
+def bulk_chunk_size(segment_size: int) -> int:
+    """The chunk size (at most :data:`BULK_CHUNK_SIZE`) whose encrypted records fill whole
+    segments of ``segment_size`` bytes (PROTOCOL.md 6.5), the one carrying the most data
+    per segment; :data:`BULK_CHUNK_SIZE` unless that carries more even if the frame costs
+    the most and a 4096-byte one the least. A record of ``k`` segments holds
+    ``segment_size - 4`` bytes in its first (a FIRST with a grant) and ``segment_size - 1``
+    in each continuation; a 4096-byte chunk mostly leaves its last segment part empty (at
+    ATT MTU 247 an encrypted one needs 18 segments where 4076 bytes fill 17)."""
+    if not 5 <= segment_size <= 512:
+        raise ValueError(f"segment size {segment_size}")
+    first, cont = segment_size - 3, segment_size - 1  # data room of a FIRST, a CONT
+    rest = max(0, BULK_CHUNK_SIZE + CHUNK_OVERHEAD_LEAST - first)
+    best, best_rate = BULK_CHUNK_SIZE, BULK_CHUNK_SIZE / (1 + -(-rest // cont))
+    k = 1
+    while (room := first - 1 + (k - 1) * cont - CHUNK_OVERHEAD) < BULK_CHUNK_SIZE:
+        if room > 0 and room / k > best_rate:
+            best, best_rate = room, room / k
+        k += 1
+    return best
+
+
 def chunk_object(
     transfer: int, data: bytes, size: int = BULK_CHUNK_SIZE, mime: str | None = None
 ) -> list[BulkChunk]:
