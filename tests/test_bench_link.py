@@ -27,10 +27,15 @@ async def test_goodput_and_pause_latency(
     if radio == "bumble-peripheral":  # the head unit asks a slower central for 15 ms
         expected = dataclasses.replace(expected, interval=min(expected.interval, 0.015))
     assert row.capacity == pytest.approx(expected.capacity(), rel=0.02)
-    # the goal is 0.95; at MTU 23 the 1-byte continuation header alone is 1/20 of a packet
-    assert row.ratio >= (0.94 if mtu == 23 else 0.95)
+    # encrypted sessions; at MTU 23 the 1-byte continuation header alone is 1/20 of a
+    # packet, and a 32 KB transfer's first and last latency weigh more than in 1 MB
+    assert row.ratio >= (0.93 if mtu == 23 else 0.95)
+    assert row.plain is not None and row.plain >= row.goodput  # encryption costs, a little
+    assert row.plain - row.goodput <= 0.01 * row.capacity
     assert row.samples[0] >= 4  # pauses measured while the transfer was under way
-    assert max(row.priority_ratios) <= 1.5
+    # an encrypted pause is one packet from MTU 33 (P2); at 23 it is two, and under a
+    # transfer the second may wait for the next connection event (docs/BENCHMARKS.md)
+    assert max(row.priority_ratios) <= (3.0 if mtu == 23 else 1.5)
     assert min(row.fifo_ratios) > 2.0  # the measurement can tell a scheduler that fails
 
 

@@ -38,10 +38,8 @@ from bridge.connection import Connection
 from bridge.session import PeerSession
 from bridge.wire.messages import BULK_CHUNK_SIZE, chunk_object
 from bridge.wire.mux import ChannelMux, MessageReceived
-from pairing.handshake import Handshake, Role
 from pairing.noise import nonce_bytes
-from pairing.trust import TrustStore
-from tools.bench.link import radio_links
+from tools.bench.link import handshakes, radio_links
 from transports.link import Link, LinkClosed, payload_size_for_mtu
 from transports.simulated import PROFILES, SimulatedLinkPair
 
@@ -130,25 +128,8 @@ def memory_links() -> tuple[Link, Link]:
     return MemoryLink(to_phone, at_hu, (down, up)), MemoryLink(to_hu, at_phone, (up, down))
 
 
-def _handshakes(folder: Path) -> tuple[Handshake, Handshake]:
-    """A paired head unit and phone, about to reconnect with Noise KK."""
-    hu_trust = TrustStore(folder / "hu")
-    phone_trust = TrustStore(folder / "phone", role="phone")
-    hu_trust.add(phone_trust.public_key, "Pixel 9", "android", phone_trust.irk)
-    phone_trust.add(hu_trust.public_key, "Car", "head-unit")
-    hu_hs = Handshake(
-        Role.HEAD_UNIT, hu_trust.identity, name="Car", platform="head-unit",
-        trusted=hu_trust.trusted_keys(), peer_key=phone_trust.public_key, random=os.urandom,
-    )  # fmt: skip
-    phone_hs = Handshake(
-        Role.PHONE, phone_trust.identity, name="Pixel 9", platform="android",
-        trusted=phone_trust.trusted_keys(), random=os.urandom, irk=phone_trust.irk,
-    )  # fmt: skip
-    return hu_hs, phone_hs
-
-
 def _cores(folder: Path, size: int) -> float:
-    hu_hs, phone_hs = _handshakes(folder)
+    hu_hs, phone_hs = handshakes(folder)
     payload = payload_size_for_mtu(PROFILES["android"].att_mtu)
     hu = Connection(ChannelMux(), payload, now=0.0, handshake=hu_hs)
     phone = Connection(ChannelMux(), payload, now=0.0, handshake=phone_hs)
@@ -180,7 +161,7 @@ def _cores(folder: Path, size: int) -> float:
 
 
 async def _stack(folder: Path, size: int, links: tuple[Link, Link]) -> float:
-    hu_hs, phone_hs = _handshakes(folder)
+    hu_hs, phone_hs = handshakes(folder)
     hu, phone = PeerSession("hu"), PeerSession("phone")
     chunks = chunk_object(1, bytes(size))
     got = 0

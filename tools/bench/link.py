@@ -1,10 +1,14 @@
 """Goodput and pause latency (P1, P3): ``python -m tools.bench.link [--quick] [--radio ...]``.
 
 For the android and ios profiles at ATT MTU 23, 185, 247 and 517 it measures, side by
-side in one run and on virtual time (so the figures are exact and repeatable):
+side in one run and on virtual time (so the figures are exact and repeatable), with
+sessions authenticated by Noise KK first (a paired phone reconnecting), so that every
+record is encrypted as on a real link:
 
-- goodput: application bytes of a 1 MB bulk transfer per second, as a ratio of the link's
-  raw payload capacity (ATT value bytes per second with full packets);
+- goodput: application bytes of a 1 MB bulk transfer per second (in chunks whose records
+  fill whole segments, as PROTOCOL.md 6.5 advises senders), as a ratio of the link's
+  raw payload capacity (ATT value bytes per second with full packets); the same with
+  unencrypted sessions beside it (``plain``), so the cost of encryption shows;
 - pause latency: a pause command from the head unit to the phone, p50 and p99 over many
   samples at random moments, idle and while a 1 MB transfer to the phone is in flight,
   with the priority scheduler and with a plain FIFO scheduler; reported as ratios of the
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import statistics
 import sys
@@ -31,6 +36,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -41,8 +47,15 @@ from bridge.endpoint import clock_ms_from_trio
 from bridge.session import PeerSession
 from bridge.wire.channels import Channel
 from bridge.wire.gatt import head_unit_advertising
-from bridge.wire.messages import BULK_CHUNK_SIZE, MediaCommand, MediaCommandRequest, chunk_object
+from bridge.wire.messages import (
+    MediaCommand,
+    MediaCommandRequest,
+    bulk_chunk_size,
+    chunk_object,
+)
 from bridge.wire.mux import ChannelMux, MessageReceived, Scheduler
+from pairing.handshake import Handshake, Role
+from pairing.trust import TrustStore
 from transports.aio import asyncio_loop
 from transports.ble import BleakCentral
 from transports.bumble_phone import BumblePeripheral
@@ -62,8 +75,64 @@ async def simulated_links(profile: LinkProfile, seed: int) -> AsyncIterator[tupl
     yield pair.central, pair.peripheral
 
 
+def handshakes(folder: Path) -> tuple[Handshake, Handshake]:
+    """(head unit's, phone's) handshakes of a paired pair about to reconnect with Noise KK;
+    their trust stores are written under ``folder``."""
+    hu_trust = TrustStore(folder / "hu")
+    phone_trust = TrustStore(folder / "phone", role="phone")
+    hu_trust.add(phone_trust.public_key, "Pixel 9", "android", phone_trust.irk)
+    phone_trust.add(hu_trust.public_key, "Car", "head-unit")
+    hu_hs = Handshake(
+        Role.HEAD_UNIT, hu_trust.identity, name="Car", platform="head-unit",
+        trusted=hu_trust.trusted_keys(), peer_key=phone_trust.public_key, random=os.urandom,
+    )  # fmt: skip
+    phone_hs = Handshake(
+        Role.PHONE, phone_trust.identity, name="Pixel 9", platform="android",
+        trusted=phone_trust.trusted_keys(), random=os.urandom, irk=phone_trust.irk,
+    )  # fmt: skip
+    return hu_hs, phone_hs
+
+
+def chunk_size(profile: LinkProfile) -> int:
+    """The bulk chunk size a sender picks for this link: records that fill whole segments."""
+    return bulk_chunk_size(segment_size_for(profile.payload_size))
+
+
+def _ready(session: PeerSession, encrypted: bool) -> bool:
+    """The session's link is up and, if ``encrypted``, authenticated with encrypted records."""
+    connection = session.connection
+    if connection is None or not connection.open:
+        return False
+    return not encrypted or (connection.authenticated and connection.records.encrypted)
+
+
 @asynccontextmanager
-async def _radio_world() -> AsyncIterator[RadioWorld]:
+async def _sessions(
+    links: Links,
+    profile: LinkProfile,
+    seed: int,
+    hu: PeerSession,
+    phone: PeerSession,
+    *,
+    encrypted: bool,
+) -> AsyncIterator[trio.Nursery]:
+    """Both sessions running on a connected pair of links, authenticated with Noise KK
+    when ``encrypted``; the nursery is cancelled when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as folder:
+        hu_hs, phone_hs = handshakes(Path(folder)) if encrypted else (None, None)
+        async with links(profile, seed) as (hu_link, phone_link), trio.open_nursery() as nursery:
+            nursery.start_soon(partial(hu.run_link, hu_link, handshake=hu_hs))
+            nursery.start_soon(partial(phone.run_link, phone_link, handshake=phone_hs))
+            with trio.fail_after(30):  # virtual seconds: the slowest link's handshake is < 1
+                while not (_ready(hu, encrypted) and _ready(phone, encrypted)):
+                    await trio.sleep(profile.interval)
+            await trio.sleep(0.5)  # the link settled
+            yield nursery
+            nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def radio_world() -> AsyncIterator[RadioWorld]:
     with tempfile.TemporaryDirectory() as folder:
         async with asyncio_loop():
             world = RadioWorld(Path(folder), clock_ms=clock_ms_from_trio())
@@ -95,7 +164,7 @@ async def _connected(
 async def radio_links(profile: LinkProfile, seed: int) -> AsyncIterator[tuple[Link, Link]]:
     """The head unit's bleak transport and a phone's GATT server on the Bumble radio,
     connected (the phone's ATT MTU is the profile's: the exchange settles on it)."""
-    async with _radio_world() as world:
+    async with radio_world() as world:
         central = await world.start_central()
         device = await world.radio.powered("phone", pacing_for(profile))
         phone = BumblePeripheral(device, att_mtu=profile.att_mtu, apple=profile.name == "ios")
@@ -108,7 +177,7 @@ async def radio_links(profile: LinkProfile, seed: int) -> AsyncIterator[tuple[Li
 async def peripheral_links(profile: LinkProfile, seed: int) -> AsyncIterator[tuple[Link, Link]]:
     """The head unit as GATT server and a phone connecting to it as a bleak central, on
     the Bumble radio (the phone asks for the profile's ATT MTU)."""
-    async with _radio_world() as world:
+    async with radio_world() as world:
         await world.start_central()
         listener = world.listener()
         await listener.advertise(*head_unit_advertising(bytes(6), None))
@@ -151,11 +220,12 @@ class Row:
     profile: str
     mtu: int
     capacity: float
-    goodput: float
+    goodput: float  # encrypted sessions
     idle: tuple[float, float]
     priority: tuple[float, float]
     fifo: tuple[float, float]
     samples: tuple[int, int]  # pause samples taken during the transfer: prio, fifo
+    plain: float | None = None  # goodput of unencrypted sessions, when measured
 
     @property
     def ratio(self) -> float:
@@ -177,23 +247,19 @@ async def _drain(session: PeerSession, into: list[tuple[float, MessageReceived]]
             into.append((trio.current_time(), event))
 
 
-async def _goodput(links: Links, profile: LinkProfile, size: int) -> float:
+async def _goodput(links: Links, profile: LinkProfile, size: int, *, encrypted: bool) -> float:
     hu, phone = PeerSession("hu"), PeerSession("phone")
     received: list[tuple[float, MessageReceived]] = []
-    chunks = chunk_object(1, bytes(size))
-    async with links(profile, 1) as (hu_link, phone_link), trio.open_nursery() as nursery:
-        nursery.start_soon(hu.run_link, hu_link)
-        nursery.start_soon(phone.run_link, phone_link)
+    chunks = chunk_object(1, bytes(size), chunk_size(profile))
+    async with _sessions(links, profile, 1, hu, phone, encrypted=encrypted) as nursery:
         nursery.start_soon(_drain, hu, received)
         nursery.start_soon(_drain, phone, [])
-        await trio.sleep(0.5)  # link settled
         start = trio.current_time()
         for chunk in chunks:
             await phone.send(chunk.channel, chunk.type, chunk.to_body())
         while len(received) < len(chunks):
             await trio.sleep(profile.interval)
         end = max(t for t, _ in received)
-        nursery.cancel_scope.cancel()
     return size / (end - start)
 
 
@@ -207,15 +273,12 @@ async def _pause_latencies(
     at_phone: list[tuple[float, MessageReceived]] = []
     pause = MediaCommandRequest(MediaCommand.PAUSE)
     latencies: list[float] = []
-    async with links(profile, 2) as (hu_link, phone_link), trio.open_nursery() as nursery:
-        nursery.start_soon(hu.run_link, hu_link)
-        nursery.start_soon(phone.run_link, phone_link)
+    async with _sessions(links, profile, 2, hu, phone, encrypted=True) as nursery:
         nursery.start_soon(_drain, hu, [])
         nursery.start_soon(_drain, phone, at_phone)
-        await trio.sleep(0.5)
 
         async def bulk() -> None:
-            for chunk in chunk_object(2, bytes(size)):
+            for chunk in chunk_object(2, bytes(size), chunk_size(profile)):
                 await hu.send(chunk.channel, chunk.type, chunk.to_body())
 
         if scheduler is not None:
@@ -230,11 +293,11 @@ async def _pause_latencies(
             while not any(m.seq == seq and m.channel is Channel.AUDIO for _, m in at_phone[-3:]):
                 await trio.sleep(0.0005)
             latencies.append(trio.current_time() - sent_at)
-        nursery.cancel_scope.cancel()
     return latencies
 
 
-def _p(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``th percentile (1..99) of ``values``, inclusive method."""
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
@@ -247,13 +310,14 @@ async def measure(radio: str, profile_name: str, mtu: int, size: int, samples: i
         capacity = await _raw_capacity(links, profile, size)
     else:
         links, capacity = simulated_links, profile.capacity()
-    goodput = await _goodput(links, profile, size)
+    goodput = await _goodput(links, profile, size, encrypted=True)
+    plain = await _goodput(links, profile, size, encrypted=False)
     idle = await _pause_latencies(links, profile, None, samples, size)
     prio = await _pause_latencies(links, profile, Scheduler.PRIORITY, samples, size)
     fifo = await _pause_latencies(links, profile, Scheduler.FIFO, samples, size)
 
     def pair(values: list[float]) -> tuple[float, float]:
-        return (_p(values, 50), _p(values, 99))
+        return (percentile(values, 50), percentile(values, 99))
 
     return Row(
         profile_name,
@@ -264,6 +328,7 @@ async def measure(radio: str, profile_name: str, mtu: int, size: int, samples: i
         pair(prio),
         pair(fifo),
         (len(prio), len(fifo)),
+        plain,
     )
 
 
@@ -298,11 +363,13 @@ def tables(args: argparse.Namespace) -> dict[str, list[Row]]:
     rows: dict[str, list[Row]] = {}
     for radio in radios:
         print(
-            f"{RADIOS[radio]}, virtual time; transfer {size // 1024} KB in "
-            f"{BULK_CHUNK_SIZE}-byte chunks; pause latency over up to {samples} samples"
+            f"{RADIOS[radio]}, virtual time, encrypted sessions (plain: unencrypted); "
+            f"transfer {size // 1024} KB in chunks that fill whole segments; "
+            f"pause latency over up to {samples} samples"
         )
         header = (
-            f"{'profile':8} {'MTU':>4} {'capacity':>10} {'goodput':>10} {'ratio':>6} | "
+            f"{'profile':8} {'MTU':>4} {'capacity':>10} {'goodput':>10} {'ratio':>6} "
+            f"{'plain':>6} | "
             f"{'idle p50/p99 ms':>16} | {'prio x p50/p99':>15} {'n':>3} | "
             f"{'fifo x p50/p99':>15} {'n':>3}"
         )
@@ -324,7 +391,8 @@ def tables(args: argparse.Namespace) -> dict[str, list[Row]]:
                 (prio50, prio99), (fifo50, fifo99) = row.priority_ratios, row.fifo_ratios
                 print(
                     f"{row.profile:8} {row.mtu:>4} {row.capacity / 1000:>7.1f} kB/s"
-                    f"{row.goodput / 1000:>7.1f} kB/s {row.ratio:>6.3f} | "
+                    f"{row.goodput / 1000:>7.1f} kB/s {row.ratio:>6.3f} "
+                    f"{(row.plain or 0.0) / row.capacity:>6.3f} | "
                     f"{idle50 * 1000:>7.1f} {idle99 * 1000:>7.1f}  | "
                     f"{prio50:>6.2f} {prio99:>7.2f}  {row.samples[0]:>3} | "
                     f"{fifo50:>6.1f} {fifo99:>7.1f}  {row.samples[1]:>3}",
