@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.emulation.phone_app import PhoneApp
+from bridge.session import LinkUp, PeerSession
 from bridge.wire.channels import Channel
+from bridge.wire.codec import Message
 from bridge.wire.frame import Frame, encode_frame
 from bridge.wire.messages import BULK_CHUNK_SIZE, BulkChunk, bulk_chunk_size
 from pairing.encrypted_records import RECORD_OVERHEAD
@@ -47,3 +50,21 @@ def test_examples() -> None:
     assert bulk_chunk_size(20) == BULK_CHUNK_SIZE  # below 64 bytes the tail is small
     with pytest.raises(ValueError):
         bulk_chunk_size(513)
+
+
+async def test_the_emulated_phone_sends_chunks_that_fill_its_links_segments() -> None:
+    sent: list[object] = []
+
+    class Recording(PhoneApp):
+        async def send(self, message: Message) -> int:
+            sent.append(message)
+            return len(sent)
+
+    app = Recording(PeerSession("phone"), clock_ms=lambda: 0)
+    await app.on_event(LinkUp("car", 244, True))  # ATT MTU 247
+    await app.send_object(3, bytes(10_000), "image/png")
+    assert [len(c.data) for c in sent if isinstance(c, BulkChunk)] == [4076, 4076, 1848]
+    await app.on_event(LinkUp("car", 20, True))  # the next link: ATT MTU 23
+    sent.clear()
+    await app.send_object(4, bytes(5_000), "image/png")
+    assert [len(c.data) for c in sent if isinstance(c, BulkChunk)] == [4096, 904]

@@ -15,11 +15,12 @@ from typing import Any
 
 from bridge.connection import HelloReceived
 from bridge.endpoint import Endpoint, PeerEvent
-from bridge.session import PeerSession
+from bridge.session import LinkUp, PeerSession
 from bridge.store import MessageStore
 from bridge.wire import messages as m
 from bridge.wire.codec import Message
 from bridge.wire.errors import ErrorCode, ProtocolError
+from transports.link import segment_size_for
 
 #: How many of each kind of request from the head unit a phone remembers.
 HISTORY = 1000
@@ -73,6 +74,8 @@ class PhoneApp(Endpoint):
         self.commands: list[Message] = []
         self.guidance_available = guidance_available
         self.next_transfer = 1
+        #: Bulk chunks fill whole segments of the link they go on (PROTOCOL.md 6.5).
+        self.chunk_size = m.BULK_CHUNK_SIZE
         self.events: list[Any] = []
         # the launcher: what this phone offers the car, whether it is locked (then the
         # shortcuts that need it unlocked answer "locked"), the launches it carried out
@@ -179,7 +182,7 @@ class PhoneApp(Endpoint):
         await self.send(m.NotificationRemoved(id))
 
     async def send_object(self, transfer: int, data: bytes, mime: str) -> None:
-        for chunk in m.chunk_object(transfer, data, mime=mime):
+        for chunk in m.chunk_object(transfer, data, self.chunk_size, mime=mime):
             await self.send(chunk)
 
     def _transfer(self) -> int:
@@ -190,6 +193,8 @@ class PhoneApp(Endpoint):
 
     async def on_event(self, event: PeerEvent) -> None:
         _keep(self.events, event, self.history)
+        if isinstance(event, LinkUp):
+            self.chunk_size = m.bulk_chunk_size(segment_size_for(event.payload_size))
         if isinstance(event, HelloReceived):
             await self._publish_shortcuts()
 
