@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 import trio_asyncio
-from bumble import hci
+from bumble import att, gatt_client, hci
 from bumble.device import Device
 from bumble.host import Host
 from bumble.snoop import BtSnooper
@@ -31,6 +31,25 @@ CONNECTION_TIMEOUT = 0x08
 #: ACL packets of one connection a host lets its controller hold before it says a write
 #: or notification can go (see :func:`acl_room`).
 IN_FLIGHT = 2
+
+
+_on_gatt_pdu = gatt_client.Client.on_gatt_pdu
+
+
+def _gatt_pdu_unless_given_up(self: gatt_client.Client, att_pdu: att.ATT_PDU) -> None:
+    """Bumble 0.0.236's GATT client sets the result of its pending request's future when
+    the response comes, even when that future was cancelled (a request given up on, its
+    task not yet resumed to clear it, as when a radio is torn down mid-command): the
+    asyncio callback then raises ``InvalidStateError`` into the loop. Such a response has
+    nobody waiting for it and is dropped."""
+    pending = self.pending_response
+    if att_pdu.op_code in att.ATT_RESPONSES and pending is not None and pending.done():
+        logging.getLogger(__name__).debug("dropped a GATT response nobody waits for")
+        return
+    _on_gatt_pdu(self, att_pdu)
+
+
+gatt_client.Client.on_gatt_pdu = _gatt_pdu_unless_given_up  # type: ignore[method-assign]
 
 
 class DualRoleDevice(Device):
