@@ -20,8 +20,9 @@ and, while they stream, pause commands to each phone at random moments. Per coun
   connected to its peak while all streamed, divided by the phones (``tracemalloc``, in a
   separate pass so its cost stays out of the CPU figure; both ends and Bumble counted).
 
-The last columns divide each figure by the one-phone row: nothing may grow faster than
-the number of phones, so CPU per MB and memory per phone should stay near x1.
+The last columns divide each figure by the first row's (one phone unless ``--phones``
+says otherwise): nothing may grow faster than the number of phones, so CPU per MB and
+memory per phone should stay near x1.
 """
 
 from __future__ import annotations
@@ -237,10 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("bumble").setLevel(logging.CRITICAL)  # a link's teardown is noisy
     size = MB // 16 if args.quick else MB // 4
     samples = 10 if args.quick else 30
+    counts = sorted(set(args.phones or COUNTS))
+    if not all(1 <= count <= 16 for count in counts):
+        parser.error("--phones takes 1 to 16")
     rows = []
-    for count in sorted(set(args.phones or COUNTS)):
-        if not 1 <= count <= 16:
-            parser.error("--phones takes 1 to 16")
+    for count in counts:
         rows.append(measure(count, size, samples))
         print(f"{count} phone(s) measured", file=sys.stderr, flush=True)
     print(report(rows, size))

@@ -120,7 +120,7 @@ def bluez_memory(logs: Path = BLUEZ_LOGS) -> int | None:
 def goal_table(goals: list[Goal]) -> str:
     width = max(len(g.what) for g in goals)
     lines = [
-        "goals (issue 9) and this run",
+        "goals (issues 9 and 24) and this run",
         f"{'':3} {'what':<{width}}  {'goal':<13} {'measured':<24} result",
     ]
     for g in sorted(goals, key=lambda g: g.name):
