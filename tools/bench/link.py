@@ -98,7 +98,7 @@ def chunk_size(profile: LinkProfile) -> int:
     return bulk_chunk_size(segment_size_for(profile.payload_size))
 
 
-def _ready(session: PeerSession, encrypted: bool) -> bool:
+def ready(session: PeerSession, encrypted: bool) -> bool:
     """The session's link is up and, if ``encrypted``, authenticated with encrypted records."""
     connection = session.connection
     if connection is None or not connection.open:
@@ -124,7 +124,7 @@ async def _sessions(
             nursery.start_soon(partial(hu.run_link, hu_link, handshake=hu_hs))
             nursery.start_soon(partial(phone.run_link, phone_link, handshake=phone_hs))
             with trio.fail_after(30):  # virtual seconds: the slowest link's handshake is < 1
-                while not (_ready(hu, encrypted) and _ready(phone, encrypted)):
+                while not (ready(hu, encrypted) and ready(phone, encrypted)):
                     await trio.sleep(profile.interval)
             await trio.sleep(0.5)  # the link settled
             yield nursery
@@ -240,7 +240,8 @@ class Row:
         return (self.fifo[0] / self.idle[0], self.fifo[1] / self.idle[1])
 
 
-async def _drain(session: PeerSession, into: list[tuple[float, MessageReceived]]) -> None:
+async def drain(session: PeerSession, into: list[tuple[float, MessageReceived]]) -> None:
+    """Take the session's events for ever, keeping its messages with their arrival time."""
     while True:
         event = await session.next_event()
         if isinstance(event, MessageReceived):
@@ -252,8 +253,8 @@ async def _goodput(links: Links, profile: LinkProfile, size: int, *, encrypted: 
     received: list[tuple[float, MessageReceived]] = []
     chunks = chunk_object(1, bytes(size), chunk_size(profile))
     async with _sessions(links, profile, 1, hu, phone, encrypted=encrypted) as nursery:
-        nursery.start_soon(_drain, hu, received)
-        nursery.start_soon(_drain, phone, [])
+        nursery.start_soon(drain, hu, received)
+        nursery.start_soon(drain, phone, [])
         start = trio.current_time()
         for chunk in chunks:
             await phone.send(chunk.channel, chunk.type, chunk.to_body())
@@ -274,8 +275,8 @@ async def _pause_latencies(
     pause = MediaCommandRequest(MediaCommand.PAUSE)
     latencies: list[float] = []
     async with _sessions(links, profile, 2, hu, phone, encrypted=True) as nursery:
-        nursery.start_soon(_drain, hu, [])
-        nursery.start_soon(_drain, phone, at_phone)
+        nursery.start_soon(drain, hu, [])
+        nursery.start_soon(drain, phone, at_phone)
 
         async def bulk() -> None:
             for chunk in chunk_object(2, bytes(size), chunk_size(profile)):

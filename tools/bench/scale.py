@@ -48,7 +48,7 @@ from bridge.session import PeerSession
 from bridge.wire.channels import Channel
 from bridge.wire.messages import MediaCommand, MediaCommandRequest, chunk_object
 from bridge.wire.mux import MessageReceived
-from tools.bench.link import MB, chunk_size, handshakes, percentile, radio_world
+from tools.bench.link import MB, chunk_size, drain, handshakes, percentile, radio_world, ready
 from transports.ble import Sighting
 from transports.bumble_phone import BumblePeripheral
 from transports.link import Link
@@ -103,13 +103,6 @@ async def connected(
                 await hu.aclose()
 
 
-async def _drain(session: PeerSession, got: Received) -> None:
-    while True:
-        event = await session.next_event()
-        if isinstance(event, MessageReceived):
-            got.append((trio.current_time(), event))
-
-
 async def run(count: int, size: int, samples: int, *, memory: bool) -> ScaleRow:
     """One count's measurement; with ``memory`` the traced heap instead of the CPU."""
     rng = random.Random(count)
@@ -134,15 +127,13 @@ async def run(count: int, size: int, samples: int, *, memory: bool) -> ScaleRow:
                 at_phone: Received = []
                 nursery.start_soon(partial(hu.run_link, hu_link, handshake=hu_hs))
                 nursery.start_soon(partial(phone.run_link, phone_link, handshake=phone_hs))
-                nursery.start_soon(_drain, hu, [])
-                nursery.start_soon(_drain, phone, at_phone)
+                nursery.start_soon(drain, hu, [])
+                nursery.start_soon(drain, phone, at_phone)
                 pairs.append((hu, phone, at_phone))
-            await trio.sleep(1.0)  # authenticated and settled
-            for hu, phone, _ in pairs:
-                for session in (hu, phone):
-                    connection = session.connection
-                    if connection is None or not connection.records.encrypted:
-                        raise RuntimeError("a session did not authenticate")
+            with trio.fail_after(30):  # virtual seconds: each handshake takes well under 1
+                while not all(ready(s, True) for h, p, _ in pairs for s in (h, p)):
+                    await trio.sleep(PROFILE.interval)
+            await trio.sleep(0.5)  # the links settled
             started, cpu = trio.current_time(), time.process_time()
 
             async def stream(i: int, hu: PeerSession, at_phone: Received) -> None:
