@@ -248,6 +248,19 @@ async def drain(session: PeerSession, into: list[tuple[float, MessageReceived]])
             into.append((trio.current_time(), event))
 
 
+PAUSE = MediaCommandRequest(MediaCommand.PAUSE)
+
+
+async def pause_latency(hu: PeerSession, at_phone: list[tuple[float, MessageReceived]]) -> float:
+    """Send a pause from ``hu``: the time until the phone's session took it (``at_phone``
+    is what that session took, as :func:`drain` keeps it)."""
+    sent_at = trio.current_time()
+    seq = await hu.send(PAUSE.channel, PAUSE.type, PAUSE.to_body())
+    while not any(m.seq == seq and m.channel is Channel.AUDIO for _, m in at_phone[-3:]):
+        await trio.sleep(0.0005)
+    return trio.current_time() - sent_at
+
+
 async def _goodput(links: Links, profile: LinkProfile, size: int, *, encrypted: bool) -> float:
     hu, phone = PeerSession("hu"), PeerSession("phone")
     received: list[tuple[float, MessageReceived]] = []
@@ -272,7 +285,6 @@ async def _pause_latencies(
     mux = ChannelMux(scheduler=scheduler or Scheduler.PRIORITY)
     hu, phone = PeerSession("hu", mux=mux), PeerSession("phone")
     at_phone: list[tuple[float, MessageReceived]] = []
-    pause = MediaCommandRequest(MediaCommand.PAUSE)
     latencies: list[float] = []
     async with _sessions(links, profile, 2, hu, phone, encrypted=True) as nursery:
         nursery.start_soon(drain, hu, [])
@@ -289,11 +301,7 @@ async def _pause_latencies(
             await trio.sleep(rng.uniform(0.0, 4 * profile.interval))
             if scheduler is not None and not any(mux.queued(c) for c in (Channel.BULK,)):
                 break  # the transfer finished: only samples taken during it count
-            sent_at = trio.current_time()
-            seq = await hu.send(pause.channel, pause.type, pause.to_body())
-            while not any(m.seq == seq and m.channel is Channel.AUDIO for _, m in at_phone[-3:]):
-                await trio.sleep(0.0005)
-            latencies.append(trio.current_time() - sent_at)
+            latencies.append(await pause_latency(hu, at_phone))
     return latencies
 
 

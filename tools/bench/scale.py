@@ -46,9 +46,18 @@ import trio.testing
 from bridge.emulation.world import pacing_for
 from bridge.session import PeerSession
 from bridge.wire.channels import Channel
-from bridge.wire.messages import MediaCommand, MediaCommandRequest, chunk_object
+from bridge.wire.messages import chunk_object
 from bridge.wire.mux import MessageReceived
-from tools.bench.link import MB, chunk_size, drain, handshakes, percentile, radio_world, ready
+from tools.bench.link import (
+    MB,
+    chunk_size,
+    drain,
+    handshakes,
+    pause_latency,
+    percentile,
+    radio_world,
+    ready,
+)
 from transports.ble import Sighting
 from transports.bumble_phone import BumblePeripheral
 from transports.link import Link
@@ -106,7 +115,6 @@ async def connected(
 async def run(count: int, size: int, samples: int, *, memory: bool) -> ScaleRow:
     """One count's measurement; with ``memory`` the traced heap instead of the CPU."""
     rng = random.Random(count)
-    pause = MediaCommandRequest(MediaCommand.PAUSE)
     chunks = chunk_object(2, bytes(size), chunk_size(PROFILE))
     latencies: list[float] = []
     finished: dict[int, float] = {}
@@ -149,13 +157,7 @@ async def run(count: int, size: int, samples: int, *, memory: bool) -> ScaleRow:
                     await trio.sleep(rng.uniform(0.0, 4 * PROFILE.interval))
                     if not hu.mux.queued(Channel.BULK):
                         return  # this phone's transfer is out: only samples during it count
-                    sent_at = trio.current_time()
-                    seq = await hu.send(pause.channel, pause.type, pause.to_body())
-                    while not any(
-                        m.seq == seq and m.channel is Channel.AUDIO for _, m in at_phone[-3:]
-                    ):
-                        await trio.sleep(0.0005)
-                    latencies.append(trio.current_time() - sent_at)
+                    latencies.append(await pause_latency(hu, at_phone))
 
             async with trio.open_nursery() as streams:
                 for i, (hu, _, at_phone) in enumerate(pairs):
